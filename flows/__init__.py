@@ -1,0 +1,1 @@
+"""Flows that wire the stage tasks, the command line, and deployment entrypoints."""

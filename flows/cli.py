@@ -1,0 +1,124 @@
+"""`mmpipe`: run the pipeline, see each stage's cache state, download datasets.
+
+    mmpipe run [--config FILE] [--set key=value ...] [--stages a,b] [--refresh STAGE]
+    mmpipe status [--config FILE] [--set key=value ...]
+    mmpipe data download mnist|imdb [--dest DIR] [--url-base URL]
+
+Heavy imports (prefect, mlflow, torch) happen only inside the command that needs them, after the
+environment points Prefect's home and MLflow's store into the run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from flows import environment
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (default: built-in defaults)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config key, e.g. training.epochs=5")
+
+
+def _stage_list(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmpipe", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the pipeline (cached stages are reused)")
+    _config_args(run)
+    run.add_argument("--stages", help="comma-separated stages to run, e.g. training,testing")
+    run.add_argument("--refresh", action="append", default=[], metavar="STAGE",
+                     help="force STAGE (and the selected stages after it) to run again")
+    status = sub.add_parser("status", help="each stage's cache state for a config; runs nothing")
+    _config_args(status)
+    data = sub.add_parser("data", help="dataset commands")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    download = data_sub.add_parser("download", help="download a dataset, checksum-verified")
+    download.add_argument("name", choices=["mnist", "imdb"])
+    download.add_argument("--dest", default="data", help="folder to download into")
+    download.add_argument("--url-base", help="mirror to download from instead of the default")
+    return parser
+
+
+def _resolved_config(args: argparse.Namespace):
+    from mmcore.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = environment.prepare(cfg.run_dir)
+    return cfg.model_copy(update={"run_dir": str(run_dir)}), [*args.overrides,
+                                                              f"run_dir={run_dir}"]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg, overrides = _resolved_config(args)
+    from flows.pipeline import pipeline
+
+    summary = pipeline(config=args.config, overrides=overrides,
+                       stages=_stage_list(args.stages), refresh=args.refresh or None)
+    print_summary(summary)
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    print("\nstages:")
+    for stage, info in summary["stages"].items():
+        print(f"  {stage:<20} {info['state']:<7} {info['path']}")
+    if summary["metrics"]:
+        print("test metrics:", json.dumps(summary["metrics"]))
+    for row in summary.get("comparison") or []:
+        print(f"  {row['model']:<40} test accuracy {row['test_accuracy']:.4f}")
+    uri = summary["tracking_uri"]
+    print(f"\nresults: {summary['run_dir']}/stages/  (MLflow parent run {summary['parent_run_id']})")
+    if uri.startswith("sqlite:"):
+        print(f"MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
+              "           then open http://127.0.0.1:5000")
+    else:
+        print(f"MLflow: {uri}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg, _ = _resolved_config(args)
+    from tasks.registry import status_all
+
+    for row in status_all(cfg):
+        print(f"{row['stage']:<20} {row['state']:<5} {row['key']}  {row['reason']}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from mmcore.data.download import DATASETS, download_dataset
+
+    urls = None
+    if args.url_base:
+        base = args.url_base.rstrip("/")
+        urls = {name: f"{base}/{name}" for name in DATASETS[args.name]}
+    for path in download_dataset(args.name, Path(args.dest), urls=urls):
+        print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from mmcore.config import ConfigError
+    from mmcore.data.source import DataError
+
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "status":
+            return cmd_status(args)
+        return cmd_download(args)
+    except (ConfigError, DataError, ValueError) as exc:
+        print(f"mmpipe: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

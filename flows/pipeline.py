@@ -1,0 +1,65 @@
+"""The pipeline flow: the five stages in order, each through its cache.
+
+`stages` picks which stages run; earlier stages they depend on are taken from the cache for the
+same config, or run first (and the log says so) when their output is missing. `refresh` forces a
+stage and every selected stage after it to run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from mmcore.config import STAGES, load_config
+from tasks import registry, tracking
+from tasks.stage import StageRef
+
+
+def select(stages: list[str] | None, refresh: list[str] | None) -> tuple[list[str], int | None]:
+    """Validated stage selection, and the index from which stages are refreshed."""
+    wanted = list(stages or STAGES)
+    unknown = [s for s in [*wanted, *(refresh or [])] if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
+    first_refresh = min((STAGES.index(s) for s in refresh or []), default=None)
+    return [s for s in STAGES if s in wanted], first_refresh
+
+
+@flow(name="mmpipe", log_prints=True)
+def pipeline(config: str | None = None, overrides: list[str] | None = None,
+             stages: list[str] | None = None, refresh: list[str] | None = None,
+             ) -> dict[str, Any]:
+    """Run the pipeline for a config file (or the defaults) plus `key=value` overrides."""
+    logger = get_run_logger()
+    cfg = load_config(config, overrides)
+    wanted, first_refresh = select(stages, refresh)
+    parent = tracking.start_parent_run(cfg, flow_run.get_id(), wanted)
+    refs: dict[str, StageRef] = {}
+    report: dict[str, dict[str, str]] = {}
+    try:
+        for index, stage in enumerate(STAGES[: STAGES.index(wanted[-1]) + 1]):
+            if stage not in wanted:
+                ref = registry.cached(stage, cfg, refs)
+                if ref is not None:
+                    refs[stage] = ref
+                    report[stage] = {"state": "reused", "key": ref.key, "path": ref.path}
+                    continue
+                logger.warning("%s output is missing for this config: running %s first",
+                               stage, stage)
+            refresh_it = first_refresh is not None and index >= first_refresh
+            ref, state = registry.run(stage, cfg, dict(refs), parent, refresh=refresh_it)
+            refs[stage] = ref
+            report[stage] = {"state": state, "key": ref.key, "path": ref.path}
+    except BaseException:
+        tracking.end_run(cfg, parent, "FAILED")
+        raise
+    metrics = refs["testing"].summary["metrics"] if "testing" in refs else {}
+    tracking.log_metrics(cfg, parent, metrics)
+    tracking.end_run(cfg, parent)
+    return {"config": cfg.name, "run_dir": cfg.run_dir, "parent_run_id": parent,
+            "tracking_uri": tracking.tracking_uri(cfg.run_dir), "stages": report,
+            "metrics": metrics,
+            "comparison": refs["testing"].summary.get("comparison") if "testing" in refs
+            else None}

@@ -1,0 +1,205 @@
+"""Typed pipeline configuration: one section per stage, loaded from YAML plus `key=value` overrides.
+
+Unknown keys and values of the wrong type are errors (pydantic, `extra="forbid"`), so a typo in a
+config never silently runs the defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+STAGES = ("preprocessing", "feature_extraction", "fusion", "training", "testing")
+# Which config section each stage reads; its cache key covers exactly that section (plus `seed`).
+STAGE_SECTION = {
+    "preprocessing": "data",
+    "feature_extraction": "features",
+    "fusion": "fusion",
+    "training": "training",
+    "testing": "testing",
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says which key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TextNoise(_Section):
+    """Shares of generated texts that are deliberately imperfect (built-in/generated texts only)."""
+
+    uninformative: float = Field(0.15, ge=0, le=1)  # "a scanned digit"
+    ambiguous: float = Field(0.15, ge=0, le=1)  # "a 1 or a 7"
+    wrong: float = Field(0.10, ge=0, le=1)  # names another digit
+
+    @model_validator(mode="after")
+    def _total(self) -> TextNoise:
+        if self.uninformative + self.ambiguous + self.wrong > 1:
+            raise ValueError("text_noise shares add up to more than 1")
+        return self
+
+
+class SplitConfig(_Section):
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.20, gt=0, lt=1)
+
+
+class PairSide(_Section):
+    source: Literal["digits", "mnist", "imdb", "manifest"]
+    path: str | None = None
+
+
+class PairConfig(_Section):
+    """Two single-modality datasets paired by class (the MNIST-SVHN construction)."""
+
+    images: PairSide
+    texts: PairSide
+    # text-side label -> image-side label; pairs are built per image-side class.
+    label_map: dict[int, int] | None = None
+
+
+class DataConfig(_Section):
+    source: Literal["digits", "mnist", "imdb", "manifest", "paired"] = "digits"
+    path: str | None = None  # folder (mnist, imdb) or file (manifest)
+    text: Literal["source", "generated", "none"] = "source"  # where the text modality comes from
+    text_noise: TextNoise = TextNoise()
+    split: SplitConfig = SplitConfig()
+    on_bad_row: Literal["skip", "fail"] = "skip"
+    encoding_errors: Literal["replace", "fail"] = "replace"
+    max_text_tokens: int = Field(32, ge=1)
+    lowercase: bool = True
+    min_token_count: int = Field(1, ge=1)
+    image_size: int | None = Field(None, ge=4)  # resize manifest images to this square size
+    image_mode: Literal["L", "RGB"] = "L"
+    classes: list[str] | None = None  # declared class names (manifest); others are bad rows
+    limit: int | None = Field(None, ge=1)  # keep at most this many rows (quick runs)
+    pair: PairConfig | None = None
+    batch_rows: int = Field(8192, ge=1)  # rows per streamed batch / Parquet row group
+
+
+class FeaturesConfig(_Section):
+    image_dim: int = Field(64, ge=2)
+    text_dim: int = Field(64, ge=2)
+    image_channels: int = Field(32, ge=1)  # width of the first conv block
+    text_embedding: int = Field(32, ge=2)
+    text_hidden: int = Field(64, ge=2)
+    image_epochs: int = Field(12, ge=1)
+    text_epochs: int = Field(8, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    dropout: float = Field(0.25, ge=0, lt=1)
+
+
+class FusionConfig(_Section):
+    shared_dim: int = Field(32, ge=2)
+    loss: Literal["l2", "infonce"] = "l2"
+    # The L2 term alone is minimised by mapping everything to one point; a class term keeps the
+    # space discriminative (see docs/decisions.md).
+    cls_weight: float = Field(1.0, ge=0)
+    temperature: float = Field(0.1, gt=0)
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    batch_size: int = Field(128, ge=1)
+
+
+class TrainingConfig(_Section):
+    mode: Literal["multimodal", "unimodal", "cross_modal"] = "multimodal"
+    modality: Literal["image", "text"] = "image"  # unimodal: which one; cross_modal: train on it
+    fusion: Literal["concat", "mean"] = "concat"  # multimodal fusion operator
+    hidden: int = Field(64, ge=2)
+    modality_dropout: float = Field(0.5, ge=0, lt=1)  # multimodal: drop a modality per sample
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    model_name: str = "mmpipe-classifier"
+    register_model: bool = True
+
+
+class TestingConfig(_Section):
+    batch_size: int = Field(512, ge=1)
+
+
+class PipelineConfig(_Section):
+    name: str = "default"
+    seed: int = 0
+    run_dir: str = "runs"
+    device: Literal["cpu", "cuda"] = "cpu"
+    data: DataConfig = DataConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    fusion: FusionConfig = FusionConfig()
+    training: TrainingConfig = TrainingConfig()
+    testing: TestingConfig = TestingConfig()
+
+    def section(self, stage: str) -> dict[str, Any]:
+        """The part of the config a stage depends on: its own section plus the seed."""
+        section = getattr(self, STAGE_SECTION[stage]).model_dump(mode="json")
+        return {"seed": self.seed, "device": self.device, **section}
+
+    def digest(self) -> str:
+        return digest(self.model_dump(mode="json", exclude={"run_dir"}))
+
+    def flat(self) -> dict[str, str]:
+        """The whole resolved config as dotted keys (MLflow params)."""
+        return flatten(self.model_dump(mode="json"))
+
+
+def digest(obj: Any) -> str:
+    """Stable short hash of a JSON-serialisable object."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return out
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{part}' is not a section")
+        node = child
+    node[leaf] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a YAML config (or the defaults) and apply `key.sub=value` overrides (values are YAML)."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    try:
+        return PipelineConfig.model_validate(tree)
+    except ValidationError as exc:
+        where = f"{path}: " if path else ""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{where}invalid config: {problems}") from None

@@ -1,0 +1,81 @@
+"""Builders that put encoders, projections, fusion and heads together."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmcore.config import FeaturesConfig, TrainingConfig
+from mmcore.encoders import ImageCNN, TextGRU
+from mmcore.fusion import FUSIONS, SelectFusion
+
+
+def build_encoder(modality: str, cfg: FeaturesConfig, *, image_shape=None,
+                  vocab_size: int = 0) -> nn.Module:
+    if modality == "image":
+        return ImageCNN(tuple(image_shape), cfg.image_dim, cfg.image_channels, cfg.dropout)
+    return TextGRU(vocab_size, cfg.text_dim, cfg.text_embedding, cfg.text_hidden, cfg.dropout)
+
+
+class EncoderClassifier(nn.Module):
+    """An encoder with a linear head, trained on its own modality (the unimodal baseline)."""
+
+    def __init__(self, encoder: nn.Module, modality: str, n_classes: int):
+        super().__init__()
+        self.encoder, self.modality = encoder, modality
+        self.head = nn.Linear(encoder.dim, n_classes)
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.modality == "image":
+            return self.encoder(batch["image"])
+        return self.encoder(batch["tokens"], batch["lengths"])
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.embed(batch))  # (B, n_classes)
+
+
+class FusionClassifier(nn.Module):
+    """dict[modality, shared embedding] -> class logits: a fusion operator, then an MLP head."""
+
+    def __init__(self, fusion: nn.Module, n_classes: int, hidden: int, dropout: float = 0.1,
+                 modality_dropout: float = 0.0):
+        super().__init__()
+        self.fusion = fusion
+        self.modality_dropout = modality_dropout
+        self.head = nn.Sequential(nn.Linear(fusion.out_dim, hidden), nn.ReLU(),
+                                  nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = {m: x[m] for m in self.fusion.modalities}
+        if self.training and self.modality_dropout > 0 and len(x) > 1:
+            x = drop_modalities(x, self.modality_dropout)
+        return self.head(self.fusion(x))
+
+
+def drop_modalities(x: dict[str, torch.Tensor], p: float) -> dict[str, torch.Tensor]:
+    """Zero one random modality per sample with probability p, so that the head learns to use
+    each modality (the encoders' train-split embeddings are near perfect for images, and a head
+    trained on them would otherwise ignore the text)."""
+    keys = sorted(x)
+    batch = next(iter(x.values())).shape[0]
+    dropped = torch.where(torch.rand(batch) < p, torch.randint(len(keys), (batch,)), -1)
+    return {k: x[k] * (dropped != i).unsqueeze(1).to(x[k].dtype) for i, k in enumerate(keys)}
+
+
+def build_classifier(cfg: TrainingConfig, modalities: list[str], dim: int,
+                     n_classes: int) -> FusionClassifier:
+    """The model a learning mode trains: fused modalities, or one selected modality."""
+    if cfg.mode == "multimodal" and len(modalities) > 1:
+        fusion = FUSIONS[cfg.fusion](modalities, dim)
+    else:
+        fusion = SelectFusion(cfg.modality if cfg.modality in modalities else modalities[0], dim)
+    return FusionClassifier(fusion, n_classes, cfg.hidden, modality_dropout=cfg.modality_dropout)
+
+
+def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
+    """Cross-entropy on batch["label"]; the loss_fn of `fit` for classifiers."""
+    logits = model(batch)
+    labels = batch["label"]
+    correct = (logits.argmax(dim=1) == labels).sum().item()
+    return F.cross_entropy(logits, labels), {"correct": correct, "count": len(labels)}

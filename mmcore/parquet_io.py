@@ -1,0 +1,134 @@
+"""Parquet IO with the pipeline's contracts.
+
+- Embeddings and images are `fixed_size_list<float32>[d]`: read into numpy with no per-row Python.
+- Every file carries `mmpipe` JSON metadata in its schema (stage, cache key, upstream keys, ...).
+- Files are written under a temporary name in the same folder and renamed into place; a stage's
+  output folder gets its completion marker last, and a folder without it does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+META_KEY = b"mmpipe"
+MARKER = "_COMPLETE.json"
+
+
+def embedding_array(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """(N, D) float matrix -> fixed_size_list<float32>[D] without per-row Python."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+
+
+def embedding_schema(dim: int) -> pa.Schema:
+    """The features/shared contract: id, split, label, embedding[dim]."""
+    return pa.schema([("id", pa.string()), ("split", pa.string()), ("label", pa.int64()),
+                      ("embedding", pa.list_(pa.float32(), dim))])
+
+
+def _column(values, type_: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        return values.cast(type_)
+    return pa.array(values, type_)
+
+
+def embedding_table(ids, splits, labels, matrix: np.ndarray) -> pa.Table:
+    """Rows of the features/shared contract from columns (Arrow or numpy) and an (N, D) matrix."""
+    return pa.Table.from_arrays(
+        [_column(ids, pa.string()), _column(splits, pa.string()),
+         _column(labels, pa.int64()), embedding_array(matrix)],
+        schema=embedding_schema(matrix.shape[1]))
+
+
+def to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """fixed_size_list<float32>[D] column -> (N, D) float32 array."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    width = column.type.list_size
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(column), width).astype(np.float32, copy=False)
+
+
+def with_metadata(schema: pa.Schema, meta: dict[str, Any]) -> pa.Schema:
+    merged = dict(schema.metadata or {})
+    merged[META_KEY] = json.dumps(meta, sort_keys=True, default=str).encode()
+    return schema.with_metadata(merged)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+@contextmanager
+def atomic_writer(path: str | Path, schema: pa.Schema, meta: dict[str, Any] | None = None,
+                  ) -> Iterator[pq.ParquetWriter]:
+    """A ParquetWriter on a temporary file that becomes `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    schema = with_metadata(schema, meta) if meta is not None else schema
+    writer = pq.ParquetWriter(tmp, schema)
+    try:
+        yield writer
+        writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_table(path: str | Path, table: pa.Table, meta: dict[str, Any] | None = None,
+                row_group_size: int | None = None) -> Path:
+    """Write a whole table atomically, with `meta` in the schema."""
+    schema = with_metadata(table.schema, meta) if meta is not None else table.schema
+    with atomic_writer(path, schema) as writer:
+        writer.write_table(table.replace_schema_metadata(schema.metadata),
+                           row_group_size=row_group_size)
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def mark_complete(folder: str | Path, info: dict[str, Any]) -> None:
+    """Write the completion marker; call last, after every output file is in place."""
+    write_json(Path(folder) / MARKER, info)
+
+
+def read_marker(folder: str | Path) -> dict[str, Any] | None:
+    """The completion marker's content, or None when the folder is missing or incomplete."""
+    try:
+        return json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def iter_batches(path: str | Path, columns: list[str] | None = None,
+                 ) -> Iterator[pa.RecordBatch]:
+    """Row group by row group, so memory stays bounded by one row group."""
+    file = pq.ParquetFile(path)
+    for group in range(file.num_row_groups):
+        yield from file.read_row_group(group, columns=columns).to_batches()

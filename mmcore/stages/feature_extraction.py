@@ -1,0 +1,102 @@
+"""Feature extraction: train one encoder per modality on its own train split, then embed every
+split into `<modality>.parquet` (id, split, label, embedding as fixed_size_list<float32>).
+
+Training and embedding stream row groups from the samples files, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from mmcore.config import FeaturesConfig
+from mmcore.data.validation import SPLITS
+from mmcore.models import EncoderClassifier, build_encoder, classification_loss
+from mmcore.parquet_io import atomic_writer, embedding_schema, embedding_table, read_metadata
+from mmcore.training import ParquetBatches, fit, seed_everything
+from mmcore.training.batches import decoder_for
+
+OnEpoch = Callable[[str, int, dict[str, float]], None]
+
+
+def _columns(modality: str) -> list[str]:
+    return ["id", "split", "label", "image" if modality == "image" else "tokens"]
+
+
+def _predict(model: EncoderClassifier, batches: ParquetBatches) -> tuple[np.ndarray, np.ndarray]:
+    labels, preds = [], []
+    with torch.no_grad():
+        for batch in batches():
+            preds.append(model(batch).argmax(1).numpy())
+            labels.append(batch["label"].numpy())
+    return np.concatenate(labels), np.concatenate(preds)
+
+
+def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
+                  meta: dict[str, Any], on_epoch: OnEpoch | None = None) -> EncoderClassifier:
+    """Train the modality's encoder (with a linear head) on train, choosing the best val epoch."""
+    seed_everything(seed)
+    shape = tuple(meta["image_shape"]) if meta.get("image_shape") else None
+    encoder = build_encoder(modality, cfg, image_shape=shape, vocab_size=meta["vocab_size"])
+    model = EncoderClassifier(encoder, modality, len(meta["class_names"]))
+    decode = decoder_for(modality, shape)
+    train = ParquetBatches(samples / "train.parquet", _columns(modality), decode,
+                           cfg.batch_size, shuffle=True, seed=seed)
+    val = ParquetBatches(samples / "val.parquet", _columns(modality), decode, 1024,
+                         shuffle=False)
+
+    def evaluate(m):
+        labels, preds = _predict(m, val)
+        return {"val_acc": float((labels == preds).mean())}
+
+    epochs = cfg.image_epochs if modality == "image" else cfg.text_epochs
+    fit(model, train, classification_loss, epochs=epochs, lr=cfg.lr, evaluate=evaluate,
+        select_best="val_acc",
+        on_epoch_end=(lambda e, r: on_epoch(modality, e, r)) if on_epoch else None)
+    return model
+
+
+def embed_splits(model: EncoderClassifier, samples: Path, out: Path, meta: dict[str, Any],
+                 file_meta: dict[str, Any]) -> dict[str, float]:
+    """Write embeddings of every split; return the encoder's own accuracy per split."""
+    shape = tuple(meta["image_shape"]) if meta.get("image_shape") else None
+    decode = decoder_for(model.modality, shape)
+    scores = {}
+    with atomic_writer(out, embedding_schema(model.encoder.dim), file_meta) as writer:
+        for split in SPLITS:
+            file = pq.ParquetFile(samples / f"{split}.parquet")
+            correct = 0
+            for group in range(file.num_row_groups):
+                table = file.read_row_group(group, columns=_columns(model.modality))
+                with torch.no_grad():
+                    batch = decode(table)
+                    emb = model.embed(batch)
+                    correct += (model.head(emb).argmax(1) == batch["label"]).sum().item()
+                writer.write_table(embedding_table(
+                    table.column("id"), table.column("split"), table.column("label"),
+                    emb.numpy()))
+            scores[f"{split}_acc"] = correct / max(file.metadata.num_rows, 1)
+    return scores
+
+
+def run_feature_extraction(samples: Path, cfg: FeaturesConfig, seed: int, out_dir: Path,
+                           file_meta: dict[str, Any], on_epoch: OnEpoch | None = None,
+                           ) -> dict[str, Any]:
+    """Encoders for every modality the samples have; writes `<modality>.parquet` and
+    `encoder_<modality>.pt` (a state dict). Returns per-modality accuracies (the baselines)."""
+    meta = read_metadata(samples / "train.parquet")
+    results: dict[str, Any] = {}
+    for modality in meta["modalities"]:
+        model = train_encoder(modality, samples, cfg, seed, meta, on_epoch)
+        scores = embed_splits(model, samples, out_dir / f"{modality}.parquet", meta,
+                              {**file_meta, "modality": modality, "dim": model.encoder.dim})
+        torch.save(model.state_dict(), out_dir / f"encoder_{modality}.pt")
+        results[modality] = scores
+    return {"modalities": meta["modalities"], "scores": results,
+            "class_names": meta["class_names"]}
+

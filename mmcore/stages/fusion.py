@@ -1,0 +1,111 @@
+"""Fusion: map every modality into ONE shared space with an alignment loss.
+
+Loss = alignment(P_img(x_img), P_txt(x_txt)) + cls_weight * classification of both projections
+by one shared linear classifier. The L2 term alone, sum ||f(x_img) - f(x_txt)||^2, is minimised by
+sending everything to a single point; the shared classifier term keeps classes apart and makes the
+two modalities put each class in the same region (docs/decisions.md). InfoNCE is the stronger
+alternative (`fusion.loss=infonce`): it pushes unpaired rows apart by itself.
+
+With one modality there is nothing to align: fusion is a pass-through (shared = features).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmcore.config import FusionConfig
+from mmcore.fusion import ProjectionHead
+from mmcore.losses import info_nce_loss, l2_alignment_loss
+from mmcore.metrics import paired_distances, retrieval_at_1
+from mmcore.parquet_io import embedding_table, to_matrix, write_table
+from mmcore.training import ArrayBatches, fit, seed_everything
+
+
+class SharedSpace(nn.Module):
+    """One projection head per modality into the shared space, plus the shared classifier."""
+
+    def __init__(self, dims: dict[str, int], shared_dim: int, n_classes: int):
+        super().__init__()
+        self.modalities = sorted(dims)
+        self.heads = nn.ModuleDict({m: ProjectionHead(dims[m], shared_dim) for m in dims})
+        self.classifier = nn.Linear(shared_dim, n_classes)
+
+    def forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {m: self.heads[m](x[m]) for m in self.modalities}  # each (B, shared_dim)
+
+
+def read_features(path: Path) -> dict[str, Any]:
+    """A features/shared file -> ids, splits, labels and the (N, D) embedding matrix."""
+    table = pq.read_table(path)
+    return {
+        "id": table.column("id").to_numpy(zero_copy_only=False),
+        "split": table.column("split").to_numpy(zero_copy_only=False),
+        "label": table.column("label").to_numpy(),
+        "embedding": to_matrix(table.column("embedding")),
+    }
+
+
+def _alignment_loss(cfg: FusionConfig) -> Callable:
+    def loss_fn(model: SharedSpace, batch: dict[str, torch.Tensor]):
+        z = model({m: batch[m] for m in model.modalities})
+        a, b = (z[m] for m in model.modalities)
+        align = (l2_alignment_loss(a, b) if cfg.loss == "l2"
+                 else info_nce_loss(a, b, cfg.temperature))
+        cls = sum(F.cross_entropy(model.classifier(v), batch["label"]) for v in z.values())
+        return align + cfg.cls_weight * cls, {"count": len(batch["label"])}
+    return loss_fn
+
+
+def _project(model: SharedSpace, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    with torch.no_grad():
+        z = model({m: torch.from_numpy(v) for m, v in feats.items()})
+    return {m: v.numpy() for m, v in z.items()}
+
+
+def run_fusion(features_dir: Path, modalities: list[str], n_classes: int, cfg: FusionConfig,
+               seed: int, out_dir: Path, file_meta: dict[str, Any],
+               on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+               ) -> dict[str, Any]:
+    """Learn the shared space; write `shared_<modality>.parquet` and `projections.pt`."""
+    feats = {m: read_features(features_dir / f"{m}.parquet") for m in modalities}
+    first = feats[modalities[0]]
+    for m in modalities[1:]:
+        if not np.array_equal(feats[m]["id"], first["id"]):
+            raise ValueError(f"features of '{m}' and '{modalities[0]}' are not row-aligned")
+    if len(modalities) == 1:
+        shared = {modalities[0]: first["embedding"]}
+        metrics: dict[str, Any] = {"pass_through": 1.0}
+    else:
+        seed_everything(seed)
+        model = SharedSpace({m: f["embedding"].shape[1] for m, f in feats.items()},
+                            cfg.shared_dim, n_classes)
+        train = first["split"] == "train"
+        val = first["split"] == "val"
+        arrays = {m: f["embedding"][train] for m, f in feats.items()}
+        arrays["label"] = first["label"][train]
+
+        def evaluate(m: SharedSpace) -> dict[str, float]:
+            z = _project(m, {k: f["embedding"][val] for k, f in feats.items()})
+            a, b = (z[k] for k in m.modalities)
+            return paired_distances(a, b, seed)
+
+        history = fit(model, ArrayBatches(arrays, cfg.batch_size, seed=seed),
+                      _alignment_loss(cfg), epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate,
+                      on_epoch_end=on_epoch)
+        shared = _project(model, {m: f["embedding"] for m, f in feats.items()})
+        torch.save(model.state_dict(), out_dir / "projections.pt")
+        a, b = (shared[m][val] for m in model.modalities)
+        metrics = {**history[-1], "val_retrieval_at_1": retrieval_at_1(a, b, first["label"][val])}
+    for m, matrix in shared.items():
+        table = embedding_table(first["id"], first["split"], first["label"], matrix)
+        write_table(out_dir / f"shared_{m}.parquet", table,
+                    {**file_meta, "modality": m, "dim": int(matrix.shape[1])})
+    return {"metrics": metrics, "shared_dim": int(next(iter(shared.values())).shape[1])}

@@ -1,0 +1,260 @@
+"""Preprocessing: raw rows -> validated, normalised, tokenised samples, one Parquet file per split.
+
+Two streaming passes over the source, so memory is bounded by one batch plus a few numbers per
+row (id, label, split, pixel sums, token ids):
+  1. validate every row, tokenise its text with a provisional dictionary, sum its pixels;
+     then assign splits (stratified, seeded), compute normalisation stats and the vocabulary
+     from the train split only;
+  2. read the source again and write the kept rows, normalised and tokenised, per split.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mmcore.config import DataConfig
+from mmcore.data.source import DataError, Source
+from mmcore.data.tokenizer import Vocabulary, split_words
+from mmcore.data.validation import SPLITS, QualityReport, RowValidator, image_checks
+from mmcore.parquet_io import atomic_writer, embedding_array, write_json, write_table
+
+SPLIT_CODE = {None: -1, "train": 0, "val": 1, "test": 2}
+
+
+@dataclass
+class _Pass1:
+    """What pass 1 remembers about each kept row (index = position among kept rows)."""
+
+    keep: np.ndarray  # bool per source row
+    labels: np.ndarray
+    given_split: np.ndarray  # SPLIT_CODE per kept row
+    sums: np.ndarray | None  # (kept, C)
+    sumsq: np.ndarray | None
+    token_values: np.ndarray  # provisional token ids, flat
+    token_offsets: np.ndarray
+    words: list[str]  # provisional id -> word
+
+
+def _limited(source: Source, cfg: DataConfig):
+    """The source's batches, cut at `cfg.limit` rows."""
+    remaining = cfg.limit
+    for batch in source.batches(cfg.batch_rows):
+        if remaining is not None:
+            if remaining <= 0:
+                return
+            batch = batch.slice(0, remaining)
+            remaining -= batch.num_rows
+        yield batch
+
+
+def _first_pass(source: Source, cfg: DataConfig, report: QualityReport) -> _Pass1:
+    validator = RowValidator(source.info, report, cfg.on_bad_row)
+    keep, labels, splits = [], array("q"), array("b")
+    sums, sumsq = [], []
+    token_values, token_offsets = array("i"), array("q", [0])
+    word_ids: dict[str, int] = {}
+    for batch in _limited(source, cfg):
+        checks = image_checks(batch.column("image"), source.info)
+        mask = validator.check(batch, checks)
+        keep.append(mask)
+        rows = np.flatnonzero(mask)
+        labels.extend(np.asarray(batch.column("label").to_numpy(zero_copy_only=False))[rows]
+                      .astype(np.int64))
+        splits.extend(SPLIT_CODE[s] for s in batch.column("split").take(rows).to_pylist())
+        if checks.channel_sums is not None:
+            sums.append(checks.channel_sums[rows])
+            sumsq.append(checks.channel_sumsq[rows])
+        if source.info.has_text:
+            for text in batch.column("text").take(rows).to_pylist():
+                words = split_words(text, cfg.lowercase)
+                if len(words) > cfg.max_text_tokens:
+                    report.modified["text_truncated"] += 1
+                    words = words[: cfg.max_text_tokens]
+                token_values.extend(word_ids.setdefault(w, len(word_ids)) for w in words)
+                token_offsets.append(len(token_values))
+    keep_all = np.concatenate(keep) if keep else np.zeros(0, dtype=bool)
+    return _Pass1(
+        keep=keep_all,
+        labels=np.frombuffer(labels, dtype=np.int64),
+        given_split=np.frombuffer(splits, dtype=np.int8),
+        sums=np.concatenate(sums) if sums else None,
+        sumsq=np.concatenate(sumsq) if sumsq else None,
+        token_values=np.frombuffer(token_values, dtype=np.int32),
+        token_offsets=np.frombuffer(token_offsets, dtype=np.int64),
+        words=list(word_ids),
+    )
+
+
+def assign_splits(labels: np.ndarray, given: np.ndarray, val: float, test: float,
+                  seed: int) -> np.ndarray:
+    """Split code per row. Rows the source puts in val/test stay there; rows given as train or
+    none are split stratified by class, carving val (test) only when no row was given val (test).
+    """
+    out = given.astype(np.int8).copy()
+    carve_val = not (given == SPLIT_CODE["val"]).any()
+    carve_test = not (given == SPLIT_CODE["test"]).any()
+    free = np.flatnonzero(given <= SPLIT_CODE["train"])
+    rng = np.random.default_rng(seed)
+    for label in np.unique(labels[free]):
+        rows = rng.permutation(free[labels[free] == label])
+        n_test = int(round(test * len(rows))) if carve_test else 0
+        n_val = int(round(val * len(rows))) if carve_val else 0
+        out[rows[:n_test]] = SPLIT_CODE["test"]
+        out[rows[n_test:n_test + n_val]] = SPLIT_CODE["val"]
+        out[rows[n_test + n_val:]] = SPLIT_CODE["train"]
+    return out
+
+
+def _check_splits(split: np.ndarray, labels: np.ndarray, class_names: list[str]) -> None:
+    for code, name in enumerate(SPLITS):
+        if not (split == code).any():
+            raise DataError(f"split '{name}' has no samples after validation; "
+                            "add data or change data.split", field="split", reason="empty_split")
+    present = set(np.unique(labels[split == 0]).tolist())
+    absent = [class_names[c] for c in range(len(class_names)) if c not in present]
+    if absent:
+        raise DataError(f"classes absent from the train split: {absent}", field="label",
+                        reason="class_absent_from_train")
+
+
+def _vocabulary(p1: _Pass1, split: np.ndarray, min_count: int) -> tuple[Vocabulary, np.ndarray,
+                                                                         dict[str, int]]:
+    """Vocabulary from train texts only, and provisional id -> final index."""
+    lengths = np.diff(p1.token_offsets)
+    is_train = np.repeat(split == SPLIT_CODE["train"], lengths)
+    counts = np.bincount(p1.token_values[is_train], minlength=len(p1.words))
+    order = sorted((i for i in range(len(p1.words)) if counts[i] >= min_count),
+                   key=lambda i: (-counts[i], p1.words[i]))
+    vocab = Vocabulary(p1.words[i] for i in order)
+    mapping = np.ones(len(p1.words) + 1, dtype=np.int32)  # unknown by default
+    for i in order:
+        mapping[i] = vocab.index[p1.words[i]]
+    return vocab, mapping, {p1.words[i]: int(counts[i]) for i in order}
+
+
+def _schema(info, with_image: bool, with_text: bool) -> pa.Schema:
+    fields = [("id", pa.string()), ("label", pa.int64()), ("split", pa.string())]
+    if with_image:
+        c, h, w = info.image_shape
+        fields.append(("image", pa.list_(pa.float32(), c * h * w)))
+    if with_text:
+        fields += [("text", pa.string()), ("tokens", pa.list_(pa.int32()))]
+    return pa.schema(fields)
+
+
+def run_preprocessing(source: Source, cfg: DataConfig, seed: int, out_dir: Path,
+                      meta: dict[str, Any]) -> dict[str, Any]:
+    """Validate, split, normalise and tokenise `source` into `out_dir`; return the quality report.
+
+    Writes `train|val|test.parquet`, `vocab.parquet` (text sources) and `quality.json`.
+    """
+    info = source.info
+    report = QualityReport(source=info.name)
+    p1 = _first_pass(source, cfg, report)
+    if report.rows_kept == 0:
+        raise DataError(f"no usable rows: {report.summary()}", reason="empty_dataset")
+    split = assign_splits(p1.labels, p1.given_split, cfg.split.val, cfg.split.test, seed)
+    _check_splits(split, p1.labels, info.class_names)
+    if hasattr(source, "replaced_count"):
+        report.modified["undecodable_text_replaced"] = int(source.replaced_count)
+
+    with_image, with_text = info.image_shape is not None, info.has_text
+    mean = std = None
+    if with_image:
+        train = split == SPLIT_CODE["train"]
+        pixels = np.prod(info.image_shape[1:])
+        mean = p1.sums[train].sum(axis=0) / (train.sum() * pixels)
+        var = p1.sumsq[train].sum(axis=0) / (train.sum() * pixels) - mean**2
+        std = np.sqrt(np.maximum(var, 1e-12))
+    vocab, mapping, counts = (None, None, {})
+    if with_text:
+        vocab, mapping, counts = _vocabulary(p1, split, cfg.min_token_count)
+
+    schema_meta = {
+        **meta,
+        "class_names": info.class_names,
+        "image_shape": list(info.image_shape) if with_image else None,
+        "pixel_max": float(info.extra.get("pixel_max", 1.0)),
+        "image_mean": mean.tolist() if mean is not None else None,
+        "image_std": std.tolist() if std is not None else None,
+        "max_text_tokens": cfg.max_text_tokens,
+        "lowercase": cfg.lowercase,
+        "vocab_size": len(vocab) if vocab else 0,
+        "modalities": list(info.modalities),
+    }
+    _second_pass(source, cfg, p1, split, mapping, mean, std, out_dir,
+                 _schema(info, with_image, with_text), schema_meta)
+    if vocab is not None:
+        table = pa.table({
+            "token": pa.array(vocab.tokens, pa.string()),
+            "index": pa.array(range(len(vocab)), pa.int32()),
+            "count": pa.array([counts.get(t, 0) for t in vocab.tokens], pa.int64()),
+        })
+        write_table(out_dir / "vocab.parquet", table, meta=schema_meta)
+    for code, name in enumerate(SPLITS):
+        rows = split == code
+        report.splits[name] = int(rows.sum())
+        per_class = np.bincount(p1.labels[rows], minlength=len(info.class_names))
+        report.classes[name] = {info.class_names[c]: int(n) for c, n in enumerate(per_class)}
+    quality = report.to_dict()
+    write_json(out_dir / "quality.json", quality)
+    return quality
+
+
+def _second_pass(source, cfg, p1, split, mapping, mean, std, out_dir, schema, meta) -> None:
+    paths = {name: out_dir / f"{name}.parquet" for name in SPLITS}
+    writers = {}
+    try:
+        for name in SPLITS:
+            writers[name] = atomic_writer(paths[name], schema, {**meta, "split": name})
+        opened = {name: ctx.__enter__() for name, ctx in writers.items()}
+        row0, kept0 = 0, 0
+        for batch in _limited(source, cfg):
+            mask = p1.keep[row0:row0 + batch.num_rows]
+            row0 += batch.num_rows
+            rows = np.flatnonzero(mask)
+            kept = np.arange(kept0, kept0 + len(rows))
+            kept0 += len(rows)
+            table = _normalised(batch.take(pa.array(rows)), kept, cfg, p1, split, mapping,
+                                mean, std, schema)
+            for code, name in enumerate(SPLITS):
+                part = table.filter(pa.array(split[kept] == code))
+                if part.num_rows:
+                    opened[name].write_table(part)
+    except BaseException as exc:
+        for ctx in writers.values():
+            ctx.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    for ctx in writers.values():
+        ctx.__exit__(None, None, None)
+
+
+def _normalised(batch, kept, cfg, p1, split, mapping, mean, std, schema) -> pa.Table:
+    codes = split[kept]
+    cols: dict[str, pa.Array] = {
+        "id": batch.column("id").cast(pa.string()),
+        "label": pa.array(p1.labels[kept], pa.int64()),
+        "split": pa.array(np.array(SPLITS, dtype=object)[codes], pa.string()),
+    }
+    if "image" in schema.names:
+        c = len(mean)
+        width = schema.field("image").type.list_size
+        flat = batch.column("image").flatten().to_numpy(zero_copy_only=False)
+        images = flat.reshape(len(kept), c, width // c).astype(np.float32)
+        images = (images - mean[None, :, None]) / std[None, :, None]
+        cols["image"] = embedding_array(images.reshape(len(kept), width))
+    if "text" in schema.names:
+        starts, stops = p1.token_offsets[kept], p1.token_offsets[kept + 1]
+        offsets = np.concatenate([[0], np.cumsum(stops - starts)]).astype(np.int32)
+        index = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)]
+                               or [np.zeros(0, dtype=np.int64)]).astype(np.int64)
+        values = mapping[p1.token_values[index]]
+        cols["text"] = batch.column("text")
+        cols["tokens"] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32()))
+    return pa.Table.from_pydict(cols, schema=schema)

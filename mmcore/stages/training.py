@@ -1,0 +1,99 @@
+"""Training: a classifier on the shared embeddings, for one learning mode.
+
+- multimodal: fuse the modalities (concat or mean), train and test on the fusion;
+- unimodal: one modality's shared embedding alone;
+- cross_modal: train on `training.modality`, validate and test on the other modality, which
+  works only because both live in one shared space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmcore.config import TrainingConfig
+from mmcore.models import build_classifier, classification_loss
+from mmcore.parquet_io import write_json
+from mmcore.stages.fusion import read_features
+from mmcore.training import ArrayBatches, fit, seed_everything
+
+
+def mode_plan(cfg: TrainingConfig, modalities: list[str]) -> dict[str, Any]:
+    """Which modalities a mode trains on and tests on."""
+    if cfg.mode == "multimodal" and len(modalities) > 1:
+        return {"mode": "multimodal", "train": sorted(modalities), "test": sorted(modalities)}
+    if cfg.modality not in modalities:
+        raise ValueError(f"training.modality={cfg.modality} but the data has only {modalities}")
+    if cfg.mode == "cross_modal":
+        others = [m for m in modalities if m != cfg.modality]
+        if not others:
+            raise ValueError("cross_modal learning needs two modalities")
+        return {"mode": "cross_modal", "train": [cfg.modality], "test": [others[0]]}
+    return {"mode": "unimodal", "train": [cfg.modality], "test": [cfg.modality]}
+
+
+def load_shared(shared_dir: Path, modalities: list[str]) -> dict[str, dict[str, Any]]:
+    return {m: read_features(shared_dir / f"shared_{m}.parquet") for m in modalities}
+
+
+def _inputs(shared: dict[str, dict[str, Any]], use: list[str], rows: np.ndarray,
+            as_modalities: list[str]) -> dict[str, torch.Tensor]:
+    """Embeddings of `use` for `rows`, keyed as `as_modalities` (cross-modal renames)."""
+    return {key: torch.from_numpy(shared[m]["embedding"][rows])
+            for m, key in zip(use, as_modalities, strict=True)}
+
+
+def predict_proba(model: torch.nn.Module, shared: dict[str, dict[str, Any]], plan: dict[str, Any],
+                  split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and labels on one split, with the plan's test modalities."""
+    first = next(iter(shared.values()))
+    rows = np.flatnonzero(first["split"] == split)
+    with torch.no_grad():
+        logits = model(_inputs(shared, plan["test"], rows, plan["train"]))
+    return torch.softmax(logits, dim=1).numpy(), first["label"][rows]
+
+
+def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: TrainingConfig,
+                 seed: int, out_dir: Path,
+                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                 ) -> dict[str, Any]:
+    """Train the mode's classifier; write `classifier.pt` and `classifier.json`."""
+    plan = mode_plan(cfg, modalities)
+    shared = load_shared(shared_dir, modalities)
+    first = shared[modalities[0]]
+    dim = first["embedding"].shape[1]
+    seed_everything(seed)
+    model = build_classifier(cfg, plan["train"], dim, n_classes)
+    train = np.flatnonzero(first["split"] == "train")
+    arrays = {m: shared[m]["embedding"][train] for m in plan["train"]}
+    arrays["label"] = first["label"][train]
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        probs, labels = predict_proba(m, shared, plan, "val")
+        loss = torch.nn.functional.nll_loss(torch.log(torch.from_numpy(probs) + 1e-12),
+                                            torch.from_numpy(labels)).item()
+        return {"val_loss": loss, "val_acc": float((probs.argmax(1) == labels).mean())}
+
+    history = fit(model, ArrayBatches(arrays, cfg.batch_size, seed=seed), classification_loss,
+                  epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate, select_best="val_acc",
+                  on_epoch_end=on_epoch)
+    torch.save(model.state_dict(), out_dir / "classifier.pt")
+    spec = {"plan": plan, "dim": dim, "n_classes": n_classes,
+            "training": cfg.model_dump(mode="json")}
+    write_json(out_dir / "classifier.json", spec)
+    best = max(history, key=lambda r: r["val_acc"])
+    return {"plan": plan, "history": history, "best_val_acc": best["val_acc"]}
+
+
+def load_classifier(training_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    import json
+
+    spec = json.loads((training_dir / "classifier.json").read_text())
+    model = build_classifier(TrainingConfig(**spec["training"]), spec["plan"]["train"],
+                             spec["dim"], spec["n_classes"])
+    model.load_state_dict(torch.load(training_dir / "classifier.pt", weights_only=True))
+    return model.eval(), spec

@@ -1,0 +1,85 @@
+"""Batches for `fit`: from arrays in memory, or streamed from Parquet row groups.
+
+Streaming shuffles the order of row groups and the rows inside each, so memory stays bounded by
+one row group however large the split is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from mmcore.data.tokenizer import pad_sequences
+from mmcore.parquet_io import to_matrix
+
+Batch = dict[str, torch.Tensor]
+
+
+class ArrayBatches:
+    """Callable(epoch) -> minibatches of dict[name, Tensor] drawn from equal-length arrays."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], batch_size: int, shuffle: bool = True,
+                 seed: int = 0):
+        self.arrays = {k: torch.as_tensor(v) for k, v in arrays.items()}
+        self.n = len(next(iter(arrays.values())))
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+
+    def __call__(self, epoch: int = 0) -> Iterator[Batch]:
+        order = (torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+                 if self.shuffle else torch.arange(self.n))
+        for start in range(0, self.n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield {k: v[idx] for k, v in self.arrays.items()}
+
+
+def decode_images(column: pa.ChunkedArray | pa.Array, shape: tuple[int, int, int]) -> torch.Tensor:
+    return torch.from_numpy(to_matrix(column).reshape(-1, *shape))  # (B, C, H, W)
+
+
+def decode_tokens(column: pa.ChunkedArray | pa.Array, max_len: int | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    offsets = column.offsets.to_numpy()
+    values = column.values.to_numpy(zero_copy_only=False)
+    tokens, lengths = pad_sequences(values, offsets - 0, max_len)
+    return torch.from_numpy(tokens), torch.from_numpy(lengths)
+
+
+def decoder_for(modality: str, image_shape: tuple[int, int, int] | None
+                ) -> Callable[[pa.Table], Batch]:
+    """Table of samples -> model inputs of one modality, plus labels."""
+    def decode(table: pa.Table) -> Batch:
+        out = {"label": torch.from_numpy(table.column("label").to_numpy().astype(np.int64))}
+        if modality == "image":
+            out["image"] = decode_images(table.column("image"), image_shape)
+        else:
+            out["tokens"], out["lengths"] = decode_tokens(table.column("tokens"))
+        return out
+    return decode
+
+
+class ParquetBatches:
+    """Callable(epoch) -> minibatches decoded from a Parquet file, one row group at a time."""
+
+    def __init__(self, path: str | Path, columns: list[str], decode: Callable[[pa.Table], Batch],
+                 batch_size: int, shuffle: bool = True, seed: int = 0):
+        self.path, self.columns, self.decode = Path(path), columns, decode
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+
+    def __call__(self, epoch: int = 0) -> Iterator[Batch]:
+        file = pq.ParquetFile(self.path)
+        rng = np.random.default_rng([self.seed, epoch])
+        groups = rng.permutation(file.num_row_groups) if self.shuffle else range(
+            file.num_row_groups)
+        for group in groups:
+            table = file.read_row_group(int(group), columns=self.columns)
+            if self.shuffle:
+                table = table.take(pa.array(rng.permutation(table.num_rows)))
+            for start in range(0, table.num_rows, self.batch_size):
+                yield self.decode(table.slice(start, self.batch_size))

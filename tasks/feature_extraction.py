@@ -1,0 +1,41 @@
+"""Stage 2: one encoder per modality (CNN for images, GRU for text) -> embeddings per modality."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from mmcore.config import PipelineConfig
+from mmcore.stages.feature_extraction import run_feature_extraction
+from tasks import tracking
+from tasks.stage import StagePolicy, StageRef, child_run, stage_output
+
+STAGE = "feature_extraction"
+
+
+@task(name=STAGE, cache_policy=StagePolicy(stage=STAGE), persist_result=True)
+def feature_extraction_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
+                            parent_run_id: str) -> StageRef:
+    samples = Path(upstream["preprocessing"].path)
+    with stage_output(cfg, STAGE, key, upstream) as out, \
+            child_run(cfg, parent_run_id, STAGE, key) as run_id:
+        tracking.log_parquet_inputs(cfg, run_id, sorted(samples.glob("*.parquet")),
+                                    upstream["preprocessing"].key, "input")
+
+        def on_epoch(modality: str, epoch: int, record: dict[str, float]) -> None:
+            tracking.log_metrics(cfg, run_id, {f"{modality}.{k}": v for k, v in record.items()},
+                                 step=epoch)
+
+        result = run_feature_extraction(samples, cfg.features, cfg.seed, out.tmp, out.file_meta,
+                                        on_epoch)
+        metrics = {f"{m}.{name}": v for m, scores in result["scores"].items()
+                   for name, v in scores.items()}
+        tracking.log_metrics(cfg, run_id, metrics)
+        out.summary = {"metrics": metrics, "modalities": result["modalities"],
+                       "class_names": result["class_names"]}
+        ref = out.finish(run_id)
+        tracking.log_parquet_inputs(cfg, run_id, sorted(out.final.glob("*.parquet")), key,
+                                    "output")
+        return ref
+

@@ -1,0 +1,48 @@
+"""Stage 1: raw data -> validated, normalised, tokenised samples per split + vocab + quality."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from mmcore.config import PipelineConfig
+from mmcore.data.registry import open_source
+from mmcore.stages.preprocessing import run_preprocessing
+from tasks import tracking
+from tasks.stage import StagePolicy, StageRef, child_run, stage_output
+
+STAGE = "preprocessing"
+
+
+def key_extra(cfg: PipelineConfig) -> dict[str, Any]:
+    """Fingerprint of the raw input (file sizes and mtimes), so new data invalidates the cache."""
+    info = open_source(cfg.data, cfg.seed).info
+    files = []
+    for path in info.files:
+        stat = path.stat()
+        files.append([str(path), stat.st_size, stat.st_mtime_ns])
+    return {"files": files, "source": info.extra}
+
+
+@task(name=STAGE, cache_policy=StagePolicy(stage=STAGE), persist_result=True)
+def preprocessing_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
+                       parent_run_id: str) -> StageRef:
+    with stage_output(cfg, STAGE, key, upstream) as out, \
+            child_run(cfg, parent_run_id, STAGE, key) as run_id:
+        source = open_source(cfg.data, cfg.seed)
+        quality = run_preprocessing(source, cfg.data, cfg.seed, out.tmp, out.file_meta)
+        metrics = {"rows_in": quality["rows_in"], "rows_kept": quality["rows_kept"],
+                   "rows_rejected": quality["rows_rejected"]}
+        metrics |= {f"rejected.{r}": n for r, n in quality["rejected"].items()}
+        metrics |= {f"modified.{r}": n for r, n in quality["modified"].items()}
+        metrics |= {f"rows.{s}": n for s, n in quality["splits"].items()}
+        tracking.log_metrics(cfg, run_id, metrics)
+        tracking.log_artifacts(cfg, run_id, [out.tmp / "quality.json"])
+        out.summary = {"metrics": metrics, "modalities": list(source.info.modalities),
+                       "class_names": source.info.class_names}
+        ref = out.finish(run_id)
+        tracking.log_parquet_inputs(cfg, run_id, sorted(out.final.glob("*.parquet")), key,
+                                    "output")
+        return ref
+

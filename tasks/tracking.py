@@ -1,0 +1,125 @@
+"""MLflow for the pipeline: one experiment per config name, a parent run per pipeline run, a child
+run per stage (also on a cache hit).
+
+Everything goes through `MlflowClient` with explicit run ids: MLflow's active run is per thread,
+and Prefect may run a task in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.data.sources import LocalArtifactDatasetSource
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from mmcore.config import PipelineConfig
+
+
+def tracking_uri(run_dir: str | Path) -> str:
+    """MLFLOW_TRACKING_URI if set, else a SQLite store inside the run directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or (
+        f"sqlite:///{(Path(run_dir) / 'mlflow.db').resolve()}")
+
+
+def client_for(cfg: PipelineConfig) -> MlflowClient:
+    uri = tracking_uri(cfg.run_dir)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def experiment_id(client: MlflowClient, cfg: PipelineConfig) -> str:
+    exp = client.get_experiment_by_name(cfg.name)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = (Path(cfg.run_dir) / "mlartifacts" / cfg.name).resolve()
+    try:
+        return client.create_experiment(cfg.name, artifact_location=artifacts.as_uri())
+    except mlflow.exceptions.MlflowException:  # created meanwhile by another process
+        return client.get_experiment_by_name(cfg.name).experiment_id
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def start_parent_run(cfg: PipelineConfig, flow_run_id: str | None, stages: list[str]) -> str:
+    """The pipeline run: whole resolved config as params; flow-run id, commit, digest as tags."""
+    client = client_for(cfg)
+    run = client.create_run(experiment_id(client, cfg), run_name=f"pipeline-{cfg.name}", tags={
+        "prefect.flow_run_id": flow_run_id or "",
+        "git.commit": git_commit(),
+        "config.digest": cfg.digest(),
+        "stages": ",".join(stages),
+    })
+    log_params(client, run.info.run_id, cfg.flat())
+    return run.info.run_id
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start:start + 100])
+
+
+def start_child_run(cfg: PipelineConfig, parent_run_id: str, stage: str, key: str,
+                    cache: str) -> str:
+    client = client_for(cfg)
+    parent = client.get_run(parent_run_id)
+    run = client.create_run(parent.info.experiment_id, run_name=stage, tags={
+        MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: stage,
+        "stage": stage, "cache": cache, "cache.key": key,
+        "config.digest": cfg.digest(),
+        "prefect.flow_run_id": parent.data.tags.get("prefect.flow_run_id", ""),
+    })
+    log_params(client, run.info.run_id, {f"{k}": v for k, v in cfg.section(stage).items()})
+    return run.info.run_id
+
+
+def log_metrics(cfg: PipelineConfig, run_id: str, metrics: dict[str, float],
+                step: int = 0) -> None:
+    items = [Metric(k, float(v), 0, step) for k, v in metrics.items()
+             if isinstance(v, int | float)]
+    if items:
+        client_for(cfg).log_batch(run_id, metrics=items)
+
+
+def set_tags(cfg: PipelineConfig, run_id: str, tags: dict[str, str]) -> None:
+    client_for(cfg).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_parquet_inputs(cfg: PipelineConfig, run_id: str, files: list[Path], key: str,
+                       context: str) -> None:
+    """Record Parquet files as MLflow datasets (metadata only: the data stays where it is)."""
+    inputs = []
+    for path in files:
+        stat = path.stat()
+        digest = hashlib.sha256(f"{key}:{path.name}:{stat.st_size}".encode()).hexdigest()[:16]
+        dataset = MetaDataset(LocalArtifactDatasetSource(str(path.resolve())),
+                              name=f"{path.parent.parent.name}/{path.stem}", digest=digest)
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(),
+                                   [InputTag("mlflow.data.context", context)]))
+    if inputs:
+        client_for(cfg).log_inputs(run_id, datasets=inputs)
+
+
+def log_artifacts(cfg: PipelineConfig, run_id: str, paths: list[Path]) -> None:
+    client = client_for(cfg)
+    for path in paths:
+        client.log_artifact(run_id, str(path))
+
+
+def end_run(cfg: PipelineConfig, run_id: str, status: str = "FINISHED") -> None:
+    client_for(cfg).set_terminated(run_id, status)
