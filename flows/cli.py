@@ -75,7 +75,8 @@ def print_summary(summary: dict) -> None:
     for row in summary.get("comparison") or []:
         print(f"  {row['model']:<40} test accuracy {row['test_accuracy']:.4f}")
     uri = summary["tracking_uri"]
-    print(f"\nresults: {summary['run_dir']}/stages/  (MLflow parent run {summary['parent_run_id']})")
+    print(f"\nresults: {summary['run_dir']}/stages/"
+          f"  (MLflow parent run {summary['parent_run_id']})")
     if uri.startswith("sqlite:"):
         print(f"MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
               "           then open http://127.0.0.1:5000")

@@ -103,7 +103,7 @@ class FusionConfig(_Section):
     loss: Literal["l2", "infonce"] = "l2"
     # The L2 term alone is minimised by mapping everything to one point; a class term keeps the
     # space discriminative (see docs/decisions.md).
-    cls_weight: float = Field(1.0, ge=0)
+    cls_weight: float = Field(5.0, ge=0)
     temperature: float = Field(0.1, gt=0)
     epochs: int = Field(30, ge=1)
     lr: float = Field(2e-3, gt=0)
@@ -113,9 +113,10 @@ class FusionConfig(_Section):
 class TrainingConfig(_Section):
     mode: Literal["multimodal", "unimodal", "cross_modal"] = "multimodal"
     modality: Literal["image", "text"] = "image"  # unimodal: which one; cross_modal: train on it
-    fusion: Literal["concat", "mean"] = "concat"  # multimodal fusion operator
+    # multimodal fusion: late = product of experts over the shared space (docs/decisions.md)
+    fusion: Literal["late", "concat", "mean"] = "late"
     hidden: int = Field(64, ge=2)
-    modality_dropout: float = Field(0.5, ge=0, lt=1)  # multimodal: drop a modality per sample
+    modality_dropout: float = Field(0.0, ge=0, lt=1)  # concat/mean: drop a modality per sample
     epochs: int = Field(20, ge=1)
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(64, ge=1)
@@ -179,8 +180,9 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
-    """Read a YAML config (or the defaults) and apply `key.sub=value` overrides (values are YAML)."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                ) -> PipelineConfig:
+    """Read a YAML config (or the defaults) and apply `key.sub=value` overrides (YAML values)."""
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)

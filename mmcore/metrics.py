@@ -18,7 +18,7 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray, n_classes: int
 
 
 def paired_distances(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """Mean L2 distance of true pairs vs. of shuffled pairs: alignment works when paired << random."""
+    """Mean L2 distance of true pairs vs. shuffled pairs: aligned when paired << random."""
     paired = np.linalg.norm(a - b, axis=1).mean()
     shuffled = np.linalg.norm(a - b[np.random.default_rng(seed).permutation(len(b))], axis=1)
     return {"mean_paired_distance": float(paired), "mean_random_distance": float(shuffled.mean())}

@@ -8,7 +8,7 @@ from torch import nn
 
 from mmcore.config import FeaturesConfig, TrainingConfig
 from mmcore.encoders import ImageCNN, TextGRU
-from mmcore.fusion import FUSIONS, SelectFusion
+from mmcore.fusion import FUSIONS, LateFusionClassifier, SelectFusion
 
 
 def build_encoder(modality: str, cfg: FeaturesConfig, *, image_shape=None,
@@ -46,6 +46,10 @@ class FusionClassifier(nn.Module):
         self.head = nn.Sequential(nn.Linear(fusion.out_dim, hidden), nn.ReLU(),
                                   nn.Dropout(dropout), nn.Linear(hidden, n_classes))
 
+    def loss(self, x: dict[str, torch.Tensor], labels: torch.Tensor):
+        logits = self(x)
+        return F.cross_entropy(logits, labels), logits
+
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         x = {m: x[m] for m in self.fusion.modalities}
         if self.training and self.modality_dropout > 0 and len(x) > 1:
@@ -64,8 +68,10 @@ def drop_modalities(x: dict[str, torch.Tensor], p: float) -> dict[str, torch.Ten
 
 
 def build_classifier(cfg: TrainingConfig, modalities: list[str], dim: int,
-                     n_classes: int) -> FusionClassifier:
+                     n_classes: int) -> nn.Module:
     """The model a learning mode trains: fused modalities, or one selected modality."""
+    if cfg.mode == "multimodal" and len(modalities) > 1 and cfg.fusion == "late":
+        return LateFusionClassifier(modalities, dim, n_classes, cfg.hidden)
     if cfg.mode == "multimodal" and len(modalities) > 1:
         fusion = FUSIONS[cfg.fusion](modalities, dim)
     else:
@@ -74,8 +80,13 @@ def build_classifier(cfg: TrainingConfig, modalities: list[str], dim: int,
 
 
 def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
-    """Cross-entropy on batch["label"]; the loss_fn of `fit` for classifiers."""
-    logits = model(batch)
+    """The loss_fn of `fit` for classifiers: the model's own `loss` if it has one, else
+    cross-entropy on batch["label"]."""
     labels = batch["label"]
+    if hasattr(model, "loss"):
+        loss, logits = model.loss(batch, labels)
+    else:
+        logits = model(batch)
+        loss = F.cross_entropy(logits, labels)
     correct = (logits.argmax(dim=1) == labels).sum().item()
-    return F.cross_entropy(logits, labels), {"correct": correct, "count": len(labels)}
+    return loss, {"correct": correct, "count": len(labels)}

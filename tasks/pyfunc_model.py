@@ -1,4 +1,4 @@
-"""The MLflow pyfunc model: the whole inference chain, raw image + raw text in, probabilities out."""
+"""The MLflow pyfunc model: the whole inference chain, raw image + text in, probabilities out."""
 
 from __future__ import annotations
 

@@ -43,7 +43,8 @@ def training_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
         if version is not None:
             tracking.client_for(cfg).set_registered_model_alias(cfg.training.model_name, ALIAS,
                                                                 version)
-        metrics = {"best_val_acc": result["best_val_acc"]}
+        metrics = {"final.val_acc": result["val_acc"],
+                   **{f"fusion_weight.{m}": w for m, w in result["fusion_weights"].items()}}
         tracking.log_metrics(cfg, run_id, metrics)
         tracking.set_tags(cfg, run_id, {"mode": plan["mode"], "model.uri": model_uri,
                                         "model.version": version or ""})

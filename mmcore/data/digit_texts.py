@@ -52,9 +52,9 @@ def generate_digit_texts(
         ["uninformative", "ambiguous", "wrong"],
         default="informative",
     )
-    picks = rng.integers(0, 1 << 30, size=(n, 3))
+    picks = rng.integers(0, 1 << 30, size=(n, 2))
     texts = []
-    for label, kind, (p0, p1, p2) in zip(labels.tolist(), kinds.tolist(), picks.tolist(),
+    for label, kind, (p0, p1) in zip(labels.tolist(), kinds.tolist(), picks.tolist(),
                                          strict=True):
         if kind == "uninformative":
             text = UNINFORMATIVE[p0 % len(UNINFORMATIVE)]

@@ -1,4 +1,4 @@
-"""Choose a data source from config alone: `data.source` = digits | mnist | imdb | manifest | paired."""
+"""Choose a data source from config alone: `data.source` = digits|mnist|imdb|manifest|paired."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from mmcore.stages.training import load_classifier, load_shared, predict_proba
 def run_testing(shared_dir: Path, training_dir: Path, modalities: list[str],
                 class_names: list[str], out_dir: Path, file_meta: dict[str, Any],
                 ) -> dict[str, Any]:
-    """Writes `predictions.parquet` (id, label, pred, probs), `confusion.png`, `shared_space.png`."""
+    """Write `predictions.parquet` (id, label, pred, probs) and the confusion/shared-space PNGs."""
     model, spec = load_classifier(training_dir)
     plan = spec["plan"]
     shared = load_shared(shared_dir, modalities)

@@ -81,12 +81,18 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
     history = fit(model, ArrayBatches(arrays, cfg.batch_size, seed=seed), classification_loss,
                   epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate, select_best="val_acc",
                   on_epoch_end=on_epoch)
+    weights = {}
+    if hasattr(model, "calibrate"):  # late fusion: fit the modalities' weights on val
+        rows = np.flatnonzero(first["split"] == "val")
+        weights = model.calibrate(_inputs(shared, plan["test"], rows, plan["train"]),
+                                  torch.from_numpy(first["label"][rows]))
     torch.save(model.state_dict(), out_dir / "classifier.pt")
     spec = {"plan": plan, "dim": dim, "n_classes": n_classes,
             "training": cfg.model_dump(mode="json")}
     write_json(out_dir / "classifier.json", spec)
-    best = max(history, key=lambda r: r["val_acc"])
-    return {"plan": plan, "history": history, "best_val_acc": best["val_acc"]}
+    probs, labels = predict_proba(model, shared, plan, "val")
+    return {"plan": plan, "history": history, "val_acc": float((probs.argmax(1) == labels).mean()),
+            "fusion_weights": weights}
 
 
 def load_classifier(training_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
