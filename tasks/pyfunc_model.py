@@ -43,7 +43,9 @@ def example_input(chain: InferenceChain, images: np.ndarray | None, texts: list[
                   ) -> pd.DataFrame:
     cols: dict[str, Any] = {}
     if "image" in chain.spec["plan"]["test"]:
-        cols["image"] = [row.reshape(-1).astype(np.float64).tolist() for row in images]
+        c, h, w = chain.spec["image_shape"]
+        shape = (h, w) if c == 1 else (c, h, w)  # an 8x8 digit is sent as an 8x8 array
+        cols["image"] = [np.asarray(row, np.float64).reshape(shape).tolist() for row in images]
     if "text" in chain.spec["plan"]["test"]:
         cols["text"] = texts
     return pd.DataFrame(cols)

@@ -38,7 +38,8 @@ class ArrayBatches:
 
 
 def decode_images(column: pa.ChunkedArray | pa.Array, shape: tuple[int, int, int]) -> torch.Tensor:
-    return torch.from_numpy(to_matrix(column).reshape(-1, *shape))  # (B, C, H, W)
+    # Arrow memory is read-only; torch wants a writable array.
+    return torch.from_numpy(to_matrix(column).reshape(-1, *shape).copy())  # (B, C, H, W)
 
 
 def decode_tokens(column: pa.ChunkedArray | pa.Array, max_len: int | None = None,

@@ -1,0 +1,37 @@
+"""Test-wide set-up: quiet, self-contained Prefect and MLflow state, never the user's stores."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Before prefect is imported anywhere: its settings come from the environment.
+_HOME = tempfile.mkdtemp(prefix="mmpipe-tests-prefect-")
+os.environ["PREFECT_HOME"] = _HOME
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+from flows import environment  # noqa: E402
+
+environment.prepare(_HOME)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test harness for the session (starting one costs ~20 s here)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_environment():
+    """Fail a test that leaves environment variables changed (Lightning's hygiene)."""
+    before = dict(os.environ)
+    yield
+    after = dict(os.environ)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    changed -= {"PREFECT__FLOW_RUN_ID", "PYTEST_CURRENT_TEST"}  # set by Prefect and pytest
+    assert not changed, f"test leaked environment changes: {sorted(changed)}"

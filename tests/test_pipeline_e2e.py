@@ -1,0 +1,179 @@
+"""End to end on the built-in digits: real Prefect flow, real MLflow (SQLite in a temp dir, read
+back through MlflowClient), real Parquet read back by schema and value."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from mlflow import MlflowClient
+
+from mmcore.config import STAGES, load_config
+
+FAST = ["features.image_epochs=3", "features.text_epochs=3", "fusion.epochs=5",
+        "training.epochs=5"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, prefect_harness) -> Path:
+    return tmp_path_factory.mktemp("run")
+
+
+def run(run_dir: Path, *extra: str, stages=None, refresh=None) -> dict:
+    from flows.pipeline import pipeline
+
+    return pipeline(overrides=[*FAST, f"run_dir={run_dir}", *extra], stages=stages,
+                    refresh=refresh)
+
+
+def states(summary: dict) -> dict[str, str]:
+    return {stage: info["state"] for stage, info in summary["stages"].items()}
+
+
+@pytest.fixture(scope="module")
+def cold(run_dir) -> dict:
+    return run(run_dir)
+
+
+def client(run_dir: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+
+
+def test_cold_run_misses_everywhere_and_writes_documented_outputs(cold):
+    assert states(cold) == dict.fromkeys(STAGES, "miss")
+    paths = {stage: Path(info["path"]) for stage, info in cold["stages"].items()}
+    for path in paths.values():
+        assert (path / "_COMPLETE.json").exists()
+
+    samples = pq.read_table(paths["preprocessing"] / "train.parquet")
+    assert samples.schema.field("image").type == pa.list_(pa.float32(), 64)
+    assert samples.schema.field("tokens").type == pa.list_(pa.int32())
+    assert samples.schema.field("label").type == pa.int64()
+    assert set(samples.column("split").to_pylist()) == {"train"}
+    meta = pq.read_schema(paths["preprocessing"] / "train.parquet").metadata[b"mmpipe"]
+    assert b'"stage": "preprocessing"' in meta and b'"cache_key"' in meta
+    rows = sum(pq.read_metadata(paths["preprocessing"] / f"{s}.parquet").num_rows
+               for s in ("train", "val", "test"))
+    assert rows == 1797
+
+    for modality, dim in (("image", 64), ("text", 64)):
+        feats = pq.read_table(paths["feature_extraction"] / f"{modality}.parquet")
+        assert feats.schema.names == ["id", "split", "label", "embedding"]
+        assert feats.schema.field("embedding").type == pa.list_(pa.float32(), dim)
+        assert feats.num_rows == 1797
+        shared = pq.read_table(paths["fusion"] / f"shared_{modality}.parquet")
+        assert shared.schema.field("embedding").type == pa.list_(pa.float32(), 32)
+        assert shared.column("id").to_pylist() == feats.column("id").to_pylist()
+
+    preds = pq.read_table(paths["testing"] / "predictions.parquet")
+    assert preds.schema.names == ["id", "label", "pred", "probs"]
+    probs = np.asarray(preds.column("probs").combine_chunks().flatten()).reshape(-1, 10)
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+    assert (paths["testing"] / "confusion.png").stat().st_size > 1000
+    assert 0.8 < cold["metrics"]["test.accuracy"] <= 1.0
+
+
+def test_mlflow_has_parent_and_five_child_runs(cold, run_dir):
+    c = client(run_dir)
+    exp = c.get_experiment_by_name("default")
+    parent = c.get_run(cold["parent_run_id"])
+    assert parent.data.params["training.epochs"] == "5"
+    assert parent.data.params["data.source"] == "digits"
+    assert parent.data.tags["prefect.flow_run_id"]
+    assert "test.accuracy" in parent.data.metrics
+    children = c.search_runs([exp.experiment_id],
+                             f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    by_stage = {r.data.tags["stage"]: r for r in children}
+    assert set(by_stage) == set(STAGES)
+    assert all(r.data.tags["cache"] == "miss" for r in children)
+    assert "image.test_acc" in by_stage["feature_extraction"].data.metrics
+    history = c.get_metric_history(by_stage["training"].info.run_id, "train_loss")
+    assert [m.step for m in history] == list(range(5))
+    assert by_stage["fusion"].data.metrics["final.mean_paired_distance"] < \
+        by_stage["fusion"].data.metrics["final.mean_random_distance"]
+    inputs = by_stage["fusion"].inputs.dataset_inputs
+    assert any(d.dataset.name.endswith("image") for d in inputs)
+
+
+def test_registered_model_predicts_from_raw_inputs(cold, run_dir):
+    """The pyfunc chain on raw 8x8 arrays (0-16) + raw text reproduces the testing stage."""
+    from sklearn.datasets import load_digits
+
+    test = pq.read_table(Path(cold["stages"]["preprocessing"]["path"]) / "test.parquet",
+                         columns=["id", "text"]).slice(0, 20).to_pandas()
+    expected = pq.read_table(Path(cold["stages"]["testing"]["path"]) / "predictions.parquet"
+                             ).to_pandas().set_index("id").loc[test["id"]]
+    images = load_digits().images[[int(i.split("-")[1]) for i in test["id"]]]
+    mlflow.set_tracking_uri(f"sqlite:///{run_dir / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/mmpipe-classifier@newest")
+    out = model.predict(pd.DataFrame({"image": list(images), "text": test["text"]}))
+    assert list(out.columns)[:3] == ["zero", "one", "two"]
+    assert np.allclose(out.to_numpy(), np.stack(expected["probs"].to_numpy()), atol=1e-4)
+
+
+def test_second_run_hits_cache_in_every_stage(cold, run_dir):
+    again = run(run_dir)
+    assert states(again) == dict.fromkeys(STAGES, "hit")
+    assert again["metrics"] == cold["metrics"]
+    children = client(run_dir).search_runs(
+        [client(run_dir).get_experiment_by_name("default").experiment_id],
+        f"tags.mlflow.parentRunId = '{again['parent_run_id']}'")
+    assert {r.data.tags["cache"] for r in children} == {"hit"}
+    assert all(r.data.tags["cache.produced_by_run"] for r in children)
+
+
+def test_changing_a_training_setting_reruns_training_and_testing_only(cold, run_dir):
+    changed = run(run_dir, "training.lr=0.001")
+    assert states(changed) == {"preprocessing": "hit", "feature_extraction": "hit",
+                               "fusion": "hit", "training": "miss", "testing": "miss"}
+
+
+def test_deleted_fusion_output_is_rebuilt_and_downstream_reused(cold, run_dir):
+    shutil.rmtree(cold["stages"]["fusion"]["path"])
+    rebuilt = run(run_dir)
+    assert states(rebuilt)["fusion"] == "miss"
+    assert states(rebuilt)["training"] == "hit"
+    assert rebuilt["metrics"] == cold["metrics"]
+
+
+def test_stage_selection_runs_missing_upstream_first(cold, run_dir):
+    cfg_overrides = ["training.hidden=32"]
+    shutil.rmtree(cold["stages"]["fusion"]["path"])
+    summary = run(run_dir, *cfg_overrides, stages=["training", "testing"])
+    assert states(summary) == {"preprocessing": "reused", "feature_extraction": "reused",
+                               "fusion": "miss", "training": "miss", "testing": "miss"}
+
+
+def test_refresh_forces_a_stage_and_what_follows(cold, run_dir):
+    summary = run(run_dir, refresh=["training"])
+    assert states(summary) == {"preprocessing": "hit", "feature_extraction": "hit",
+                               "fusion": "hit", "training": "miss", "testing": "miss"}
+    assert summary["metrics"] == cold["metrics"]
+
+
+def test_status_reports_hits_and_reasons(cold, run_dir):
+    from tasks.registry import status_all
+
+    cfg = load_config(overrides=[*FAST, f"run_dir={run_dir}", "training.epochs=7"])
+    rows = {r["stage"]: r for r in status_all(cfg)}
+    assert rows["fusion"]["state"] == "hit"
+    assert rows["training"]["state"] == "miss"
+    assert "epochs" in rows["training"]["reason"]
+    assert rows["testing"]["reason"].startswith("upstream output changed")
+
+
+def test_mmcore_never_imports_prefect_or_mlflow():
+    code = ("import pkgutil, importlib, sys, mmcore\n"
+            "for m in pkgutil.walk_packages(mmcore.__path__, 'mmcore.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('prefect', 'mlflow')]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
