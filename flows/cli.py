@@ -2,6 +2,9 @@
 
     mmpipe run [--config FILE] [--set key=value ...] [--stages a,b] [--refresh STAGE]
     mmpipe status [--config FILE] [--set key=value ...]
+    mmpipe compare [--config FILE] [--set key=value ...]
+    mmpipe serve
+    mmpipe server start|stop|status
     mmpipe data download mnist|imdb [--dest DIR] [--url-base URL]
 
 Heavy imports (prefect, mlflow, torch) happen only inside the command that needs them, after the
@@ -38,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="force STAGE (and the selected stages after it) to run again")
     status = sub.add_parser("status", help="each stage's cache state for a config; runs nothing")
     _config_args(status)
+    compare = sub.add_parser("compare", help="unimodal, multimodal and cross-modal side by side")
+    _config_args(compare)
+    sub.add_parser("serve", help="run prefect.yaml's deployments (and schedules) on this machine")
+    server = sub.add_parser("server", help="the local Prefect server that runs reuse")
+    server.add_argument("action", choices=["start", "stop", "status"])
+    _config_args(server)
     data = sub.add_parser("data", help="dataset commands")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     download = data_sub.add_parser("download", help="download a dataset, checksum-verified")
@@ -47,17 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolved_config(args: argparse.Namespace):
+def _resolved_config(args: argparse.Namespace, server: bool = False):
+    """The config with an absolute run_dir, the overrides that say so, and the environment set
+    up (plus the local Prefect server when `server`)."""
     from mmcore.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     run_dir = environment.prepare(cfg.run_dir)
+    if server:
+        from flows import local_server
+
+        info = local_server.use(run_dir)
+        if info:
+            print(f"Prefect server: {info['ui_url']} (kept running for fast reruns; "
+                  "`mmpipe server stop` stops it)")
     return cfg.model_copy(update={"run_dir": str(run_dir)}), [*args.overrides,
                                                               f"run_dir={run_dir}"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg, overrides = _resolved_config(args)
+    _, overrides = _resolved_config(args, server=True)
     from flows.pipeline import pipeline
 
     summary = pipeline(config=args.config, overrides=overrides,
@@ -93,6 +111,46 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    _, overrides = _resolved_config(args, server=True)
+    from flows.pipeline import compare_modes
+
+    rows = compare_modes(config=args.config, overrides=overrides)
+    print(f"\n{'mode':<12} {'train':<11} {'test':<11} {'accuracy':>9} {'macro F1':>9}")
+    for row in rows:
+        print(f"{row['mode']:<12} {row['train']:<11} {row['test']:<11} "
+              f"{row['test.accuracy']:>9.4f} {row['test.macro_f1']:>9.4f}")
+    return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    cfg, _ = _resolved_config(args)
+    from flows import local_server
+
+    run_dir = Path(cfg.run_dir)
+    if args.action == "start":
+        print(local_server.start(run_dir)["ui_url"])
+    elif args.action == "stop":
+        print("stopped" if local_server.stop(run_dir) else "no server was running")
+    else:
+        info = local_server.running(run_dir)
+        print(info["ui_url"] if info else "not running")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mmcore.config import load_config
+
+    run_dir = environment.prepare(load_config().run_dir)
+    from flows import local_server
+
+    local_server.use(run_dir)
+    from flows.serve import serve
+
+    serve()
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from mmcore.data.download import DATASETS, download_dataset
 
@@ -115,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "compare":
+            return cmd_compare(args)
+        if args.command == "serve":
+            return cmd_serve(args)
+        if args.command == "server":
+            return cmd_server(args)
         return cmd_download(args)
     except (ConfigError, DataError, ValueError) as exc:
         print(f"mmpipe: error: {exc}", file=sys.stderr)

@@ -61,5 +61,27 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
     return {"config": cfg.name, "run_dir": cfg.run_dir, "parent_run_id": parent,
             "tracking_uri": tracking.tracking_uri(cfg.run_dir), "stages": report,
             "metrics": metrics,
+            "plan": refs["training"].summary["plan"] if "training" in refs else None,
             "comparison": refs["testing"].summary.get("comparison") if "testing" in refs
             else None}
+
+
+# (mode, modality) pairs compared side by side; upstream stages are shared through the cache.
+MODES = [("unimodal", "image"), ("unimodal", "text"), ("multimodal", "image"),
+         ("cross_modal", "image"), ("cross_modal", "text")]
+
+
+@flow(name="mmpipe-compare")
+def compare_modes(config: str | None = None, overrides: list[str] | None = None,
+                  ) -> list[dict[str, Any]]:
+    """The three ways to learn on one config: only training and testing run per mode."""
+    rows: list[dict[str, Any]] = []
+    for mode, modality in MODES:
+        summary = pipeline(config=config, overrides=[*(overrides or []), f"training.mode={mode}",
+                                                     f"training.modality={modality}"])
+        plan = summary["plan"]
+        if rows and any(r["plan"] == plan for r in rows):
+            continue  # e.g. a one-modality dataset: multimodal falls back to unimodal
+        rows.append({"mode": plan["mode"], "train": "+".join(plan["train"]),
+                     "test": "+".join(plan["test"]), "plan": plan, **summary["metrics"]})
+    return rows

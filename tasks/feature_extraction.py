@@ -7,7 +7,6 @@ from pathlib import Path
 from prefect import task
 
 from mmcore.config import PipelineConfig
-from mmcore.stages.feature_extraction import run_feature_extraction
 from tasks import tracking
 from tasks.stage import StagePolicy, StageRef, child_run, stage_output
 
@@ -17,18 +16,18 @@ STAGE = "feature_extraction"
 @task(name=STAGE, cache_policy=StagePolicy(stage=STAGE), persist_result=True)
 def feature_extraction_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
                             parent_run_id: str) -> StageRef:
+    from mmcore.stages.feature_extraction import run_feature_extraction  # torch: only on a miss
+
     samples = Path(upstream["preprocessing"].path)
     with stage_output(cfg, STAGE, key, upstream) as out, \
             child_run(cfg, parent_run_id, STAGE, key) as run_id:
         tracking.log_parquet_inputs(cfg, run_id, sorted(samples.glob("*.parquet")),
                                     upstream["preprocessing"].key, "input")
 
-        def on_epoch(modality: str, epoch: int, record: dict[str, float]) -> None:
-            tracking.log_metrics(cfg, run_id, {f"{modality}.{k}": v for k, v in record.items()},
-                                 step=epoch)
-
+        epochs = tracking.EpochLogger(cfg, run_id)
         result = run_feature_extraction(samples, cfg.features, cfg.seed, out.tmp, out.file_meta,
-                                        on_epoch)
+                                        lambda m, epoch, record: epochs(epoch, record, f"{m}."))
+        epochs.flush()
         metrics = {f"{m}.{name}": v for m, scores in result["scores"].items()
                    for name, v in scores.items()}
         tracking.log_metrics(cfg, run_id, metrics)

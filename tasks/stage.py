@@ -16,11 +16,10 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import pyarrow
-import torch
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
@@ -56,8 +55,9 @@ def stage_key(stage: str, cfg: PipelineConfig, upstream_keys: dict[str, str],
         "config": cfg.section(stage),
         "upstream": upstream_keys,
         "extra": extra or {},
-        "torch": torch.__version__,
-        "pyarrow": pyarrow.__version__,
+        # Versions from package metadata: a fully cached run never imports torch.
+        "torch": version("torch"),
+        "pyarrow": version("pyarrow"),
     })
 
 

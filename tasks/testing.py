@@ -9,7 +9,6 @@ import pandas as pd
 from prefect import task
 
 from mmcore.config import PipelineConfig
-from mmcore.stages.testing import run_testing
 from tasks import tracking
 from tasks.stage import StagePolicy, StageRef, child_run, stage_output
 
@@ -30,6 +29,8 @@ def comparison(features: StageRef, plan: dict, metrics: dict[str, float]) -> pd.
 @task(name=STAGE, cache_policy=StagePolicy(stage=STAGE), persist_result=True)
 def testing_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
                  parent_run_id: str) -> StageRef:
+    from mmcore.stages.testing import run_testing  # torch: only on a miss
+
     fusion, training = upstream["fusion"], upstream["training"]
     with stage_output(cfg, STAGE, key, upstream) as out, \
             child_run(cfg, parent_run_id, STAGE, key) as run_id:

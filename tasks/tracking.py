@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,29 @@ def log_metrics(cfg: PipelineConfig, run_id: str, metrics: dict[str, float],
              if isinstance(v, int | float)]
     if items:
         client_for(cfg).log_batch(run_id, metrics=items)
+
+
+class EpochLogger:
+    """Per-epoch metrics with `step=epoch`, sent in batches: one store write every `interval`
+    seconds instead of one per epoch (a SQLite write costs ~10 ms here; fusion has 30 epochs)."""
+
+    def __init__(self, cfg: PipelineConfig, run_id: str, prefix: str = "",
+                 interval: float = 2.0):
+        self.cfg, self.run_id, self.prefix, self.interval = cfg, run_id, prefix, interval
+        self.pending: list[Metric] = []
+        self.last_flush = time.monotonic()
+
+    def __call__(self, epoch: int, record: dict[str, float], prefix: str | None = None) -> None:
+        prefix = self.prefix if prefix is None else prefix
+        now = int(time.time() * 1000)
+        self.pending += [Metric(f"{prefix}{k}", float(v), now, epoch) for k, v in record.items()]
+        if time.monotonic() - self.last_flush > self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            client_for(self.cfg).log_batch(self.run_id, metrics=self.pending)
+        self.pending, self.last_flush = [], time.monotonic()
 
 
 def set_tags(cfg: PipelineConfig, run_id: str, tags: dict[str, str]) -> None:

@@ -10,10 +10,7 @@ from prefect import task
 
 from mmcore.config import PipelineConfig
 from mmcore.data.registry import open_source
-from mmcore.inference import InferenceChain
-from mmcore.stages.training import run_training
 from tasks import tracking
-from tasks.pyfunc_model import example_input, log_chain
 from tasks.stage import StagePolicy, StageRef, child_run, stage_output
 
 STAGE = "training"
@@ -23,6 +20,10 @@ ALIAS = "newest"
 @task(name=STAGE, cache_policy=StagePolicy(stage=STAGE), persist_result=True)
 def training_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
                   parent_run_id: str) -> StageRef:
+    from mmcore.inference import InferenceChain  # torch and mlflow.pyfunc: only on a miss
+    from mmcore.stages.training import run_training
+    from tasks.pyfunc_model import log_chain
+
     fusion = upstream["fusion"]
     modalities = fusion.summary["modalities"]
     class_names = fusion.summary["class_names"]
@@ -30,9 +31,10 @@ def training_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
             child_run(cfg, parent_run_id, STAGE, key) as run_id:
         tracking.log_parquet_inputs(cfg, run_id, sorted(Path(fusion.path).glob("*.parquet")),
                                     fusion.key, "training")
+        epochs = tracking.EpochLogger(cfg, run_id)
         result = run_training(Path(fusion.path), modalities, len(class_names), cfg.training,
-                              cfg.seed, out.tmp,
-                              on_epoch=lambda e, r: tracking.log_metrics(cfg, run_id, r, step=e))
+                              cfg.seed, out.tmp, on_epoch=epochs)
+        epochs.flush()
         plan = result["plan"]
         chain = InferenceChain.from_stage_dirs(
             Path(upstream["preprocessing"].path), Path(upstream["feature_extraction"].path),
@@ -54,7 +56,7 @@ def training_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
         return out.finish(run_id)
 
 
-def _example(cfg: PipelineConfig, chain: InferenceChain):
+def _example(cfg: PipelineConfig, chain):
     """Three raw rows from the source (pixels on its own scale, text) as the input example."""
     batch = next(open_source(cfg.data, cfg.seed).batches(3))
     images = None
@@ -62,5 +64,7 @@ def _example(cfg: PipelineConfig, chain: InferenceChain):
         pixel_max = chain.spec["pixel_max"]
         images = [np.asarray(v, np.float32) * pixel_max for v in batch.column("image").to_pylist()]
     texts = batch.column("text").to_pylist()
+    from tasks.pyfunc_model import example_input
+
     return example_input(chain, images, texts)
 

@@ -1,0 +1,115 @@
+"""What orchestration and tracking cost, measured in one run of this script.
+
+(a) the cold default pipeline, (b) the same compute as a plain script (benchmarks/
+plain_pipeline.py: no Prefect, no MLflow), (c) a fully cached rerun; medians over --repeats.
+
+Two settings, because they differ a lot:
+- in-process: flows called in one warm Python process, as under `mmpipe serve` or a scheduled
+  deployment (imports and server start paid once, reported apart);
+- per-process: `mmpipe run` as a user types it, a fresh process each time, against the local
+  Prefect server the CLI keeps running, and against a temporary server per process (the
+  before-remedy figure).
+
+Usage: python benchmarks/pipeline_overhead.py [--repeats 3] [--skip-cli]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def timed(fn, *args, **kwargs) -> float:
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - start
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def in_process(repeats: int, work: Path) -> dict[str, float]:
+    from flows import environment, local_server
+
+    run_root = environment.prepare(work / "inproc")
+    t0 = time.perf_counter()
+    local_server.use(run_root)
+    server_start = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    from plain_pipeline import run_plain
+
+    from flows.pipeline import pipeline
+
+    imports = time.perf_counter() - t0
+    cold, plain, cached = [], [], []
+    try:
+        for i in range(repeats):
+            run_dir = run_root / f"rep{i}"
+            args = {"overrides": [f"run_dir={run_dir}", f"name=bench{i}"]}
+            cold.append(timed(pipeline, **args))
+            plain.append(timed(run_plain, work / f"plain{i}"))
+            cached.append(timed(pipeline, **args))
+    finally:
+        local_server.stop(run_root)
+    return {"server_start_s": server_start, "imports_s": imports, "cold_s": median(cold),
+            "plain_s": median(plain), "cached_s": median(cached), "runs": repeats}
+
+
+def cli(repeats: int, work: Path, temporary_server: bool) -> dict[str, float]:
+    mmpipe = str(Path(sys.executable).with_name("mmpipe"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
+    if temporary_server:
+        env["MMPIPE_TEMPORARY_SERVER"] = "1"
+    tag = "temp" if temporary_server else "server"
+    cold, cached = [], []
+    root = work / f"cli-{tag}"
+    try:
+        for i in range(repeats):
+            cmd = [mmpipe, "run", "--set", f"run_dir={root}", "--set", f"name=cli{tag}{i}",
+                   "--set", f"seed={100 + i}"]  # a new seed: a cold run in the same run dir
+            quiet = {"env": env, "check": True, "capture_output": True}
+            cold.append(timed(subprocess.run, cmd, **quiet))
+            cached.append(timed(subprocess.run, cmd, **quiet))
+    finally:
+        if not temporary_server:
+            subprocess.run([mmpipe, "server", "stop", "--set", f"run_dir={root}"], env=env,
+                           capture_output=True)
+    plain = [timed(subprocess.run, [sys.executable, str(ROOT / "benchmarks/plain_pipeline.py")],
+                   check=True, capture_output=True) for _ in range(repeats)]
+    return {"cold_s": median(cold), "plain_s": median(plain), "cached_s": median(cached),
+            "runs": repeats}
+
+
+def report(name: str, r: dict[str, float]) -> None:
+    extra = "".join(f", {k} {r[k]:.2f}" for k in ("server_start_s", "imports_s") if k in r)
+    print(f"{name}: cold {r['cold_s']:.2f} s, plain {r['plain_s']:.2f} s, "
+          f"cached {r['cached_s']:.2f} s (medians of {r['runs']}{extra})")
+    print(f"    cold / plain   = {r['cold_s'] / r['plain_s']:.2f}   (target <= 1.5)")
+    print(f"    cached / cold  = {r['cached_s'] / r['cold_s']:.3f}  (target <= 0.15)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-cli", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mmpipe-bench-") as tmp:
+        work = Path(tmp)
+        if not args.skip_cli:
+            report("per-process, local server kept running", cli(args.repeats, work, False))
+            report("per-process, temporary server each run", cli(args.repeats, work, True))
+        report("in-process (warm process, as under serve)", in_process(args.repeats, work))
+
+
+if __name__ == "__main__":
+    main()
