@@ -1,4 +1,4 @@
-"""mmcore: the multimodal pipeline's library (data, encoders, fusion, losses, training, metrics, IO).
+"""mmcore: the pipeline's library (data, encoders, fusion, losses, training, metrics, IO).
 
 Pure: tables and tensors in, tables and tensors out. Never imports prefect or mlflow.
 """

@@ -51,6 +51,12 @@ class SplitConfig(_Section):
     val: float = Field(0.15, gt=0, lt=1)
     test: float = Field(0.20, gt=0, lt=1)
 
+    @model_validator(mode="after")
+    def _room_for_train(self) -> SplitConfig:
+        if self.val + self.test >= 1:
+            raise ValueError("split.val + split.test leave no rows for train")
+        return self
+
 
 class PairSide(_Section):
     source: Literal["digits", "mnist", "imdb", "manifest"]
@@ -196,7 +202,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value")
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
+        _set_dotted(tree, key.strip(), value)
     try:
         return PipelineConfig.model_validate(tree)
     except ValidationError as exc:

@@ -19,7 +19,9 @@ def _files(path: str | None) -> list[list]:
     if path is None:
         return []
     root = Path(path)
-    paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    if root.is_file():  # a manifest: its images live in its folder
+        root = root.parent
+    paths = sorted(p for p in root.rglob("*") if p.is_file())
     return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths if p.exists()]
 
 

@@ -13,6 +13,7 @@ from mlflow.models import infer_signature
 
 import mmcore
 from mmcore.inference import InferenceChain
+from tasks.tracking import using_tracking_uri
 
 # Pinned, so `log_model` skips its slow requirement inference (12 s -> under 0.1 s here).
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "pandas", "pyarrow", "scikit-learn"]
@@ -52,12 +53,12 @@ def example_input(chain: InferenceChain, images: np.ndarray | None, texts: list[
 
 
 def log_chain(chain: InferenceChain, run_id: str, example: pd.DataFrame, registered_name: str
-              | None) -> tuple[str, str | None]:
+              | None, tracking_uri: str) -> tuple[str, str | None]:
     """Log (and register) the chain under `run_id`; returns (model uri, registered version)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = chain.save(Path(tmp) / "chain")
         output = predict_frame(chain, example)
-        with mlflow.start_run(run_id=run_id):
+        with using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=ChainModel(),

@@ -11,6 +11,8 @@ import hashlib
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,20 @@ def tracking_uri(run_dir: str | Path) -> str:
 
 
 def client_for(cfg: PipelineConfig) -> MlflowClient:
-    uri = tracking_uri(cfg.run_dir)
+    return MlflowClient(tracking_uri(cfg.run_dir))
+
+
+@contextmanager
+def using_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API pointed at `uri` for a block. `mlflow.set_tracking_uri` also sets
+    MLFLOW_TRACKING_URI in the environment, which would otherwise outlive the block and steer
+    every later run (in any run directory) to this store."""
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def experiment_id(client: MlflowClient, cfg: PipelineConfig) -> str:

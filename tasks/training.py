@@ -39,9 +39,10 @@ def training_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
         chain = InferenceChain.from_stage_dirs(
             Path(upstream["preprocessing"].path), Path(upstream["feature_extraction"].path),
             Path(fusion.path), out.tmp, cfg.features.model_dump(mode="json"))
-        model_uri, version = log_chain(chain, run_id, _example(cfg, chain),
-                                       cfg.training.model_name if cfg.training.register_model
-                                       else None)
+        model_uri, version = log_chain(
+            chain, run_id, _example(cfg, chain),
+            cfg.training.model_name if cfg.training.register_model else None,
+            tracking.tracking_uri(cfg.run_dir))
         if version is not None:
             tracking.client_for(cfg).set_registered_model_alias(cfg.training.model_name, ALIAS,
                                                                 version)

@@ -26,6 +26,11 @@ def prefect_harness():
         yield
 
 
+# Set by pytest and Prefect while running, or by sklearn/torch once, on their first import.
+LIBRARY_SET = {"PYTEST_CURRENT_TEST", "PREFECT__FLOW_RUN_ID", "KMP_DUPLICATE_LIB_OK",
+               "KMP_INIT_AT_FORK", "TORCHINDUCTOR_CACHE_DIR"}
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_environment():
     """Fail a test that leaves environment variables changed (Lightning's hygiene)."""
@@ -33,5 +38,5 @@ def _no_leaked_environment():
     yield
     after = dict(os.environ)
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-    changed -= {"PREFECT__FLOW_RUN_ID", "PYTEST_CURRENT_TEST"}  # set by Prefect and pytest
+    changed -= LIBRARY_SET
     assert not changed, f"test leaked environment changes: {sorted(changed)}"

@@ -17,6 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mmcore.config import STAGES, load_config
+from tasks.tracking import using_tracking_uri
 
 FAST = ["features.image_epochs=3", "features.text_epochs=3", "fusion.epochs=5",
         "training.epochs=5"]
@@ -112,8 +113,8 @@ def test_registered_model_predicts_from_raw_inputs(cold, run_dir):
     expected = pq.read_table(Path(cold["stages"]["testing"]["path"]) / "predictions.parquet"
                              ).to_pandas().set_index("id").loc[test["id"]]
     images = load_digits().images[[int(i.split("-")[1]) for i in test["id"]]]
-    mlflow.set_tracking_uri(f"sqlite:///{run_dir / 'mlflow.db'}")
-    model = mlflow.pyfunc.load_model("models:/mmpipe-classifier@newest")
+    with using_tracking_uri(f"sqlite:///{run_dir / 'mlflow.db'}"):
+        model = mlflow.pyfunc.load_model("models:/mmpipe-classifier@newest")
     out = model.predict(pd.DataFrame({"image": list(images), "text": test["text"]}))
     assert list(out.columns)[:3] == ["zero", "one", "two"]
     assert np.allclose(out.to_numpy(), np.stack(expected["probs"].to_numpy()), atol=1e-4)

@@ -27,7 +27,7 @@ UNINFORMATIVE = [
     "a handwritten number",
     "some ink on paper",
     "a digit",
-    "one character from a form",
+    "a character from a form",
 ]
 AMBIGUOUS = ["a {a} or a {b}", "either {a} or {b}", "looks like {a} or {b}"]
 # Digits that people (and classifiers) confuse; the ambiguous partner of each digit.

@@ -30,6 +30,7 @@ class QualityReport:
     examples: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     splits: dict[str, int] = field(default_factory=dict)
     classes: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> rows
+    notes: dict[str, str] = field(default_factory=dict)  # what the source reports of itself
 
     @property
     def rows_rejected(self) -> int:
@@ -52,6 +53,7 @@ class QualityReport:
             "examples": self.examples,
             "splits": self.splits,
             "classes": self.classes,
+            "source_notes": self.notes,
         }
 
     def summary(self) -> str:

@@ -29,8 +29,9 @@ class ImageCNN(nn.Module):
                 break
             width *= 2
         self.features = nn.Sequential(*blocks)
-        with torch.no_grad():
-            flat = self.features(torch.zeros(1, *image_shape)).numel()
+        with torch.no_grad():  # probe the flattened size in eval mode: no BatchNorm update
+            flat = self.features.eval()(torch.zeros(1, *image_shape)).numel()
+        self.features.train()
         self.project = nn.Sequential(nn.Flatten(), nn.Linear(flat, dim), nn.ReLU(),
                                      nn.Dropout(dropout))
         self.dim = dim

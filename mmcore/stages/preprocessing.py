@@ -163,6 +163,7 @@ def run_preprocessing(source: Source, cfg: DataConfig, seed: int, out_dir: Path,
     _check_splits(split, p1.labels, info.class_names)
     if hasattr(source, "replaced_count"):
         report.modified["undecodable_text_replaced"] = int(source.replaced_count)
+    report.notes = dict(info.extra)
 
     with_image, with_text = info.image_shape is not None, info.has_text
     mean = std = None

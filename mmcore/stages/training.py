@@ -26,6 +26,8 @@ def mode_plan(cfg: TrainingConfig, modalities: list[str]) -> dict[str, Any]:
     """Which modalities a mode trains on and tests on."""
     if cfg.mode == "multimodal" and len(modalities) > 1:
         return {"mode": "multimodal", "train": sorted(modalities), "test": sorted(modalities)}
+    if cfg.mode == "multimodal":  # a one-modality dataset: multimodal is unimodal
+        return {"mode": "unimodal", "train": list(modalities), "test": list(modalities)}
     if cfg.modality not in modalities:
         raise ValueError(f"training.modality={cfg.modality} but the data has only {modalities}")
     if cfg.mode == "cross_modal":

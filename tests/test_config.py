@@ -1,0 +1,165 @@
+"""mmcore.config: defaults, YAML + `--set` overrides, errors that name the key, digests."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmcore.config import STAGE_SECTION, STAGES, ConfigError, PipelineConfig, load_config
+
+
+def test_defaults_load():
+    cfg = load_config()
+    assert isinstance(cfg, PipelineConfig)
+    assert cfg.seed == 0 and cfg.name == "default" and cfg.device == "cpu"
+    assert cfg.data.source == "digits"
+    assert cfg.data.split.val == pytest.approx(0.15)
+    assert cfg.data.split.test == pytest.approx(0.20)
+    assert cfg.data.on_bad_row == "skip"
+    assert cfg.features.image_dim == 64
+    assert cfg.fusion.loss == "l2"
+    assert cfg.training.fusion == "late"
+    assert cfg.testing.batch_size == 512
+
+
+def test_yaml_file_and_overrides(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(
+        "name: tiny\n"
+        "seed: 3\n"
+        "data:\n"
+        "  limit: 100\n"
+        "  split:\n"
+        "    val: 0.1\n"
+        "training:\n"
+        "  epochs: 2\n"
+    )
+    cfg = load_config(path, [
+        "seed=7",  # override beats the file
+        "data.split.test=0.3",  # dotted key into a section the file already has
+        "features.lr=0.01",  # YAML float
+        "training.register_model=false",  # YAML bool
+        "data.classes=[cat, dog]",  # YAML list
+        "data.path=",  # empty -> None
+        "fusion.loss=infonce",
+    ])
+    assert cfg.name == "tiny"
+    assert cfg.seed == 7
+    assert cfg.data.limit == 100
+    assert cfg.data.split.val == pytest.approx(0.1)
+    assert cfg.data.split.test == pytest.approx(0.3)
+    assert cfg.features.lr == pytest.approx(0.01)
+    assert cfg.training.register_model is False
+    assert cfg.training.epochs == 2
+    assert cfg.data.classes == ["cat", "dog"]
+    assert cfg.data.path is None
+    assert cfg.fusion.loss == "infonce"
+    # untouched values keep their defaults
+    assert cfg.features.image_dim == 64
+
+
+def test_empty_yaml_file_gives_defaults(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert load_config(path) == load_config()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("data.bogus=1", "data.bogus"),
+    ("bogus=1", "bogus"),
+    ("features.text_noise.wrong=0.1", "features.text_noise"),
+    ("data.text_noise.extra=0.1", "data.text_noise.extra"),
+])
+def test_unknown_key_is_an_error_naming_it(override, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert key in str(info.value)
+    assert "Extra inputs are not permitted" in str(info.value)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("seed=abc", "seed"),
+    ("data.limit=many", "data.limit"),
+    ("data.split.val=2", "data.split.val"),  # out of range
+    ("training.mode=supervised", "training.mode"),  # not one of the literals
+    ("data=3", "data"),  # a section given a scalar
+    ("features.batch_size=[1, 2]", "features.batch_size"),
+])
+def test_wrong_type_is_an_error_naming_the_key(override, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert f"{key}:" in str(info.value)
+
+
+def test_error_in_file_names_the_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("features:\n  image_dim: lots\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert "features.image_dim" in str(info.value)
+
+
+def test_text_noise_shares_over_one_is_an_error():
+    with pytest.raises(ConfigError, match="data.text_noise"):
+        load_config(overrides=["data.text_noise.uninformative=0.6",
+                               "data.text_noise.ambiguous=0.6"])
+
+
+def test_malformed_overrides_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(overrides=["seed"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(overrides=["=3"])
+    with pytest.raises(ConfigError, match="'seed' is not a section"):
+        load_config(overrides=["seed=1", "seed.x=2"])
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(listing)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("override", ["name=[oops", "data.classes=[a, b"])
+def test_unparsable_override_value_is_a_config_error(override):
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        load_config(overrides=[override])
+
+
+def test_section_includes_seed_and_only_its_own_section():
+    cfg = load_config(overrides=["seed=11", "features.image_dim=16"])
+    for stage in STAGES:
+        section = cfg.section(stage)
+        assert section["seed"] == 11
+        assert section["device"] == "cpu"
+        own = getattr(cfg, STAGE_SECTION[stage]).model_dump(mode="json")
+        assert {k: v for k, v in section.items() if k not in ("seed", "device")} == own
+    assert cfg.section("feature_extraction")["image_dim"] == 16
+    assert "image_dim" not in cfg.section("training")
+    assert cfg.section("preprocessing")["split"] == {"val": 0.15, "test": 0.2}
+
+
+def test_digest_is_stable_and_changes_with_values():
+    a, b = load_config(), load_config()
+    assert a.digest() == b.digest()
+    assert len(a.digest()) == 16
+    assert int(a.digest(), 16) >= 0  # hex
+    assert load_config(overrides=["seed=1"]).digest() != a.digest()
+    assert load_config(overrides=["training.hidden=65"]).digest() != a.digest()
+    assert load_config(overrides=["data.split.val=0.1"]).digest() != a.digest()
+    # where runs are stored is not part of what they compute
+    assert load_config(overrides=["run_dir=/elsewhere"]).digest() == a.digest()
+
+
+def test_flat_uses_dotted_keys():
+    flat = load_config(overrides=["data.classes=[a, b]"]).flat()
+    assert all(isinstance(v, str) for v in flat.values())
+    assert flat["seed"] == "0"
+    assert flat["data.split.val"] == "0.15"
+    assert flat["data.text_noise.wrong"] == "0.1"
+    assert flat["training.register_model"] == "True"
+    assert flat["data.classes"] == '["a", "b"]'
+    assert flat["data.path"] == "None"
+    assert "data" not in flat and "data.split" not in flat
+    assert {k.split(".")[0] for k in flat} == {
+        "name", "seed", "run_dir", "device", "data", "features", "fusion", "training", "testing"}

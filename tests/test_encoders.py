@@ -1,0 +1,117 @@
+"""mmcore.encoders: the CNN image encoder and the bidirectional GRU text encoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmcore.encoders import ImageCNN, TextGRU
+
+
+def _reinit(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Weights drawn here, so pinned outputs depend on the architecture only (not on what the
+    constructor did with the global generator or the BatchNorm buffers)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn_like(param) * 0.2)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+    return model
+
+
+@pytest.mark.parametrize("shape, blocks, feature_shape, pinned_sum", [
+    ((1, 8, 8), 1, (4, 4, 4), 2.9725),  # one halving: 8 -> 4
+    ((1, 28, 28), 2, (8, 7, 7), 2.4695),  # 28 -> 14 -> 7
+    ((3, 32, 32), 2, (8, 8, 8), 2.7646),  # 32 -> 16 -> 8, three channels in
+])
+def test_image_cnn_shapes(shape, blocks, feature_shape, pinned_sum):
+    model = _reinit(ImageCNN(shape, dim=16, channels=4)).eval()
+    x = torch.randn(2, *shape)
+    assert len(model.features) == blocks
+    assert model.features(x).shape == (2, *feature_shape)
+    out = model(x)
+    assert out.shape == (2, 16)
+    assert model.dim == 16
+    assert (out >= 0).all()  # ReLU output
+    assert out.sum().item() == pytest.approx(pinned_sum, abs=1e-3)
+
+
+def test_image_cnn_train_mode_and_gradients():
+    torch.manual_seed(0)
+    model = ImageCNN((1, 8, 8), dim=8, channels=4, dropout=0.0)
+    x = torch.randn(3, 1, 8, 8)
+    out = model(x)
+    assert out.shape == (3, 8)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_image_cnn_eval_is_per_sample():
+    torch.manual_seed(0)
+    model = ImageCNN((1, 8, 8), dim=8, channels=4).eval()
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[1:2], model(x[1:2]))
+
+
+def _gru() -> TextGRU:
+    torch.manual_seed(0)
+    return TextGRU(20, dim=8, embedding=6, hidden=5).eval()
+
+
+def test_text_gru_shapes_with_variable_lengths():
+    model = _gru()
+    tokens = torch.tensor([[3, 4, 5, 0], [7, 0, 0, 0], [0, 0, 0, 0]])
+    lengths = torch.tensor([3, 1, 0])  # length 0 is clamped to 1
+    out = model(tokens, lengths)
+    assert out.shape == (3, 8)
+    assert model.dim == 8
+    assert out.sum().item() == pytest.approx(1.3949, abs=1e-3)
+    assert out[0, 0].item() == pytest.approx(0.5531, abs=1e-3)
+
+
+def test_text_gru_length_zero_equals_one_padding_token():
+    model = _gru()
+    with torch.no_grad():
+        empty = model(torch.tensor([[0, 0, 0]]), torch.tensor([0]))
+        one_pad = model(torch.tensor([[0]]), torch.tensor([1]))
+    torch.testing.assert_close(empty, one_pad)
+
+
+def test_text_gru_padding_does_not_change_the_output():
+    model = _gru()
+    with torch.no_grad():
+        short = model(torch.tensor([[5, 3, 2]]), torch.tensor([3]))
+        padded = model(torch.tensor([[5, 3, 2, 0, 0, 0, 0]]), torch.tensor([3]))
+        # same sequence in a batch with a longer one (so it is padded there)
+        batch = model(torch.tensor([[9, 8, 7, 6, 5, 4], [5, 3, 2, 0, 0, 0]]),
+                      torch.tensor([6, 3]))
+        # garbage after the length is ignored too
+        junk = model(torch.tensor([[5, 3, 2, 11, 12]]), torch.tensor([3]))
+    torch.testing.assert_close(short, padded)
+    torch.testing.assert_close(short, batch[1:2])
+    torch.testing.assert_close(short, junk)
+
+
+def test_text_gru_order_matters_and_gradients_flow():
+    torch.manual_seed(0)
+    model = TextGRU(20, dim=8, embedding=6, hidden=5, dropout=0.0)
+    tokens = torch.tensor([[5, 3, 2], [2, 3, 5]])
+    out = model(tokens, torch.tensor([3, 3]))
+    assert not torch.allclose(out[0], out[1])
+    out.sum().backward()
+    assert model.embed.weight.grad is not None
+    assert torch.all(model.embed.weight.grad[0] == 0)  # padding row never learns
+
+
+def test_image_cnn_construction_leaves_batchnorm_statistics_untouched():
+    torch.manual_seed(0)
+    model = ImageCNN((1, 8, 8), dim=4, channels=2)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert module.num_batches_tracked.item() == 0
+            torch.testing.assert_close(module.running_var, torch.ones_like(module.running_var))
+            torch.testing.assert_close(module.running_mean,
+                                       torch.zeros_like(module.running_mean))
