@@ -62,8 +62,10 @@ def drop_modalities(x: dict[str, torch.Tensor], p: float) -> dict[str, torch.Ten
     each modality (the encoders' train-split embeddings are near perfect for images, and a head
     trained on them would otherwise ignore the text)."""
     keys = sorted(x)
-    batch = next(iter(x.values())).shape[0]
-    dropped = torch.where(torch.rand(batch) < p, torch.randint(len(keys), (batch,)), -1)
+    first = next(iter(x.values()))
+    batch, device = first.shape[0], first.device
+    dropped = torch.where(torch.rand(batch, device=device) < p,
+                          torch.randint(len(keys), (batch,), device=device), -1)
     return {k: x[k] * (dropped != i).unsqueeze(1).to(x[k].dtype) for i, k in enumerate(keys)}
 
 

@@ -26,7 +26,8 @@ def feature_extraction_task(cfg: PipelineConfig, upstream: dict[str, StageRef], 
 
         epochs = tracking.EpochLogger(cfg, run_id)
         result = run_feature_extraction(samples, cfg.features, cfg.seed, out.tmp, out.file_meta,
-                                        lambda m, epoch, record: epochs(epoch, record, f"{m}."))
+                                        lambda m, epoch, record: epochs(epoch, record, f"{m}."),
+                                        device=cfg.device)
         epochs.flush()
         metrics = {f"{m}.{name}": v for m, scores in result["scores"].items()
                    for name, v in scores.items()}

@@ -26,7 +26,8 @@ def fusion_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
                                     features.key, "input")
         epochs = tracking.EpochLogger(cfg, run_id)
         result = run_fusion(Path(features.path), modalities, len(features.summary["class_names"]),
-                            cfg.fusion, cfg.seed, out.tmp, out.file_meta, on_epoch=epochs)
+                            cfg.fusion, cfg.seed, out.tmp, out.file_meta, on_epoch=epochs,
+                            device=cfg.device)
         epochs.flush()
         metrics = {f"final.{k}": v for k, v in result["metrics"].items()}
         tracking.log_metrics(cfg, run_id, metrics)

@@ -33,7 +33,7 @@ def training_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
                                     fusion.key, "training")
         epochs = tracking.EpochLogger(cfg, run_id)
         result = run_training(Path(fusion.path), modalities, len(class_names), cfg.training,
-                              cfg.seed, out.tmp, on_epoch=epochs)
+                              cfg.seed, out.tmp, on_epoch=epochs, device=cfg.device)
         epochs.flush()
         plan = result["plan"]
         chain = InferenceChain.from_stage_dirs(

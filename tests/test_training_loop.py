@@ -214,3 +214,12 @@ def test_parquet_batches_with_decoder_for(tmp_path):
             assert length == max(k, 1)
         seen += len(lengths)
     assert seen == n
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a CPU-only machine")
+def test_cuda_device_without_cuda_is_a_clear_error():
+    from mmcore.training import resolve_device
+
+    with pytest.raises(ValueError, match="device=cuda"):
+        resolve_device("cuda")
+    assert resolve_device("cpu").type == "cpu"

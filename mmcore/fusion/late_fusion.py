@@ -51,11 +51,11 @@ class LateFusionClassifier(nn.Module):
         log_probs = F.log_softmax(self.per_modality(x), dim=2)
         best = None
         for rest in itertools.product(WEIGHT_GRID, repeat=len(self.modalities) - 1):
-            w = torch.tensor([1.0, *rest])
+            w = torch.tensor([1.0, *rest], device=log_probs.device)
             fused = (w[:, None, None] * log_probs).sum(0)
             acc = (fused.argmax(1) == labels).float().mean().item()
             nll = F.cross_entropy(fused, labels).item()
             if best is None or (acc, -nll) > (best[0], -best[1]):
                 best = (acc, nll, w)
         self.weights.copy_(best[2])
-        return {m: float(v) for m, v in zip(self.modalities, best[2], strict=True)}
+        return {m: float(v) for m, v in zip(self.modalities, best[2].tolist(), strict=True)}

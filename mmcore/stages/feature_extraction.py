@@ -18,7 +18,7 @@ from mmcore.config import FeaturesConfig
 from mmcore.data.validation import SPLITS
 from mmcore.models import EncoderClassifier, build_encoder, classification_loss
 from mmcore.parquet_io import atomic_writer, embedding_schema, embedding_table, read_metadata
-from mmcore.training import ParquetBatches, fit, seed_everything
+from mmcore.training import ParquetBatches, fit, resolve_device, seed_everything, to_device
 from mmcore.training.batches import decoder_for
 
 OnEpoch = Callable[[str, int, dict[str, float]], None]
@@ -28,17 +28,19 @@ def _columns(modality: str) -> list[str]:
     return ["id", "split", "label", "image" if modality == "image" else "tokens"]
 
 
-def _predict(model: EncoderClassifier, batches: ParquetBatches) -> tuple[np.ndarray, np.ndarray]:
+def _predict(model: EncoderClassifier, batches: ParquetBatches, device: torch.device,
+             ) -> tuple[np.ndarray, np.ndarray]:
     labels, preds = [], []
     with torch.no_grad():
         for batch in batches():
-            preds.append(model(batch).argmax(1).numpy())
+            preds.append(model(to_device(batch, device)).argmax(1).cpu().numpy())
             labels.append(batch["label"].numpy())
     return np.concatenate(labels), np.concatenate(preds)
 
 
 def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
-                  meta: dict[str, Any], on_epoch: OnEpoch | None = None) -> EncoderClassifier:
+                  meta: dict[str, Any], on_epoch: OnEpoch | None = None,
+                  device: torch.device | str = "cpu") -> EncoderClassifier:
     """Train the modality's encoder (with a linear head) on train, choosing the best val epoch."""
     seed_everything(seed)
     shape = tuple(meta["image_shape"]) if meta.get("image_shape") else None
@@ -51,12 +53,12 @@ def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
                          shuffle=False)
 
     def evaluate(m):
-        labels, preds = _predict(m, val)
+        labels, preds = _predict(m, val, device)
         return {"val_acc": float((labels == preds).mean())}
 
     epochs = cfg.image_epochs if modality == "image" else cfg.text_epochs
     fit(model, train, classification_loss, epochs=epochs, lr=cfg.lr, evaluate=evaluate,
-        select_best="val_acc",
+        select_best="val_acc", device=device,
         on_epoch_end=(lambda e, r: on_epoch(modality, e, r)) if on_epoch else None)
     return model
 
@@ -66,6 +68,7 @@ def embed_splits(model: EncoderClassifier, samples: Path, out: Path, meta: dict[
     """Write embeddings of every split; return the encoder's own accuracy per split."""
     shape = tuple(meta["image_shape"]) if meta.get("image_shape") else None
     decode = decoder_for(model.modality, shape)
+    device = next(model.parameters()).device
     scores = {}
     with atomic_writer(out, embedding_schema(model.encoder.dim), file_meta) as writer:
         for split in SPLITS:
@@ -74,28 +77,29 @@ def embed_splits(model: EncoderClassifier, samples: Path, out: Path, meta: dict[
             for group in range(file.num_row_groups):
                 table = file.read_row_group(group, columns=_columns(model.modality))
                 with torch.no_grad():
-                    batch = decode(table)
+                    batch = to_device(decode(table), device)
                     emb = model.embed(batch)
                     correct += (model.head(emb).argmax(1) == batch["label"]).sum().item()
                 writer.write_table(embedding_table(
                     table.column("id"), table.column("split"), table.column("label"),
-                    emb.numpy()))
+                    emb.cpu().numpy()))
             scores[f"{split}_acc"] = correct / max(file.metadata.num_rows, 1)
     return scores
 
 
 def run_feature_extraction(samples: Path, cfg: FeaturesConfig, seed: int, out_dir: Path,
                            file_meta: dict[str, Any], on_epoch: OnEpoch | None = None,
-                           ) -> dict[str, Any]:
+                           device: str = "cpu") -> dict[str, Any]:
     """Encoders for every modality the samples have; writes `<modality>.parquet` and
     `encoder_<modality>.pt` (a state dict). Returns per-modality accuracies (the baselines)."""
     meta = read_metadata(samples / "train.parquet")
     results: dict[str, Any] = {}
+    target = resolve_device(device)
     for modality in meta["modalities"]:
-        model = train_encoder(modality, samples, cfg, seed, meta, on_epoch)
+        model = train_encoder(modality, samples, cfg, seed, meta, on_epoch, target)
         scores = embed_splits(model, samples, out_dir / f"{modality}.parquet", meta,
                               {**file_meta, "modality": modality, "dim": model.encoder.dim})
-        torch.save(model.state_dict(), out_dir / f"encoder_{modality}.pt")
+        torch.save(model.cpu().state_dict(), out_dir / f"encoder_{modality}.pt")
         results[modality] = scores
     return {"modalities": meta["modalities"], "scores": results,
             "class_names": meta["class_names"]}

@@ -26,7 +26,7 @@ from mmcore.fusion import ProjectionHead
 from mmcore.losses import info_nce_loss, l2_alignment_loss
 from mmcore.metrics import paired_distances, retrieval_at_1
 from mmcore.parquet_io import embedding_table, to_matrix, write_table
-from mmcore.training import ArrayBatches, fit, seed_everything
+from mmcore.training import ArrayBatches, fit, resolve_device, seed_everything
 
 
 class SharedSpace(nn.Module):
@@ -65,15 +65,16 @@ def _alignment_loss(cfg: FusionConfig) -> Callable:
 
 
 def _project(model: SharedSpace, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    device = next(model.parameters()).device
     with torch.no_grad():
-        z = model({m: torch.from_numpy(v) for m, v in feats.items()})
-    return {m: v.numpy() for m, v in z.items()}
+        z = model({m: torch.from_numpy(v).to(device) for m, v in feats.items()})
+    return {m: v.cpu().numpy() for m, v in z.items()}
 
 
 def run_fusion(features_dir: Path, modalities: list[str], n_classes: int, cfg: FusionConfig,
                seed: int, out_dir: Path, file_meta: dict[str, Any],
                on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-               ) -> dict[str, Any]:
+               device: str = "cpu") -> dict[str, Any]:
     """Learn the shared space; write `shared_<modality>.parquet` and `projections.pt`."""
     feats = {m: read_features(features_dir / f"{m}.parquet") for m in modalities}
     first = feats[modalities[0]]
@@ -99,9 +100,9 @@ def run_fusion(features_dir: Path, modalities: list[str], n_classes: int, cfg: F
 
         history = fit(model, ArrayBatches(arrays, cfg.batch_size, seed=seed),
                       _alignment_loss(cfg), epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate,
-                      on_epoch_end=on_epoch)
+                      on_epoch_end=on_epoch, device=resolve_device(device))
         shared = _project(model, {m: f["embedding"] for m, f in feats.items()})
-        torch.save(model.state_dict(), out_dir / "projections.pt")
+        torch.save(model.cpu().state_dict(), out_dir / "projections.pt")
         a, b = (shared[m][val] for m in model.modalities)
         metrics = {**history[-1], "val_retrieval_at_1": retrieval_at_1(a, b, first["label"][val])}
     for m, matrix in shared.items():

@@ -19,7 +19,7 @@ from mmcore.config import TrainingConfig
 from mmcore.models import build_classifier, classification_loss
 from mmcore.parquet_io import write_json
 from mmcore.stages.fusion import read_features
-from mmcore.training import ArrayBatches, fit, seed_everything
+from mmcore.training import ArrayBatches, fit, resolve_device, seed_everything
 
 
 def mode_plan(cfg: TrainingConfig, modalities: list[str]) -> dict[str, Any]:
@@ -43,9 +43,9 @@ def load_shared(shared_dir: Path, modalities: list[str]) -> dict[str, dict[str, 
 
 
 def _inputs(shared: dict[str, dict[str, Any]], use: list[str], rows: np.ndarray,
-            as_modalities: list[str]) -> dict[str, torch.Tensor]:
+            as_modalities: list[str], device: torch.device) -> dict[str, torch.Tensor]:
     """Embeddings of `use` for `rows`, keyed as `as_modalities` (cross-modal renames)."""
-    return {key: torch.from_numpy(shared[m]["embedding"][rows])
+    return {key: torch.from_numpy(shared[m]["embedding"][rows]).to(device)
             for m, key in zip(use, as_modalities, strict=True)}
 
 
@@ -54,15 +54,16 @@ def predict_proba(model: torch.nn.Module, shared: dict[str, dict[str, Any]], pla
     """Class probabilities and labels on one split, with the plan's test modalities."""
     first = next(iter(shared.values()))
     rows = np.flatnonzero(first["split"] == split)
+    device = next(model.parameters()).device
     with torch.no_grad():
-        logits = model(_inputs(shared, plan["test"], rows, plan["train"]))
-    return torch.softmax(logits, dim=1).numpy(), first["label"][rows]
+        logits = model(_inputs(shared, plan["test"], rows, plan["train"], device))
+    return torch.softmax(logits, dim=1).cpu().numpy(), first["label"][rows]
 
 
 def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: TrainingConfig,
                  seed: int, out_dir: Path,
                  on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                 ) -> dict[str, Any]:
+                 device: str = "cpu") -> dict[str, Any]:
     """Train the mode's classifier; write `classifier.pt` and `classifier.json`."""
     plan = mode_plan(cfg, modalities)
     shared = load_shared(shared_dir, modalities)
@@ -82,17 +83,18 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
 
     history = fit(model, ArrayBatches(arrays, cfg.batch_size, seed=seed), classification_loss,
                   epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate, select_best="val_acc",
-                  on_epoch_end=on_epoch)
+                  on_epoch_end=on_epoch, device=resolve_device(device))
     weights = {}
     if hasattr(model, "calibrate"):  # late fusion: fit the modalities' weights on val
         rows = np.flatnonzero(first["split"] == "val")
-        weights = model.calibrate(_inputs(shared, plan["test"], rows, plan["train"]),
-                                  torch.from_numpy(first["label"][rows]))
-    torch.save(model.state_dict(), out_dir / "classifier.pt")
+        target = next(model.parameters()).device
+        weights = model.calibrate(_inputs(shared, plan["test"], rows, plan["train"], target),
+                                  torch.from_numpy(first["label"][rows]).to(target))
+    probs, labels = predict_proba(model, shared, plan, "val")
+    torch.save(model.cpu().state_dict(), out_dir / "classifier.pt")
     spec = {"plan": plan, "dim": dim, "n_classes": n_classes,
             "training": cfg.model_dump(mode="json")}
     write_json(out_dir / "classifier.json", spec)
-    probs, labels = predict_proba(model, shared, plan, "val")
     return {"plan": plan, "history": history, "val_acc": float((probs.argmax(1) == labels).mean()),
             "fusion_weights": weights}
 

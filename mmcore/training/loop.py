@@ -19,6 +19,18 @@ from torch import nn
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
 
 
+def resolve_device(name: str) -> torch.device:
+    """The configured device, or a clear error when it is not there."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but torch sees no CUDA device; use device=cpu")
+    return torch.device(name)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str,
+                                                                                torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
 def seed_everything(seed: int) -> None:
     """Same seed, same numbers on CPU."""
     random.seed(seed)
@@ -37,12 +49,15 @@ def fit(
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     select_best: str | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> list[dict[str, float]]:
     """Train with AdamW and a cosine schedule; return per-epoch metrics.
 
-    `batches(epoch)` yields batches (reshuffled per epoch). With `select_best`, the weights of the
-    epoch with the highest `evaluate(model)[select_best]` are restored at the end.
+    `batches(epoch)` yields dicts of tensors (reshuffled per epoch), moved to `device` here. With
+    `select_best`, the weights of the epoch with the highest `evaluate(model)[select_best]` are
+    restored at the end. The model is left on `device`.
     """
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     history: list[dict[str, float]] = []
@@ -51,7 +66,7 @@ def fit(
         model.train()
         total, seen, correct, counted = 0.0, 0, 0.0, 0
         for batch in batches(epoch):
-            loss, stats = loss_fn(model, batch)
+            loss, stats = loss_fn(model, to_device(batch, device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
