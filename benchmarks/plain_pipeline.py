@@ -33,8 +33,9 @@ def run_plain(out: Path, overrides: list[str] | None = None) -> dict:
                dirs["shared"], {})
     run_training(dirs["shared"], feats["modalities"], n_classes, cfg.training, cfg.seed,
                  dirs["model"])
-    return run_testing(dirs["shared"], dirs["model"], feats["modalities"], feats["class_names"],
-                       dirs["test"], {})["metrics"]
+    metrics = run_testing(dirs["shared"], dirs["model"], feats["modalities"],
+                          feats["class_names"], dirs["test"], {})["metrics"]
+    return {**metrics, **{f"{m}_test_acc": s["test_acc"] for m, s in feats["scores"].items()}}
 
 
 if __name__ == "__main__":

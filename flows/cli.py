@@ -88,6 +88,11 @@ def print_summary(summary: dict) -> None:
     print("\nstages:")
     for stage, info in summary["stages"].items():
         print(f"  {stage:<20} {info['state']:<7} {info['path']}")
+    quality = summary["quality"]
+    reasons = ", ".join(f"{k.split('.', 1)[1]}: {int(v)}" for k, v in quality.items()
+                        if k.startswith(("rejected.", "modified.")))
+    print(f"data: {int(quality['rows_in'])} rows in, {int(quality['rows_kept'])} kept, "
+          f"{int(quality['rows_rejected'])} rejected" + (f" ({reasons})" if reasons else ""))
     if summary["metrics"]:
         print("test metrics:", json.dumps(summary["metrics"]))
     for row in summary.get("comparison") or []:

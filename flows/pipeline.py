@@ -62,6 +62,7 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
             "tracking_uri": tracking.tracking_uri(cfg.run_dir), "stages": report,
             "metrics": metrics,
             "plan": refs["training"].summary["plan"] if "training" in refs else None,
+            "quality": refs["preprocessing"].summary["metrics"],
             "comparison": refs["testing"].summary.get("comparison") if "testing" in refs
             else None}
 

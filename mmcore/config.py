@@ -97,7 +97,7 @@ class FeaturesConfig(_Section):
     image_channels: int = Field(32, ge=1)  # width of the first conv block
     text_embedding: int = Field(32, ge=2)
     text_hidden: int = Field(64, ge=2)
-    image_epochs: int = Field(12, ge=1)
+    image_epochs: int = Field(20, ge=1)
     text_epochs: int = Field(8, ge=1)
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(64, ge=1)
@@ -109,7 +109,7 @@ class FusionConfig(_Section):
     loss: Literal["l2", "infonce"] = "l2"
     # The L2 term alone is minimised by mapping everything to one point; a class term keeps the
     # space discriminative (see docs/decisions.md).
-    cls_weight: float = Field(5.0, ge=0)
+    cls_weight: float = Field(20.0, ge=0)
     temperature: float = Field(0.1, gt=0)
     epochs: int = Field(30, ge=1)
     lr: float = Field(2e-3, gt=0)

@@ -49,7 +49,7 @@ def read_features(path: Path) -> dict[str, Any]:
         "id": table.column("id").to_numpy(zero_copy_only=False),
         "split": table.column("split").to_numpy(zero_copy_only=False),
         "label": table.column("label").to_numpy(),
-        "embedding": to_matrix(table.column("embedding")),
+        "embedding": to_matrix(table.column("embedding")).copy(),  # writable, for torch
     }
 
 
