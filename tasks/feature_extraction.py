@@ -8,7 +8,7 @@ from prefect import task
 
 from mmcore.config import PipelineConfig
 from tasks import tracking
-from tasks.stage import StagePolicy, StageRef, child_run, stage_output
+from tasks.stage import StagePolicy, StageRef, child_run, publish, stage_output
 
 STAGE = "feature_extraction"
 
@@ -34,8 +34,5 @@ def feature_extraction_task(cfg: PipelineConfig, upstream: dict[str, StageRef], 
         tracking.log_metrics(cfg, run_id, metrics)
         out.summary = {"metrics": metrics, "modalities": result["modalities"],
                        "class_names": result["class_names"]}
-        ref = out.finish(run_id)
-        tracking.log_parquet_inputs(cfg, run_id, sorted(out.final.glob("*.parquet")), key,
-                                    "output")
-        return ref
+        return publish(cfg, out, run_id)
 

@@ -8,7 +8,7 @@ from prefect import task
 
 from mmcore.config import PipelineConfig
 from tasks import tracking
-from tasks.stage import StagePolicy, StageRef, child_run, stage_output
+from tasks.stage import StagePolicy, StageRef, child_run, publish, stage_output
 
 STAGE = "fusion"
 
@@ -34,8 +34,5 @@ def fusion_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
         out.summary = {"metrics": metrics, "modalities": modalities,
                        "class_names": features.summary["class_names"],
                        "shared_dim": result["shared_dim"]}
-        ref = out.finish(run_id)
-        tracking.log_parquet_inputs(cfg, run_id, sorted(out.final.glob("*.parquet")), key,
-                                    "output")
-        return ref
+        return publish(cfg, out, run_id)
 

@@ -10,7 +10,7 @@ from prefect import task
 
 from mmcore.config import DataConfig, PipelineConfig
 from tasks import tracking
-from tasks.stage import StagePolicy, StageRef, child_run, stage_output
+from tasks.stage import StagePolicy, StageRef, child_run, publish, stage_output
 
 STAGE = "preprocessing"
 
@@ -55,8 +55,5 @@ def preprocessing_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: 
         tracking.log_artifacts(cfg, run_id, [out.tmp / "quality.json"])
         out.summary = {"metrics": metrics, "modalities": list(source.info.modalities),
                        "class_names": source.info.class_names}
-        ref = out.finish(run_id)
-        tracking.log_parquet_inputs(cfg, run_id, sorted(out.final.glob("*.parquet")), key,
-                                    "output")
-        return ref
+        return publish(cfg, out, run_id)
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from mmcore.config import PipelineConfig, digest
 from mmcore.parquet_io import mark_complete, read_marker
+from tasks import tracking
 
 # Bump a stage's version when its code changes what it writes: that invalidates its cache.
 STAGE_VERSIONS = {
@@ -128,8 +129,6 @@ def completed(cfg: PipelineConfig, stage: str, key: str) -> StageRef | None:
 @contextmanager
 def child_run(cfg: PipelineConfig, parent_run_id: str, stage: str, key: str):
     """The stage's MLflow child run (cache=miss), FAILED if the stage raises."""
-    from tasks import tracking
-
     run_id = tracking.start_child_run(cfg, parent_run_id, stage, key, cache="miss")
     try:
         yield run_id
@@ -138,3 +137,11 @@ def child_run(cfg: PipelineConfig, parent_run_id: str, stage: str, key: str):
         raise
     tracking.end_run(cfg, run_id)
 
+
+
+def publish(cfg: PipelineConfig, out: StageOutput, run_id: str) -> StageRef:
+    """Make the stage's output exist, then record its Parquet files as the run's outputs."""
+    ref = out.finish(run_id)
+    tracking.log_parquet_inputs(cfg, run_id, sorted(out.final.glob("*.parquet")), out.key,
+                                "output")
+    return ref

@@ -10,7 +10,7 @@ from prefect import task
 
 from mmcore.config import PipelineConfig
 from tasks import tracking
-from tasks.stage import StagePolicy, StageRef, child_run, stage_output
+from tasks.stage import StagePolicy, StageRef, child_run, publish, stage_output
 
 STAGE = "testing"
 
@@ -48,8 +48,5 @@ def testing_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
                                              out.tmp / "comparison.csv"])
         out.summary = {"metrics": metrics, "plan": result["plan"],
                        "comparison": table.to_dict(orient="records")}
-        ref = out.finish(run_id)
-        tracking.log_parquet_inputs(cfg, run_id, [out.final / "predictions.parquet"], key,
-                                    "output")
-        return ref
+        return publish(cfg, out, run_id)
 

@@ -11,7 +11,7 @@ from prefect import task
 from mmcore.config import PipelineConfig
 from mmcore.data.registry import open_source
 from tasks import tracking
-from tasks.stage import StagePolicy, StageRef, child_run, stage_output
+from tasks.stage import StagePolicy, StageRef, child_run, publish, stage_output
 
 STAGE = "training"
 ALIAS = "newest"
@@ -54,7 +54,7 @@ def training_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
         out.summary = {"metrics": metrics, "plan": plan, "modalities": modalities,
                        "class_names": class_names, "model_uri": model_uri,
                        "model_version": version}
-        return out.finish(run_id)
+        return publish(cfg, out, run_id)
 
 
 def _example(cfg: PipelineConfig, chain):
