@@ -57,7 +57,6 @@ def run_stage(stage_task: Task, stage: str, cfg: PipelineConfig, upstream: dict[
     if refresh:
         state, reason = "miss", "refresh requested"
     task = stage_task.with_options(
-        cache_policy=stage_task.cache_policy,
         result_storage=(Path(cfg.run_dir) / "prefect-results").resolve(),
         refresh_cache=state == "miss",
     )
@@ -66,6 +65,9 @@ def run_stage(stage_task: Task, stage: str, cfg: PipelineConfig, upstream: dict[
     run_state = task(cfg, upstream, key, parent_run_id, return_state=True)
     ref: StageRef = run_state.result()
     hit = run_state.name == "Cached"
+    if not hit and state == "hit":
+        logger.info("%s: ran again: its output is complete but Prefect had no cache record "
+                    "for key %s (result storage cleared?)", stage, key)
     if hit:
         logger.info("%s: cache hit, key %s (output by MLflow run %s)", stage, key, ref.run_id)
         run_id = tracking.start_child_run(cfg, parent_run_id, stage, key, cache="hit")
