@@ -20,6 +20,7 @@ a CSV without multi-line fields that is the line number minus one), the same for
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,12 @@ def read_manifest(path: Path, columns: list[str], rows: int) -> Iterator[pd.Data
             for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=columns):
                 yield _cells(batch.to_pandas())
         else:
-            for chunk in pd.read_csv(path, usecols=columns, chunksize=rows, dtype=str,
-                                     keep_default_na=False, na_filter=False):
-                yield _cells(chunk)
+            # No `usecols`: it would skip pandas' field-count check, and a row with a stray
+            # comma would be cut silently. Undecodable bytes become U+FFFD, so each row can be
+            # judged by `data.encoding_errors` instead of failing the whole file.
+            for chunk in pd.read_csv(path, chunksize=rows, dtype=str, keep_default_na=False,
+                                     na_filter=False, encoding_errors="replace"):
+                yield _cells(chunk[columns])
     except (OSError, ValueError, pa.ArrowException) as exc:  # pandas ParserError is a ValueError
         raise DataError(f"cannot read manifest: {exc}", file=path,
                         reason="unreadable_manifest") from exc
@@ -96,7 +100,7 @@ def _columns(path: Path) -> list[str]:
 
 
 def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit()
+    return re.fullmatch(r"-?[0-9]+", text) is not None
 
 
 def class_names_for(labels: set[str], declared: list[str] | None) -> list[str]:
@@ -146,6 +150,8 @@ def load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
             if size is not None and img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             pixels = np.asarray(img, dtype=np.float32) / 255.0
+    except PermissionError as exc:
+        raise ImageReadError("unreadable_file") from exc
     except IMAGE_ERRORS as exc:
         raise ImageReadError("corrupt_image") from exc
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
@@ -172,6 +178,7 @@ class ManifestSource:
             raise DataError("no modality: needs an image_path column, or a text column with "
                             "data.text=source", file=self.path, reason="no_modality")
         self.mode, self.size = cfg.image_mode, cfg.image_size
+        self.encoding_errors = cfg.encoding_errors
         class_names = class_names_for(self._label_values(), cfg.classes)
         self._index = {name: i for i, name in enumerate(class_names)}
         image_shape = self._image_shape() if "image_path" in self.columns else None
@@ -214,6 +221,13 @@ class ManifestSource:
         except ImageReadError as exc:
             return None, exc.problem
 
+    def _text_cell(self, text: str | None) -> tuple[str | None, str | None]:
+        """Undecodable bytes (read as U+FFFD): kept (and counted by preprocessing), or with
+        `encoding_errors=fail` the row is bad."""
+        if text is not None and "\ufffd" in text and self.encoding_errors == "fail":
+            return None, "undecodable_text"
+        return text, None
+
     def _batch(self, chunk: pd.DataFrame, row0: int) -> pa.RecordBatch:
         n = len(chunk)
         labels = [label_index(v, self._index) for v in chunk["label"]]
@@ -226,7 +240,10 @@ class ManifestSource:
         if "split" in chunk:
             cols["split"] = chunk["split"].tolist()
         if "text" in chunk:
-            cols["text"] = chunk["text"].tolist()
+            texts = [self._text_cell(t) for t in chunk["text"]]
+            cols["text"] = [t for t, _ in texts]
+            problems = [first if first[0] or not p else (p, "text")
+                        for (_, p), first in zip(texts, problems, strict=True)]
         if "image_path" in chunk:
             images = [self._image_cell(raw) for raw in chunk["image_path"]]
             cols["image"] = [pixels for pixels, _ in images]

@@ -10,6 +10,7 @@ row (id, label, split, pixel sums, token ids):
 
 from __future__ import annotations
 
+import os
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,8 @@ def _first_pass(source: Source, cfg: DataConfig, report: QualityReport) -> _Pass
             sumsq.append(checks.channel_sumsq[rows])
         if source.info.has_text:
             for text in batch.column("text").take(rows).to_pylist():
+                if "\ufffd" in text:  # a source replaced undecodable bytes
+                    report.modified["undecodable_text_replaced"] += 1
                 words = split_words(text, cfg.lowercase)
                 if len(words) > cfg.max_text_tokens:
                     report.modified["text_truncated"] += 1
@@ -89,6 +92,13 @@ def _first_pass(source: Source, cfg: DataConfig, report: QualityReport) -> _Pass
         token_offsets=np.frombuffer(token_offsets, dtype=np.int64),
         words=list(word_ids),
     )
+
+
+def _where(info) -> str | None:
+    """The source's file, or the folder its files share, for error messages."""
+    if not info.files:
+        return None
+    return str(info.files[0]) if len(info.files) == 1 else os.path.commonpath(info.files)
 
 
 def assign_splits(labels: np.ndarray, given: np.ndarray, val: float, test: float,
@@ -158,11 +168,10 @@ def run_preprocessing(source: Source, cfg: DataConfig, seed: int, out_dir: Path,
     report = QualityReport(source=info.name)
     p1 = _first_pass(source, cfg, report)
     if report.rows_kept == 0:
-        raise DataError(f"no usable rows: {report.summary()}", reason="empty_dataset")
+        raise DataError(f"no usable rows: {report.summary()}", file=_where(info),
+                        reason="empty_dataset")
     split = assign_splits(p1.labels, p1.given_split, cfg.split.val, cfg.split.test, seed)
     _check_splits(split, p1.labels, info.class_names)
-    if hasattr(source, "replaced_count"):
-        report.modified["undecodable_text_replaced"] = int(source.replaced_count)
     report.notes = dict(info.extra)
 
     with_image, with_text = info.image_shape is not None, info.has_text
@@ -236,6 +245,20 @@ def _second_pass(source, cfg, p1, split, mapping, mean, std, out_dir, schema, me
         ctx.__exit__(None, None, None)
 
 
+def _same_as_first_pass(batch: pa.RecordBatch, width: int) -> None:
+    """Pass 2 trusts pass 1's verdicts; a row whose image changed in between is an error."""
+    column = batch.column("image")
+    sizes = np.where(column.is_null().to_numpy(zero_copy_only=False), -1,
+                     np.diff(column.offsets.to_numpy()))
+    for i in np.flatnonzero(sizes != width)[:1]:
+        origin = batch.column("origin")[int(i)].as_py() or "?"
+        file, _, row = origin.rpartition(":")
+        raise DataError("the source changed between the two reads of preprocessing "
+                        "(this image was valid in the first)", file=file or origin,
+                        row=int(row) if row.isdigit() else None, field="image",
+                        reason="source_changed")
+
+
 def _normalised(batch, kept, cfg, p1, split, mapping, mean, std, schema) -> pa.Table:
     codes = split[kept]
     cols: dict[str, pa.Array] = {
@@ -246,6 +269,7 @@ def _normalised(batch, kept, cfg, p1, split, mapping, mean, std, schema) -> pa.T
     if "image" in schema.names:
         c = len(mean)
         width = schema.field("image").type.list_size
+        _same_as_first_pass(batch, width)
         flat = batch.column("image").flatten().to_numpy(zero_copy_only=False)
         images = flat.reshape(len(kept), c, width // c).astype(np.float32)
         images = (images - mean[None, :, None]) / std[None, :, None]
