@@ -29,7 +29,8 @@ def feature_extraction_task(cfg: PipelineConfig, upstream: dict[str, StageRef], 
                                         lambda m, epoch, record: epochs(epoch, record, f"{m}."),
                                         device=cfg.device)
         epochs.flush()
-        metrics = {f"{m}.{name}": v for m, scores in result["scores"].items()
+        # "final.": the chosen encoder's accuracy per split, apart from the per-epoch series.
+        metrics = {f"final.{m}.{name}": v for m, scores in result["scores"].items()
                    for name, v in scores.items()}
         tracking.log_metrics(cfg, run_id, metrics)
         out.summary = {"metrics": metrics, "modalities": result["modalities"],

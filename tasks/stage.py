@@ -31,7 +31,7 @@ from tasks import tracking
 # Bump a stage's version when its code changes what it writes: that invalidates its cache.
 STAGE_VERSIONS = {
     "preprocessing": 1,
-    "feature_extraction": 1,
+    "feature_extraction": 2,
     "fusion": 1,
     "training": 1,
     "testing": 1,

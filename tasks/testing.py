@@ -18,7 +18,7 @@ STAGE = "testing"
 def comparison(features: StageRef, plan: dict, metrics: dict[str, float]) -> pd.DataFrame:
     """This model beside each encoder alone (the unimodal baselines), on the test split."""
     rows = [{"model": f"{m} encoder alone", "mode": "unimodal", "test_accuracy":
-             features.summary["metrics"][f"{m}.test_acc"]}
+             features.summary["metrics"][f"final.{m}.test_acc"]}
             for m in features.summary["modalities"]]
     rows.append({"model": f"{plan['mode']} ({'+'.join(plan['train'])} -> "
                           f"{'+'.join(plan['test'])})",

