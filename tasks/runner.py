@@ -70,9 +70,10 @@ def run_stage(stage_task: Task, stage: str, cfg: PipelineConfig, upstream: dict[
                     "for key %s (result storage cleared?)", stage, key)
     if hit:
         logger.info("%s: cache hit, key %s (output by MLflow run %s)", stage, key, ref.run_id)
-        run_id = tracking.start_child_run(cfg, parent_run_id, stage, key, cache="hit")
-        tracking.set_tags(cfg, run_id, {"cache.produced_by_run": ref.run_id or ""})
-        tracking.log_metrics(cfg, run_id, ref.summary.get("metrics", {}))
+        run_id = tracking.start_child_run(
+            cfg, parent_run_id, stage, key, cache="hit",
+            tags={"cache.produced_by_run": ref.run_id or ""},
+            metrics=ref.summary.get("metrics", {}))
         tracking.end_run(cfg, run_id)
     write_json(_latest_path(cfg, stage), {"key": key, "config": cfg.section(stage),
                                           "upstream": upstream_keys})

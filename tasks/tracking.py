@@ -7,6 +7,7 @@ and Prefect may run a task in a worker thread.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import subprocess
@@ -82,30 +83,49 @@ def start_parent_run(cfg: PipelineConfig, flow_run_id: str | None, stages: list[
     return run.info.run_id
 
 
-def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any],
+               metrics: list[Metric] | None = None) -> None:
+    """Params in batches of 100 (MLflow's limit per call); `metrics` ride with the first."""
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-    for start in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[start:start + 100])
+    for start in range(0, max(len(items), 1), 100):
+        client.log_batch(run_id, params=items[start:start + 100],
+                         metrics=(metrics or []) if start == 0 else [])
+
+
+@functools.lru_cache(maxsize=64)
+def _parent_facts(uri: str, parent_run_id: str) -> tuple[str, str]:
+    """(experiment id, Prefect flow-run id) of a parent run; neither changes once written."""
+    parent = MlflowClient(uri).get_run(parent_run_id)
+    return parent.info.experiment_id, parent.data.tags.get("prefect.flow_run_id", "")
 
 
 def start_child_run(cfg: PipelineConfig, parent_run_id: str, stage: str, key: str,
-                    cache: str) -> str:
+                    cache: str, tags: dict[str, str] | None = None,
+                    metrics: dict[str, float] | None = None) -> str:
+    """The stage's run under the parent: its config section as params, plus `tags` and
+    `metrics` known at the start (a cache hit knows all of them: three store writes in all)."""
     client = client_for(cfg)
-    parent = client.get_run(parent_run_id)
-    run = client.create_run(parent.info.experiment_id, run_name=stage, tags={
+    experiment, flow_run_id = _parent_facts(tracking_uri(cfg.run_dir), parent_run_id)
+    run = client.create_run(experiment, run_name=stage, tags={
         MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: stage,
         "stage": stage, "cache": cache, "cache.key": key,
         "config.digest": cfg.digest(),
-        "prefect.flow_run_id": parent.data.tags.get("prefect.flow_run_id", ""),
+        "prefect.flow_run_id": flow_run_id,
+        **(tags or {}),
     })
-    log_params(client, run.info.run_id, {f"{k}": v for k, v in cfg.section(stage).items()})
+    log_params(client, run.info.run_id, cfg.section(stage), _metrics(metrics or {}))
     return run.info.run_id
+
+
+def _metrics(metrics: dict[str, float], step: int = 0) -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in metrics.items()
+            if isinstance(v, int | float)]
 
 
 def log_metrics(cfg: PipelineConfig, run_id: str, metrics: dict[str, float],
                 step: int = 0) -> None:
-    items = [Metric(k, float(v), 0, step) for k, v in metrics.items()
-             if isinstance(v, int | float)]
+    items = _metrics(metrics, step)
     if items:
         client_for(cfg).log_batch(run_id, metrics=items)
 

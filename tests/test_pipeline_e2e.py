@@ -131,7 +131,18 @@ def test_second_run_hits_cache_in_every_stage(cold, run_dir):
         [client(run_dir).get_experiment_by_name("default").experiment_id],
         f"tags.mlflow.parentRunId = '{again['parent_run_id']}'")
     assert {r.data.tags["cache"] for r in children} == {"hit"}
-    assert all(r.data.tags["cache.produced_by_run"] for r in children)
+    producers = client(run_dir).search_runs(
+        [client(run_dir).get_experiment_by_name("default").experiment_id],
+        f"tags.mlflow.parentRunId = '{cold['parent_run_id']}'")
+    producer = {r.data.tags["stage"]: r for r in producers}
+    for hit in children:
+        made = producer[hit.data.tags["stage"]]
+        assert hit.data.tags["cache.produced_by_run"] == made.info.run_id
+        assert hit.data.params == made.data.params
+        assert hit.data.tags["prefect.flow_run_id"] != made.data.tags["prefect.flow_run_id"]
+    assert children[0].data.tags["prefect.flow_run_id"]
+    testing = next(r for r in children if r.data.tags["stage"] == "testing")
+    assert testing.data.metrics["test.accuracy"] == cold["metrics"]["test.accuracy"]
 
 
 def test_changing_a_training_setting_reruns_training_and_testing_only(cold, run_dir):
