@@ -5,7 +5,8 @@ plain_pipeline.py: no Prefect, no MLflow), (c) a fully cached rerun; medians ove
 
 Two settings, because they differ a lot:
 - in-process: flows called in one warm Python process, as under `mmpipe serve` or a scheduled
-  deployment (imports and server start paid once, reported apart);
+  deployment (imports and server start paid once, reported apart), with Prefect's flow-run
+  heartbeats on (as served deployments have them) and off (as `mmpipe run` and the tests);
 - per-process: `mmpipe run` as a user types it, a fresh process each time, against the local
   Prefect server the CLI keeps running, and against a temporary server per process (the
   before-remedy figure).
@@ -16,6 +17,7 @@ Usage: python benchmarks/pipeline_overhead.py [--repeats 3] [--skip-cli]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -38,10 +40,10 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def in_process(repeats: int, work: Path) -> dict[str, float]:
+def in_process(repeats: int, work: Path, heartbeats: bool) -> dict[str, float]:
     from flows import environment, local_server
 
-    run_root = environment.prepare(work / "inproc")
+    run_root = environment.prepare(work / f"inproc-{'hb' if heartbeats else 'nohb'}")
     t0 = time.perf_counter()
     local_server.use(run_root)
     server_start = time.perf_counter() - t0
@@ -52,18 +54,23 @@ def in_process(repeats: int, work: Path) -> dict[str, float]:
 
     imports = time.perf_counter() - t0
     cold, plain, cached = [], [], []
+    settings = contextlib.nullcontext() if heartbeats else environment.without_flow_heartbeats()
     try:
-        # Warm-up, not timed: creates the MLflow store and imports torch, sklearn, matplotlib
-        # (which both the pipeline and the plain script need).
-        pipeline(overrides=[f"run_dir={run_root}", "seed=999"])
-        run_plain(work / "plain-warmup", ["seed=999"])
-        for i in range(repeats):
-            # A new seed misses every stage's cache: a cold pipeline in a used run directory.
-            args = {"overrides": [f"run_dir={run_root}", f"seed={i}"]}
-            plain.append(timed(run_plain, work / f"plain{i}", [f"seed={i}"]))
-            cold.append(timed(pipeline, **args))
-            cached.append(timed(pipeline, **args))
+        with settings:
+            # Warm-up, not timed: creates the MLflow store and imports torch, sklearn,
+            # matplotlib (which both the pipeline and the plain script need).
+            pipeline(overrides=[f"run_dir={run_root}", "seed=999"])
+            run_plain(work / f"plain-warmup-{heartbeats}", ["seed=999"])
+            for i in range(repeats):
+                # A new seed misses every stage's cache: a cold pipeline in a used run dir.
+                args = {"overrides": [f"run_dir={run_root}", f"seed={i}"]}
+                plain.append(timed(run_plain, work / f"plain{i}-{heartbeats}", [f"seed={i}"]))
+                cold.append(timed(pipeline, **args))
+                cached.append(timed(pipeline, **args))
     finally:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()  # send the last logs before their server goes
         local_server.stop(run_root)
     return {"server_start_s": server_start, "imports_s": imports, "cold_s": median(cold),
             "plain_s": median(plain), "cached_s": median(cached), "runs": repeats}
@@ -120,7 +127,10 @@ def main() -> None:
         if not args.skip_cli:
             report("per-process, local server kept running", cli(args.repeats, work, False))
             report("per-process, temporary server each run", cli(args.repeats, work, True))
-        report("in-process (warm process, as under serve)", in_process(args.repeats, work))
+        report("in-process, flow heartbeats on (as under serve)",
+               in_process(args.repeats, work, heartbeats=True))
+        report("in-process, flow heartbeats off (as the CLI and the tests run flows)",
+               in_process(args.repeats, work, heartbeats=False))
 
 
 if __name__ == "__main__":

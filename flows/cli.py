@@ -78,8 +78,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     _, overrides = _resolved_config(args, server=True)
     from flows.pipeline import pipeline
 
-    summary = pipeline(config=args.config, overrides=overrides,
-                       stages=_stage_list(args.stages), refresh=args.refresh or None)
+    with environment.without_flow_heartbeats():
+        summary = pipeline(config=args.config, overrides=overrides,
+                           stages=_stage_list(args.stages), refresh=args.refresh or None)
     print_summary(summary)
     return 0
 
@@ -120,7 +121,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _, overrides = _resolved_config(args, server=True)
     from flows.pipeline import compare_modes
 
-    rows = compare_modes(config=args.config, overrides=overrides)
+    with environment.without_flow_heartbeats():
+        rows = compare_modes(config=args.config, overrides=overrides)
     print(f"\n{'mode':<12} {'train':<11} {'test':<11} {'accuracy':>9} {'macro F1':>9}")
     for row in rows:
         print(f"{row['mode']:<12} {row['train']:<11} {row['test']:<11} "

@@ -30,3 +30,18 @@ def prepare(run_dir: str | Path) -> Path:
         os.environ.setdefault(name, value)
     os.environ.setdefault("PREFECT_HOME", str(run_dir / "prefect"))
     return run_dir
+
+
+def without_flow_heartbeats():
+    """Prefect settings for flow runs someone waits on (the CLI, the tests), as a context manager.
+
+    Prefect 3.9 starts a heartbeat thread per flow run (every 180 s by default; they let an
+    automation mark crashed deployment runs) and joins it when the run ends. The thread sleeps in
+    1 s steps, so the join added up to 1 s to every flow run: a trivial flow took 1.11 s against
+    the local server, 0.16 s without heartbeats, and a cached rerun of the pipeline was mostly this
+    wait. Served deployments (`mmpipe serve`) keep their heartbeats. An environment variable can
+    only set another frequency, which does not help; `None` turns them off.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})

@@ -38,13 +38,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def running(run_dir: Path) -> dict | None:
-    """The server recorded in the run directory, if it still answers."""
+def _recorded(run_dir: Path) -> dict | None:
     try:
-        info = json.loads(_info_path(run_dir).read_text())
+        return json.loads(_info_path(run_dir).read_text())
     except (OSError, ValueError):
         return None
-    return info if _healthy(info["api_url"]) else None
+
+
+def running(run_dir: Path) -> dict | None:
+    """The server recorded in the run directory, if it still answers."""
+    info = _recorded(run_dir)
+    return info if info and _healthy(info["api_url"]) else None
 
 
 def start(run_dir: Path) -> dict:
@@ -72,11 +76,21 @@ def start(run_dir: Path) -> dict:
     return info
 
 
+def _is_prefect_server(pid: int) -> bool:
+    """The pid still belongs to a Prefect server (not a process that reused the number)."""
+    if not Path("/proc/self").exists():  # no /proc here (macOS): trust the record
+        return True
+    try:
+        return b"prefect" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def stop(run_dir: Path) -> bool:
-    """Stop the run directory's server; False if none was running."""
-    info = running(run_dir)
+    """Stop the run directory's server, answering or not; False if none was running."""
+    info = _recorded(run_dir)
     _info_path(run_dir).unlink(missing_ok=True)
-    if not info:
+    if not info or not _is_prefect_server(info["pid"]):
         return False
     try:
         os.killpg(info["pid"], signal.SIGTERM)

@@ -22,7 +22,8 @@ def prefect_harness():
     """One Prefect test harness for the session (starting one costs ~20 s here)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=120), \
+            environment.without_flow_heartbeats():  # as under the CLI: ~1 s less per flow run
         yield
 
 
