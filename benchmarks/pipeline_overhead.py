@@ -40,10 +40,12 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def in_process(repeats: int, work: Path, heartbeats: bool) -> dict[str, float]:
+def in_process(repeats: int, work: Path) -> dict[str, dict[str, float]]:
+    """Both heartbeat settings in one warm process against one local server (a process can
+    not point an imported Prefect at a second server); returns {"on": ..., "off": ...}."""
     from flows import environment, local_server
 
-    run_root = environment.prepare(work / f"inproc-{'hb' if heartbeats else 'nohb'}")
+    run_root = environment.prepare(work / "inproc")
     t0 = time.perf_counter()
     local_server.use(run_root)
     server_start = time.perf_counter() - t0
@@ -53,27 +55,32 @@ def in_process(repeats: int, work: Path, heartbeats: bool) -> dict[str, float]:
     from flows.pipeline import pipeline
 
     imports = time.perf_counter() - t0
-    cold, plain, cached = [], [], []
-    settings = contextlib.nullcontext() if heartbeats else environment.without_flow_heartbeats()
+    results = {}
     try:
-        with settings:
-            # Warm-up, not timed: creates the MLflow store and imports torch, sklearn,
-            # matplotlib (which both the pipeline and the plain script need).
-            pipeline(overrides=[f"run_dir={run_root}", "seed=999"])
-            run_plain(work / f"plain-warmup-{heartbeats}", ["seed=999"])
-            for i in range(repeats):
-                # A new seed misses every stage's cache: a cold pipeline in a used run dir.
-                args = {"overrides": [f"run_dir={run_root}", f"seed={i}"]}
-                plain.append(timed(run_plain, work / f"plain{i}-{heartbeats}", [f"seed={i}"]))
-                cold.append(timed(pipeline, **args))
-                cached.append(timed(pipeline, **args))
+        # Warm-up, not timed: creates the MLflow store and imports torch, sklearn, matplotlib
+        # (which both the pipeline and the plain script need).
+        pipeline(overrides=[f"run_dir={run_root}", "seed=999"])
+        run_plain(work / "plain-warmup", ["seed=999"])
+        for setting in ("on", "off"):
+            cold, plain, cached = [], [], []
+            with (contextlib.nullcontext() if setting == "on"
+                  else environment.without_flow_heartbeats()):
+                for i in range(repeats):
+                    # A new seed misses every stage's cache: a cold run in a used run dir.
+                    seed = f"seed={i if setting == 'on' else 100 + i}"
+                    args = {"overrides": [f"run_dir={run_root}", seed]}
+                    plain.append(timed(run_plain, work / f"plain-{setting}{i}", [seed]))
+                    cold.append(timed(pipeline, **args))
+                    cached.append(timed(pipeline, **args))
+            results[setting] = {"server_start_s": server_start, "imports_s": imports,
+                                "cold_s": median(cold), "plain_s": median(plain),
+                                "cached_s": median(cached), "runs": repeats}
     finally:
         from prefect.logging.handlers import APILogHandler
 
         APILogHandler().flush()  # send the last logs before their server goes
         local_server.stop(run_root)
-    return {"server_start_s": server_start, "imports_s": imports, "cold_s": median(cold),
-            "plain_s": median(plain), "cached_s": median(cached), "runs": repeats}
+    return results
 
 
 def cli(repeats: int, work: Path, temporary_server: bool) -> dict[str, float]:
@@ -127,10 +134,10 @@ def main() -> None:
         if not args.skip_cli:
             report("per-process, local server kept running", cli(args.repeats, work, False))
             report("per-process, temporary server each run", cli(args.repeats, work, True))
-        report("in-process, flow heartbeats on (as under serve)",
-               in_process(args.repeats, work, heartbeats=True))
+        warm = in_process(args.repeats, work)
+        report("in-process, flow heartbeats on (as under serve)", warm["on"])
         report("in-process, flow heartbeats off (as the CLI and the tests run flows)",
-               in_process(args.repeats, work, heartbeats=False))
+               warm["off"])
 
 
 if __name__ == "__main__":
