@@ -79,11 +79,11 @@ def start_parent_run(cfg: PipelineConfig, flow_run_id: str | None, stages: list[
         "config.digest": cfg.digest(),
         "stages": ",".join(stages),
     })
-    log_params(client, run.info.run_id, cfg.flat())
+    log_params_and_metrics(client, run.info.run_id, cfg.flat())
     return run.info.run_id
 
 
-def log_params(client: MlflowClient, run_id: str, params: dict[str, Any],
+def log_params_and_metrics(client: MlflowClient, run_id: str, params: dict[str, Any],
                metrics: list[Metric] | None = None) -> None:
     """Params in batches of 100 (MLflow's limit per call); `metrics` ride with the first."""
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
@@ -113,7 +113,7 @@ def start_child_run(cfg: PipelineConfig, parent_run_id: str, stage: str, key: st
         "prefect.flow_run_id": flow_run_id,
         **(tags or {}),
     })
-    log_params(client, run.info.run_id, cfg.section(stage), _metrics(metrics or {}))
+    log_params_and_metrics(client, run.info.run_id, cfg.section(stage), _metrics(metrics or {}))
     return run.info.run_id
 
 
