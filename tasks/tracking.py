@@ -84,7 +84,7 @@ def start_parent_run(cfg: PipelineConfig, flow_run_id: str | None, stages: list[
 
 
 def log_params_and_metrics(client: MlflowClient, run_id: str, params: dict[str, Any],
-               metrics: list[Metric] | None = None) -> None:
+                           metrics: list[Metric] | None = None) -> None:
     """Params in batches of 100 (MLflow's limit per call); `metrics` ride with the first."""
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for start in range(0, max(len(items), 1), 100):
