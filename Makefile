@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ test: $(STAMP)
 	$(BIN)/ruff check mmcore tasks flows tests benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -p no:cacheprovider $(ARGS)
+
+# Everything but the slow end-to-end tests (real servers, browser, fault injection); CI runs all.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -m "not slow" $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline_overhead.py
