@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from prefect import task
-
-from mmcore.config import PipelineConfig
-from tasks import tracking
-from tasks.stage import StagePolicy, StageRef, child_run, publish, stage_output
+from tasks.stage import StageRun, stage_task
 
 STAGE = "fusion"
 
 
-@task(name=STAGE, cache_policy=StagePolicy(stage=STAGE), persist_result=True)
-def fusion_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
-                parent_run_id: str) -> StageRef:
+@stage_task(STAGE, reads={"feature_extraction": "input"})
+def fusion_task(run: StageRun) -> dict:
     from mmcore.stages.fusion import run_fusion  # torch: only on a miss
 
-    features = upstream["feature_extraction"]
-    modalities = features.summary["modalities"]
-    with stage_output(cfg, STAGE, key, upstream) as out, \
-            child_run(cfg, parent_run_id, STAGE, key) as run_id:
-        tracking.log_parquet_inputs(cfg, run_id, sorted(Path(features.path).glob("*.parquet")),
-                                    features.key, "input")
-        epochs = tracking.EpochLogger(cfg, run_id)
-        result = run_fusion(Path(features.path), modalities, len(features.summary["class_names"]),
-                            cfg.fusion, cfg.seed, out.tmp, out.file_meta, on_epoch=epochs,
-                            device=cfg.device)
-        epochs.flush()
-        metrics = {f"final.{k}": v for k, v in result["metrics"].items()}
-        tracking.log_metrics(cfg, run_id, metrics)
-        out.summary = {"metrics": metrics, "modalities": modalities,
-                       "class_names": features.summary["class_names"],
-                       "shared_dim": result["shared_dim"]}
-        return publish(cfg, out, run_id)
-
+    features = run.summary("feature_extraction")
+    result = run_fusion(run.path("feature_extraction"), features["modalities"],
+                        len(features["class_names"]), run.cfg.fusion, run.cfg.seed, run.out,
+                        run.file_meta, on_epoch=run.epochs, device=run.cfg.device)
+    run.log_metrics({f"final.{k}": v for k, v in result["metrics"].items()})
+    return {"modalities": features["modalities"], "class_names": features["class_names"],
+            "shared_dim": result["shared_dim"]}

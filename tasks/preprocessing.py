@@ -6,11 +6,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-
 from mmcore.config import DataConfig, PipelineConfig
-from tasks import tracking
-from tasks.stage import StagePolicy, StageRef, child_run, publish, stage_output
+from tasks.stage import StageRun, stage_task
 
 STAGE = "preprocessing"
 
@@ -36,24 +33,18 @@ def key_extra(cfg: PipelineConfig) -> dict[str, Any]:
     }
 
 
-@task(name=STAGE, cache_policy=StagePolicy(stage=STAGE), persist_result=True)
-def preprocessing_task(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
-                       parent_run_id: str) -> StageRef:
-    with stage_output(cfg, STAGE, key, upstream) as out, \
-            child_run(cfg, parent_run_id, STAGE, key) as run_id:
-        from mmcore.data.registry import open_source  # heavy imports only when the stage runs
-        from mmcore.stages.preprocessing import run_preprocessing
+@stage_task(STAGE)
+def preprocessing_task(run: StageRun) -> dict:
+    from mmcore.data.registry import open_source  # heavy imports only when the stage runs
+    from mmcore.stages.preprocessing import run_preprocessing
 
-        source = open_source(cfg.data, cfg.seed)
-        quality = run_preprocessing(source, cfg.data, cfg.seed, out.tmp, out.file_meta)
-        metrics = {"rows_in": quality["rows_in"], "rows_kept": quality["rows_kept"],
-                   "rows_rejected": quality["rows_rejected"]}
-        metrics |= {f"rejected.{r}": n for r, n in quality["rejected"].items()}
-        metrics |= {f"modified.{r}": n for r, n in quality["modified"].items()}
-        metrics |= {f"rows.{s}": n for s, n in quality["splits"].items()}
-        tracking.log_metrics(cfg, run_id, metrics)
-        tracking.log_artifacts(cfg, run_id, [out.tmp / "quality.json"])
-        out.summary = {"metrics": metrics, "modalities": list(source.info.modalities),
-                       "class_names": source.info.class_names}
-        return publish(cfg, out, run_id)
-
+    source = open_source(run.cfg.data, run.cfg.seed)
+    quality = run_preprocessing(source, run.cfg.data, run.cfg.seed, run.out, run.file_meta)
+    metrics = {"rows_in": quality["rows_in"], "rows_kept": quality["rows_kept"],
+               "rows_rejected": quality["rows_rejected"]}
+    metrics |= {f"rejected.{r}": n for r, n in quality["rejected"].items()}
+    metrics |= {f"modified.{r}": n for r, n in quality["modified"].items()}
+    metrics |= {f"rows.{s}": n for s, n in quality["splits"].items()}
+    run.log_metrics(metrics)
+    run.log_artifacts("quality.json")
+    return {"modalities": list(source.info.modalities), "class_names": source.info.class_names}

@@ -12,15 +12,17 @@ from prefect import Task, get_run_logger
 from mmcore.config import PipelineConfig
 from mmcore.parquet_io import write_json
 from tasks import tracking
-from tasks.stage import StageRef, completed, stage_dir, stage_key
+from tasks.stage import StageRef, completed, stage_code, stage_dir, stage_key
 
 
 def _latest_path(cfg: PipelineConfig, stage: str) -> Path:
     return Path(cfg.run_dir) / "stages" / stage / "latest.json"
 
 
-def miss_reason(cfg: PipelineConfig, stage: str, key: str, upstream: dict[str, str]) -> str:
-    """Why a stage has no output for this config, compared with its last run."""
+def miss_reason(cfg: PipelineConfig, stage: str, key: str, upstream: dict[str, str],
+                extra: dict[str, Any] | None = None) -> str:
+    """Why a stage has no output for this config, compared with its last run: its upstream
+    first (a stage after a changed one misses because of it), then its config, then its code."""
     if stage_dir(cfg, stage, key).exists():
         return "output folder lacks its completion marker (interrupted or corrupted)"
     try:
@@ -29,13 +31,20 @@ def miss_reason(cfg: PipelineConfig, stage: str, key: str, upstream: dict[str, s
         return "never ran in this run directory"
     if last["key"] == key:
         return "its output folder was deleted"
-    changed = sorted(k for k, v in cfg.section(stage).items() if last["config"].get(k) != v)
-    if changed:
-        return f"config changed: {', '.join(changed)}"
     moved = sorted(k for k, v in upstream.items() if last["upstream"].get(k) != v)
     if moved:
         return f"upstream output changed: {', '.join(moved)}"
-    return "stage code version or library versions changed"
+    changed = sorted(k for k, v in cfg.section(stage).items() if last["config"].get(k) != v)
+    if changed:
+        return f"config changed: {', '.join(changed)}"
+    code = stage_code(cfg, stage)
+    edited = sorted(m for m in code.keys() | last.get("code", {}).keys()
+                    if code.get(m) != last.get("code", {}).get(m))
+    if edited:
+        return f"code changed: {', '.join(edited)}"
+    if last.get("extra") != json.loads(json.dumps(extra)):
+        return "raw input files changed"
+    return "library versions (torch, pyarrow) changed"
 
 
 def status(cfg: PipelineConfig, stage: str, upstream: dict[str, str],
@@ -44,7 +53,7 @@ def status(cfg: PipelineConfig, stage: str, upstream: dict[str, str],
     key = stage_key(stage, cfg, upstream, extra)
     if completed(cfg, stage, key):
         return key, "hit", f"complete output at {stage_dir(cfg, stage, key)}"
-    return key, "miss", miss_reason(cfg, stage, key, upstream)
+    return key, "miss", miss_reason(cfg, stage, key, upstream, extra)
 
 
 def run_stage(stage_task: Task, stage: str, cfg: PipelineConfig, upstream: dict[str, StageRef],
@@ -76,5 +85,6 @@ def run_stage(stage_task: Task, stage: str, cfg: PipelineConfig, upstream: dict[
             metrics=ref.summary.get("metrics", {}))
         tracking.end_run(cfg, run_id)
     write_json(_latest_path(cfg, stage), {"key": key, "config": cfg.section(stage),
-                                          "upstream": upstream_keys})
+                                          "upstream": upstream_keys,
+                                          "code": stage_code(cfg, stage), "extra": extra})
     return ref, "hit" if hit else "miss"

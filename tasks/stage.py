@@ -1,12 +1,18 @@
-"""What every stage task shares: its cache key, its output folder, its MLflow child run.
+"""The skeleton every stage task shares, written once: cache key, output folder, MLflow child run.
 
-- The cache key of a stage = digest(stage, its config section, its inputs' keys, the stage's code
-  version, torch/pyarrow versions) -- `stage_key`, computable from the config alone (so `status`
-  can answer without running anything). `StagePolicy` hands it to Prefect.
+A stage module holds only what is its own: a body `(run: StageRun) -> summary` that reads its
+inputs, calls `mmcore`, and logs its metrics and artifacts. `stage_task` wraps it into the
+Prefect task and does the rest:
+
+- The cache key = digest(stage, its config section, its inputs' keys, a fingerprint of the code
+  it runs, torch/pyarrow versions) -- `stage_key`, computable from the config alone (so `status`
+  answers without running anything). `StagePolicy` hands it to Prefect.
 - Outputs go to `<run_dir>/stages/<stage>/<key>/`, written in a temporary sibling folder that is
   renamed into place after its completion marker is written: a folder without the marker does
   not exist for anyone.
-- A task returns a `StageRef` (path + key + the MLflow run that produced it + a small summary),
+- The stage's MLflow child run (FAILED if the body raises), its upstream Parquet files logged as
+  dataset inputs and its own as outputs, per-epoch metrics flushed at the end.
+- The task returns a `StageRef` (path + key + the MLflow run that produced it + a small summary),
   which Prefect persists; never a DataFrame.
 """
 
@@ -14,12 +20,14 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from prefect import task
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
@@ -27,15 +35,7 @@ from pydantic import BaseModel
 from mmcore.config import PipelineConfig, digest
 from mmcore.parquet_io import mark_complete, read_marker
 from tasks import tracking
-
-# Bump a stage's version when its code changes what it writes: that invalidates its cache.
-STAGE_VERSIONS = {
-    "preprocessing": 1,
-    "feature_extraction": 2,
-    "fusion": 1,
-    "training": 1,
-    "testing": 1,
-}
+from tasks.fingerprint import fingerprint, module_digests
 
 
 class StageRef(BaseModel):
@@ -48,11 +48,17 @@ class StageRef(BaseModel):
     summary: dict[str, Any] = {}
 
 
+def stage_code(cfg: PipelineConfig, stage: str) -> dict[str, str]:
+    """Digest per module of the code `stage` runs: its task module and the mmcore modules it
+    reaches (`tasks/fingerprint.py`)."""
+    return module_digests(f"tasks.{stage}", cache_file=Path(cfg.run_dir) / "code-digests.json")
+
+
 def stage_key(stage: str, cfg: PipelineConfig, upstream_keys: dict[str, str],
               extra: dict[str, Any] | None = None) -> str:
     return digest({
         "stage": stage,
-        "version": STAGE_VERSIONS[stage],
+        "code": fingerprint(stage_code(cfg, stage)),
         "config": cfg.section(stage),
         "upstream": upstream_keys,
         "extra": extra or {},
@@ -82,66 +88,106 @@ class StagePolicy(CachePolicy):
 
 
 @dataclass
-class StageOutput:
-    """A stage's output folder being written; `finish` makes it exist."""
+class StageRun:
+    """What a stage body works with: the config, its inputs, a temporary output folder and its
+    MLflow run. Metrics logged here also go into the stage's summary (shown again on cache hits)."""
 
+    cfg: PipelineConfig
     stage: str
     key: str
-    final: Path
-    tmp: Path
-    upstream: dict[str, str]
-    summary: dict[str, Any] = field(default_factory=dict)
+    upstream: dict[str, StageRef]
+    out: Path  # temporary output folder; becomes the stage's folder when the body succeeds
+    run_id: str
+    epochs: tracking.EpochLogger
+    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def file_meta(self) -> dict[str, Any]:
         """Schema metadata every Parquet file of this stage carries."""
-        return {"stage": self.stage, "cache_key": self.key, "upstream": self.upstream}
+        return {"stage": self.stage, "cache_key": self.key,
+                "upstream": {k: v.key for k, v in self.upstream.items()}}
 
-    def finish(self, run_id: str | None) -> StageRef:
-        ref = StageRef(stage=self.stage, key=self.key, path=str(self.final), run_id=run_id,
-                       summary=self.summary)
-        mark_complete(self.tmp, ref.model_dump())
-        if self.final.exists():  # an incomplete leftover of an interrupted run
-            shutil.rmtree(self.final)
-        self.tmp.rename(self.final)
-        return ref
+    def path(self, stage: str) -> Path:
+        """An upstream stage's output folder."""
+        return Path(self.upstream[stage].path)
+
+    def summary(self, stage: str) -> dict[str, Any]:
+        return self.upstream[stage].summary
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        self.metrics.update(metrics)
+        tracking.log_metrics(self.cfg, self.run_id, metrics)
+
+    def log_artifacts(self, *names: str) -> None:
+        """Files of the output folder, by name, as artifacts of the stage's run."""
+        tracking.log_artifacts(self.cfg, self.run_id, [self.out / name for name in names])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        tracking.set_tags(self.cfg, self.run_id, tags)
 
 
 @contextmanager
-def stage_output(cfg: PipelineConfig, stage: str, key: str, upstream: dict[str, StageRef]):
+def _output_folder(cfg: PipelineConfig, stage: str, key: str):
     """A temporary folder beside the final one; removed if the stage fails."""
     final = stage_dir(cfg, stage, key)
     tmp = final.with_name(f".{key}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.mkdir(parents=True)
-    out = StageOutput(stage, key, final, tmp, {k: v.key for k, v in upstream.items()})
     try:
-        yield out
+        yield final, tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(final: Path, tmp: Path, ref: StageRef) -> None:
+    """Marker last, then rename: the output exists all at once or not at all."""
+    mark_complete(tmp, ref.model_dump())
+    if final.exists():  # an incomplete leftover of an interrupted run
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+Body = Callable[[StageRun], dict[str, Any]]
+
+
+def stage_task(stage: str, reads: dict[str, str] | None = None):
+    """Make `body(run) -> summary` the stage's Prefect task.
+
+    `reads` maps the upstream stages whose Parquet files the body reads to the MLflow dataset
+    context they are logged under ("input", "training", "testing").
+    """
+    def decorate(body: Body):
+        def run_stage(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
+                      parent_run_id: str) -> StageRef:
+            with _output_folder(cfg, stage, key) as (final, tmp):
+                run_id = tracking.start_child_run(cfg, parent_run_id, stage, key, cache="miss")
+                try:
+                    for name, context in (reads or {}).items():
+                        tracking.log_parquet_inputs(
+                            cfg, run_id, sorted(Path(upstream[name].path).glob("*.parquet")),
+                            upstream[name].key, context)
+                    run = StageRun(cfg, stage, key, upstream, tmp, run_id,
+                                   tracking.EpochLogger(cfg, run_id))
+                    summary = body(run)
+                    run.epochs.flush()
+                    ref = StageRef(stage=stage, key=key, path=str(final), run_id=run_id,
+                                   summary={"metrics": run.metrics, **summary})
+                    _publish(final, tmp, ref)
+                    tracking.log_parquet_inputs(cfg, run_id, sorted(final.glob("*.parquet")),
+                                                key, "output")
+                except BaseException:
+                    tracking.end_run(cfg, run_id, "FAILED")
+                    raise
+                tracking.end_run(cfg, run_id)
+                return ref
+
+        run_stage.__name__ = run_stage.__qualname__ = body.__name__
+        run_stage.__module__, run_stage.__doc__ = body.__module__, body.__doc__
+        return task(run_stage, name=stage, task_run_name=stage,
+                    cache_policy=StagePolicy(stage=stage), persist_result=True)
+    return decorate
 
 
 def completed(cfg: PipelineConfig, stage: str, key: str) -> StageRef | None:
     """The StageRef recorded in a complete output folder, or None."""
     marker = read_marker(stage_dir(cfg, stage, key))
     return StageRef.model_validate(marker) if marker else None
-
-
-@contextmanager
-def child_run(cfg: PipelineConfig, parent_run_id: str, stage: str, key: str):
-    """The stage's MLflow child run (cache=miss), FAILED if the stage raises."""
-    run_id = tracking.start_child_run(cfg, parent_run_id, stage, key, cache="miss")
-    try:
-        yield run_id
-    except BaseException:
-        tracking.end_run(cfg, run_id, "FAILED")
-        raise
-    tracking.end_run(cfg, run_id)
-
-
-
-def publish(cfg: PipelineConfig, out: StageOutput, run_id: str) -> StageRef:
-    """Make the stage's output exist, then record its Parquet files as the run's outputs."""
-    ref = out.finish(run_id)
-    tracking.log_parquet_inputs(cfg, run_id, sorted(out.final.glob("*.parquet")), out.key,
-                                "output")
-    return ref

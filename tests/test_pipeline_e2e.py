@@ -3,6 +3,8 @@ back through MlflowClient), real Parquet read back by schema and value."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -183,6 +185,33 @@ def test_status_reports_hits_and_reasons(cold, run_dir):
     assert rows["training"]["state"] == "miss"
     assert "epochs" in rows["training"]["reason"]
     assert rows["testing"]["reason"].startswith("upstream output changed")
+
+
+def test_a_code_edit_misses_that_stage_and_those_after_it_only(cold, run_dir, tmp_path):
+    """In a copy of the project, change one line of the fusion stage's code: `status` there says
+    fusion misses because its code changed, the stages after it because fusion changed, and the
+    stages before it are still hits."""
+    root = Path(__file__).resolve().parent.parent
+    for package in ("mmcore", "tasks", "flows"):
+        shutil.copytree(root / package, tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    fusion = tmp_path / "mmcore/stages/fusion.py"
+    fusion.write_text(fusion.read_text().replace("seed_everything(seed)",
+                                                 "seed_everything(seed + 1)", 1))
+    code = ("import json, sys\n"
+            "from mmcore.config import load_config\n"
+            "from tasks.registry import status_all\n"
+            "cfg = load_config(overrides=sys.argv[1:])\n"
+            "print(json.dumps(status_all(cfg)))\n")
+    out = subprocess.run([sys.executable, "-c", code, *FAST, f"run_dir={run_dir}"],
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)},
+                         capture_output=True, text=True, check=True)
+    rows = {r["stage"]: r for r in json.loads(out.stdout.strip().splitlines()[-1])}
+    assert {s: r["state"] for s, r in rows.items()} == {
+        "preprocessing": "hit", "feature_extraction": "hit", "fusion": "miss",
+        "training": "miss", "testing": "miss"}
+    assert rows["fusion"]["reason"] == "code changed: mmcore.stages.fusion"
+    assert rows["training"]["reason"] == "upstream output changed: fusion"
 
 
 def test_mmcore_never_imports_prefect_or_mlflow():

@@ -1,0 +1,83 @@
+"""Cache keys follow the code: a stage's fingerprint covers its task module and the mmcore modules
+it reaches, and ignores comments, docstrings and formatting."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mmcore.config import STAGES
+from tasks.fingerprint import ROOT, fingerprint, module_digests
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    for package in ("mmcore", "tasks"):
+        shutil.copytree(ROOT / package, tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path
+
+
+def fingerprints(root: Path) -> dict[str, str]:
+    return {s: fingerprint(module_digests(f"tasks.{s}", root=root)) for s in STAGES}
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_each_stage_covers_its_task_module_and_the_library_code_it_reaches():
+    modules = {s: module_digests(f"tasks.{s}") for s in STAGES}
+    assert "tasks.fusion" in modules["fusion"] and "tasks.training" not in modules["fusion"]
+    assert "mmcore.stages.fusion" in modules["fusion"]
+    # Lazy imports inside the task body count: the stage code is imported only on a miss.
+    assert "mmcore.stages.preprocessing" in modules["preprocessing"]
+    assert "mmcore.data.mnist" in modules["preprocessing"]  # via the source registry
+    assert "mmcore.inference" in modules["training"]
+    assert "mmcore.stages.fusion" not in modules["feature_extraction"]
+    assert all(m.startswith(("mmcore", f"tasks.{s}")) for s in STAGES for m in modules[s])
+
+
+def test_editing_a_stage_function_changes_that_stage_and_those_reading_its_code(project):
+    before = fingerprints(project)
+    edit(project / "mmcore/stages/fusion.py", "seed_everything(seed)", "seed_everything(seed + 1)")
+    after = fingerprints(project)
+    changed = {s for s in STAGES if before[s] != after[s]}
+    assert "fusion" in changed
+    assert not changed & {"preprocessing", "feature_extraction"}
+
+
+def test_comments_docstrings_and_formatting_do_not_count(project):
+    before = fingerprints(project)
+    path = project / "mmcore/stages/fusion.py"
+    text = path.read_text()
+    text = text.replace('"""Learn the shared space;', '"""Learn THE shared space (reworded);')
+    text = re.sub(r"\n( +)seed_everything\(seed\)\n",
+                  r"\n\1# a new comment\n\1seed_everything(  seed  )  # why\n\n", text)
+    assert text.count("# a new comment") == 1 and "(reworded)" in text
+    path.write_text(text)
+    assert fingerprints(project) == before
+
+
+def test_editing_a_shared_module_changes_every_stage_that_imports_it(project):
+    before = fingerprints(project)
+    edit(project / "mmcore/parquet_io.py", 'MARKER = "_COMPLETE.json"',
+         'MARKER = "_DONE.json"')
+    after = fingerprints(project)
+    assert all(before[s] != after[s] for s in STAGES)
+
+
+def test_the_on_disk_cache_sees_an_edit_in_a_new_process(project, tmp_path):
+    cache = tmp_path / "digests.json"
+    first = module_digests("tasks.fusion", root=project, cache_file=cache)
+    assert cache.exists()
+    edit(project / "mmcore/stages/fusion.py", "seed_everything(seed)", "seed_everything(seed + 1)")
+    second = module_digests("tasks.fusion", root=project, cache_file=cache)
+    assert first["mmcore.stages.fusion"] != second["mmcore.stages.fusion"]
+    assert {k: v for k, v in first.items() if k != "mmcore.stages.fusion"} == \
+        {k: v for k, v in second.items() if k != "mmcore.stages.fusion"}
