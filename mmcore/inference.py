@@ -1,8 +1,9 @@
 """The whole inference chain as one module: raw image + raw text -> class probabilities.
 
-preprocessing (pixel scale, normalisation, tokeniser) -> encoders -> projections into the shared
-space -> fusion -> head. Built from the stages' output folders, saved as one folder
-(`chain.json` + `chain.pt`), which the MLflow pyfunc model wraps.
+raw input -> model inputs (`Modality.from_raw`: the same pixel scale and text encoding that
+preprocessing used) -> each encoder with its input layer (pixel standardisation) -> projections
+into the shared space -> fusion -> head. Built from the stages' output folders, saved as one
+folder (`chain.json` + `chain.pt`), which the MLflow pyfunc model wraps.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import torch
 from torch import nn
 
 from mmcore.config import FeaturesConfig, TrainingConfig
-from mmcore.data.tokenizer import Vocabulary, pad_sequences, split_words
-from mmcore.models import EncoderClassifier, build_classifier, build_encoder
+from mmcore.modalities import MODALITIES
+from mmcore.models import EncoderClassifier, build_classifier
 from mmcore.parquet_io import read_metadata
 from mmcore.stages.fusion import SharedSpace
+
+# What the chain keeps of the samples' metadata (preprocessing's transforms and class names).
+SAMPLE_KEYS = ("class_names", "modalities", "image_shape", "pixel_max", "image_mean", "image_std",
+               "lowercase", "max_text_tokens", "vocab_size")
 
 
 class InferenceChain(nn.Module):
@@ -30,17 +35,14 @@ class InferenceChain(nn.Module):
         feats = FeaturesConfig(**spec["features"])
         n_classes = len(spec["class_names"])
         self.modalities = spec["modalities"]
-        self.encoders = nn.ModuleDict({
-            m: EncoderClassifier(build_encoder(m, feats, image_shape=spec["image_shape"],
-                                               vocab_size=len(spec["vocab"])), m, n_classes)
-            for m in self.modalities})
+        self.encoders = nn.ModuleDict({m: EncoderClassifier(m, feats, spec, n_classes)
+                                       for m in self.modalities})
         dims = {m: e.encoder.dim for m, e in self.encoders.items()}
         self.space = (SharedSpace(dims, spec["shared_dim"], n_classes)
                       if len(self.modalities) > 1 else None)
         plan = spec["plan"]
         self.classifier = build_classifier(TrainingConfig(**spec["training"]), plan["train"],
                                            spec["shared_dim"], n_classes)
-        self.vocab = Vocabulary(spec["vocab"][2:]) if spec["vocab"] else None
 
     @classmethod
     def from_stage_dirs(cls, samples: Path, features: Path, fusion: Path, training: Path,
@@ -49,14 +51,8 @@ class InferenceChain(nn.Module):
         vocab = (pq.read_table(samples / "vocab.parquet", columns=["token"]).column("token")
                  .to_pylist() if (samples / "vocab.parquet").exists() else [])
         head = json.loads((training / "classifier.json").read_text())
-        spec = {
-            "class_names": meta["class_names"], "modalities": meta["modalities"],
-            "image_shape": meta["image_shape"], "pixel_max": meta["pixel_max"],
-            "image_mean": meta["image_mean"], "image_std": meta["image_std"],
-            "lowercase": meta["lowercase"], "max_text_tokens": meta["max_text_tokens"],
-            "vocab": vocab, "features": features_cfg, "shared_dim": head["dim"],
-            "plan": head["plan"], "training": head["training"],
-        }
+        spec = {**{k: meta[k] for k in SAMPLE_KEYS}, "vocab": vocab, "features": features_cfg,
+                "shared_dim": head["dim"], "plan": head["plan"], "training": head["training"]}
         chain = cls(spec)
         for m, enc in chain.encoders.items():
             enc.load_state_dict(torch.load(features / f"encoder_{m}.pt", weights_only=True))
@@ -79,22 +75,6 @@ class InferenceChain(nn.Module):
         chain.load_state_dict(torch.load(folder / "chain.pt", weights_only=True))
         return chain.eval()
 
-    def _image_batch(self, images: list[Any]) -> dict[str, torch.Tensor]:
-        c, h, w = self.spec["image_shape"]
-        x = np.stack([np.asarray(img, dtype=np.float32).reshape(c, h, w) for img in images])
-        x = x / self.spec["pixel_max"]
-        mean = np.asarray(self.spec["image_mean"], np.float32)[None, :, None, None]
-        std = np.asarray(self.spec["image_std"], np.float32)[None, :, None, None]
-        return {"image": torch.from_numpy((x - mean) / std)}
-
-    def _text_batch(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        ids = [self.vocab.encode(split_words(t or "", self.spec["lowercase"])
-                                 [: self.spec["max_text_tokens"]]) for t in texts]
-        offsets = np.cumsum([0, *map(len, ids)])
-        values = np.array([i for seq in ids for i in seq], dtype=np.int64)
-        tokens, lengths = pad_sequences(values, offsets)
-        return {"tokens": torch.from_numpy(tokens), "lengths": torch.from_numpy(lengths)}
-
     @torch.no_grad()
     def predict_proba(self, images: list[Any] | None = None, texts: list[str] | None = None,
                       ) -> np.ndarray:
@@ -106,10 +86,8 @@ class InferenceChain(nn.Module):
         missing = [m for m in needed if raw.get(m) is None]
         if missing:
             raise ValueError(f"this model needs inputs for {needed}; missing {missing}")
-        embedded = {}
-        for m in needed:
-            batch = self._image_batch(raw[m]) if m == "image" else self._text_batch(raw[m])
-            embedded[m] = self.encoders[m].embed(batch)
+        embedded = {m: self.encoders[m].embed(MODALITIES[m].from_raw(raw[m], self.spec))
+                    for m in needed}
         if self.space is not None:
             embedded = {m: self.space.heads[m](v) for m, v in embedded.items()}
         inputs = {train_m: embedded[test_m]

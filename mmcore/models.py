@@ -7,29 +7,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmcore.config import FeaturesConfig, TrainingConfig
-from mmcore.encoders import ImageCNN, TextGRU
 from mmcore.fusion import FUSIONS, LateFusionClassifier, SelectFusion
-
-
-def build_encoder(modality: str, cfg: FeaturesConfig, *, image_shape=None,
-                  vocab_size: int = 0) -> nn.Module:
-    if modality == "image":
-        return ImageCNN(tuple(image_shape), cfg.image_dim, cfg.image_channels, cfg.dropout)
-    return TextGRU(vocab_size, cfg.text_dim, cfg.text_embedding, cfg.text_hidden, cfg.dropout)
+from mmcore.modalities import MODALITIES
 
 
 class EncoderClassifier(nn.Module):
-    """An encoder with a linear head, trained on its own modality (the unimodal baseline)."""
+    """A modality's input layer and encoder with a linear head, trained on its own modality (the
+    unimodal baseline). `embed` is what feature extraction and the registered model run."""
 
-    def __init__(self, encoder: nn.Module, modality: str, n_classes: int):
+    def __init__(self, modality: str, cfg: FeaturesConfig, meta: dict, n_classes: int):
         super().__init__()
-        self.encoder, self.modality = encoder, modality
-        self.head = nn.Linear(encoder.dim, n_classes)
+        self.modality = modality
+        spec = MODALITIES[modality]
+        self.prepare = spec.input_layer(meta)
+        self.encoder = spec.build_encoder(cfg, meta)
+        self.head = nn.Linear(self.encoder.dim, n_classes)
 
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.modality == "image":
-            return self.encoder(batch["image"])
-        return self.encoder(batch["tokens"], batch["lengths"])
+        return MODALITIES[self.modality].embed(self.encoder, self.prepare(batch))  # (B, dim)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.embed(batch))  # (B, n_classes)

@@ -1,5 +1,6 @@
 """Every source runs the whole pipeline from config alone: image-only MNIST-format files,
-text-only IMDB reviews, MNIST with generated texts, MNIST+IMDB paired by label, a manifest."""
+text-only IMDB reviews, MNIST with generated texts, MNIST+IMDB paired by label, a manifest. For
+each, the registered model on raw test rows reproduces the testing stage's predictions."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from data_factories import write_idx_mnist, write_image_manifest, write_imdb
 
+from mmcore.config import load_config
+from mmcore.data.registry import open_source
+from mmcore.parquet_io import read_metadata, to_matrix
 from tasks.tracking import using_tracking_uri
 
 TINY = ["features.image_epochs=1", "features.text_epochs=1", "fusion.epochs=2",
@@ -38,6 +42,32 @@ def model(summary: dict, tmp_path: Path, name: str):
         return mlflow.pyfunc.load_model(f"models:/{name}@newest")
 
 
+def assert_model_reproduces_testing(summary: dict, tmp_path: Path, name: str,
+                                    *overrides: str) -> None:
+    """No train/serve skew: the registered model, given the test rows exactly as the source
+    yields them (pixels on the source's own scale, raw text), predicts what the testing stage
+    predicted from the stored samples."""
+    cfg = load_config(overrides=[*TINY, f"run_dir={tmp_path / 'run'}", *overrides])
+    predictions = pq.read_table(outputs(summary, "testing") / "predictions.parquet")
+    expected = dict(zip(predictions.column("id").to_pylist(),
+                        to_matrix(predictions.column("probs")), strict=True))
+    meta = read_metadata(outputs(summary, "preprocessing") / "train.parquet")
+    c, h, w = meta["image_shape"] or (1, 0, 0)
+    rows: dict[str, list] = {"id": [], "image": [], "text": []}
+    for batch in open_source(cfg.data, cfg.seed).batches(256):
+        for row in batch.to_pylist():
+            if row["id"] in expected:
+                rows["id"].append(row["id"])
+                if row["image"] is not None:
+                    pixels = np.asarray(row["image"]) * meta["pixel_max"]
+                    rows["image"].append(pixels.reshape((h, w) if c == 1 else (c, h, w)))
+                rows["text"].append(row["text"])
+    assert len(rows["id"]) == len(expected)
+    frame = pd.DataFrame({m: rows[m] for m in summary["plan"]["test"]})
+    probs = model(summary, tmp_path, name).predict(frame).to_numpy()
+    np.testing.assert_allclose(probs, np.stack([expected[i] for i in rows["id"]]), atol=1e-5)
+
+
 @pytest.fixture
 def mnist_dir(tmp_path) -> tuple[Path, dict]:
     return tmp_path / "mnist", write_idx_mnist(tmp_path / "mnist", 300, 80, gz=True, size=12)
@@ -59,6 +89,9 @@ def test_mnist_image_only_runs_as_unimodal_image_learning(tmp_path, mnist_dir, p
     out = model(summary, tmp_path, "mnist-model").predict(
         pd.DataFrame({"image": list(images[:5].astype(np.float64))}))
     assert out.shape == (5, 10) and np.allclose(out.sum(axis=1), 1, atol=1e-4)
+    assert_model_reproduces_testing(summary, tmp_path, "mnist-model", "data.source=mnist",
+                                    f"data.path={folder}", "name=mnist",
+                                    "training.model_name=mnist-model")
 
 
 def test_imdb_text_only_runs_as_unimodal_text_learning(tmp_path, prefect_harness):
@@ -73,6 +106,9 @@ def test_imdb_text_only_runs_as_unimodal_text_learning(tmp_path, prefect_harness
     out = model(summary, tmp_path, "imdb-model").predict(
         pd.DataFrame({"text": ["A great film.", "An awful film."]}))
     assert list(out.columns) == ["neg", "pos"]
+    assert_model_reproduces_testing(summary, tmp_path, "imdb-model", "data.source=imdb",
+                                    f"data.path={root}", "name=imdb",
+                                    "training.model_name=imdb-model")
 
 
 def test_mnist_with_generated_texts_is_multimodal(tmp_path, mnist_dir, prefect_harness):
@@ -82,6 +118,9 @@ def test_mnist_with_generated_texts_is_multimodal(tmp_path, mnist_dir, prefect_h
     assert summary["plan"]["mode"] == "multimodal"
     sample = pq.read_table(outputs(summary, "preprocessing") / "test.parquet").slice(0, 3)
     assert all(isinstance(t, str) and t for t in sample.column("text").to_pylist())
+    assert_model_reproduces_testing(summary, tmp_path, "mnist-text-model", "data.source=mnist",
+                                    f"data.path={folder}", "data.text=generated",
+                                    "name=mnist-text", "training.model_name=mnist-text-model")
 
 
 def test_mnist_paired_with_imdb_by_label_map(tmp_path, mnist_dir, prefect_harness):
@@ -99,6 +138,11 @@ def test_mnist_paired_with_imdb_by_label_map(tmp_path, mnist_dir, prefect_harnes
     assert q["rows_in"] == int((labels <= 1).sum())
     ids = pq.read_table(outputs(summary, "preprocessing") / "train.parquet").column("id")
     assert all("|" in i for i in ids.to_pylist())
+    assert_model_reproduces_testing(
+        summary, tmp_path, "paired-model", "data.source=paired", "name=paired",
+        "training.model_name=paired-model",
+        f"data.pair={{images: {{source: mnist, path: {folder}}}, "
+        f"texts: {{source: imdb, path: {root}}}, label_map: {{0: 0, 1: 1}}}}")
 
 
 def test_manifest_with_images_and_texts(tmp_path, prefect_harness):
@@ -109,3 +153,6 @@ def test_manifest_with_images_and_texts(tmp_path, prefect_harness):
     assert json.loads(meta[b"mmpipe"])["image_shape"] == [3, 8, 8]
     assert summary["plan"]["mode"] == "multimodal"
     assert quality(summary)["rows_kept"] == 60
+    assert_model_reproduces_testing(summary, tmp_path, "manifest-model", "data.source=manifest",
+                                    f"data.path={path}", "data.image_mode=RGB", "name=manifest",
+                                    "training.model_name=manifest-model")

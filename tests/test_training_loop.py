@@ -14,7 +14,7 @@ from torch import nn
 from mmcore.models import classification_loss
 from mmcore.parquet_io import embedding_array
 from mmcore.training import ArrayBatches, ParquetBatches, fit, seed_everything
-from mmcore.training.batches import decoder_for
+from mmcore.training.batches import sample_decoder
 
 # torch sets TORCHINDUCTOR_CACHE_DIR when torch._dynamo is first imported, which the first
 # optimizer does lazily; importing it up front keeps conftest's environment-leak check quiet.
@@ -180,7 +180,7 @@ def test_parquet_batches_stream_row_groups(tmp_path):
     assert [i for b in got for i in b] == list(range(50))
 
 
-def test_parquet_batches_with_decoder_for(tmp_path):
+def test_parquet_batches_with_sample_decoder(tmp_path):
     rng = np.random.default_rng(0)
     n = 20
     images = rng.normal(size=(n, 4)).astype(np.float32)
@@ -194,7 +194,8 @@ def test_parquet_batches_with_decoder_for(tmp_path):
     path = tmp_path / "s.parquet"
     pq.write_table(table, path, row_group_size=7)
 
-    image_batches = ParquetBatches(path, ["label", "image"], decoder_for("image", (1, 2, 2)),
+    image_batches = ParquetBatches(path, ["label", "image"],
+                                   sample_decoder("image", {"image_shape": [1, 2, 2]}),
                                    batch_size=3, shuffle=False)
     got = list(image_batches(0))
     assert got[0]["image"].shape == (3, 1, 2, 2)
@@ -202,7 +203,7 @@ def test_parquet_batches_with_decoder_for(tmp_path):
     stacked = torch.cat([b["image"] for b in got]).reshape(n, 4)
     torch.testing.assert_close(stacked, torch.from_numpy(images))
 
-    text_batches = ParquetBatches(path, ["label", "tokens"], decoder_for("text", None),
+    text_batches = ParquetBatches(path, ["label", "tokens"], sample_decoder("text", {}),
                                   batch_size=3, seed=2)
     seen = 0
     for batch in text_batches(0):

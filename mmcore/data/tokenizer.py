@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +15,25 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 def split_words(text: str, lowercase: bool = True) -> list[str]:
     return _TOKEN.findall(text.lower() if lowercase else text)
+
+
+@dataclass(frozen=True)
+class TextEncoding:
+    """Text -> words, as preprocessing stores them and the registered model reads raw text:
+    one function for both, so training and serving cannot drift apart."""
+
+    lowercase: bool = True
+    max_tokens: int = 32
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> TextEncoding:
+        """The encoding recorded in the samples' metadata by preprocessing."""
+        return cls(lowercase=meta["lowercase"], max_tokens=meta["max_text_tokens"])
+
+    def words(self, text: str) -> tuple[list[str], bool]:
+        """(the first `max_tokens` words, whether the text was longer)."""
+        words = split_words(text, self.lowercase)
+        return words[: self.max_tokens], len(words) > self.max_tokens
 
 
 class Vocabulary:

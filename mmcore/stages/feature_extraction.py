@@ -18,10 +18,11 @@ import torch
 
 from mmcore.config import FeaturesConfig
 from mmcore.data.validation import SPLITS
-from mmcore.models import EncoderClassifier, build_encoder, classification_loss
+from mmcore.modalities import MODALITIES
+from mmcore.models import EncoderClassifier, classification_loss
 from mmcore.parquet_io import atomic_writer, embedding_schema, embedding_table, read_metadata
 from mmcore.training import ParquetBatches, fit, resolve_device, seed_everything, to_device
-from mmcore.training.batches import decoder_for
+from mmcore.training.batches import sample_decoder
 
 EMBED_ROWS = 1024
 
@@ -29,7 +30,7 @@ OnEpoch = Callable[[str, int, dict[str, float]], None]
 
 
 def _columns(modality: str) -> list[str]:
-    return ["id", "split", "label", "image" if modality == "image" else "tokens"]
+    return ["id", "split", "label", *MODALITIES[modality].columns]
 
 
 def _predict(model: EncoderClassifier, batches: ParquetBatches, device: torch.device,
@@ -47,10 +48,8 @@ def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
                   device: torch.device | str = "cpu") -> EncoderClassifier:
     """Train the modality's encoder (with a linear head) on train, choosing the best val epoch."""
     seed_everything(seed)
-    shape = tuple(meta["image_shape"]) if meta.get("image_shape") else None
-    encoder = build_encoder(modality, cfg, image_shape=shape, vocab_size=meta["vocab_size"])
-    model = EncoderClassifier(encoder, modality, len(meta["class_names"]))
-    decode = decoder_for(modality, shape)
+    model = EncoderClassifier(modality, cfg, meta, len(meta["class_names"]))
+    decode = sample_decoder(modality, meta)
     train = ParquetBatches(samples / "train.parquet", _columns(modality), decode,
                            cfg.batch_size, shuffle=True, seed=seed)
     val = ParquetBatches(samples / "val.parquet", _columns(modality), decode, 1024,
@@ -60,9 +59,8 @@ def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
         labels, preds = _predict(m, val, device)
         return {"val_acc": float((labels == preds).mean())}
 
-    epochs = cfg.image_epochs if modality == "image" else cfg.text_epochs
-    fit(model, train, classification_loss, epochs=epochs, lr=cfg.lr, evaluate=evaluate,
-        select_best="val_acc", device=device,
+    fit(model, train, classification_loss, epochs=MODALITIES[modality].epochs(cfg), lr=cfg.lr,
+        evaluate=evaluate, select_best="val_acc", device=device,
         on_epoch_end=(lambda e, r: on_epoch(modality, e, r)) if on_epoch else None)
     return model
 
@@ -74,8 +72,7 @@ def embed_splits(model: EncoderClassifier, samples: Path, out: Path, meta: dict[
     At most `rows_per_pass` rows go through the encoder at once: a whole row group (8,192 rows
     of 28x28) in one forward pass peaked at 3.3 GB, 1,024 rows at ~1 GB, and is no slower.
     """
-    shape = tuple(meta["image_shape"]) if meta.get("image_shape") else None
-    decode = decoder_for(model.modality, shape)
+    decode = sample_decoder(model.modality, meta)
     device = next(model.parameters()).device
     scores = {}
     with atomic_writer(out, embedding_schema(model.encoder.dim), file_meta) as writer:

@@ -1,11 +1,16 @@
-"""Preprocessing: raw rows -> validated, normalised, tokenised samples, one Parquet file per split.
+"""Preprocessing: raw rows -> validated, tokenised samples, one Parquet file per split.
 
 Two streaming passes over the source, so memory is bounded by one batch plus a few numbers per
 row (id, label, split, pixel sums, token ids):
   1. validate every row, tokenise its text with a provisional dictionary, sum its pixels;
      then assign splits (stratified, seeded), compute normalisation stats and the vocabulary
      from the train split only;
-  2. read the source again and write the kept rows, normalised and tokenised, per split.
+  2. read the source again and write the kept rows, tokenised, per split.
+
+Pixels are stored on the unit scale; the normalisation statistics go into the files' metadata and
+are applied by the model's first layer (`mmcore.modalities.image.Standardize`), so that training
+and the registered model run the same transform. Texts are tokenised by `TextEncoding`, which the
+registered model runs on raw text.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import pyarrow as pa
 
 from mmcore.config import DataConfig
 from mmcore.data.source import DataError, Source
-from mmcore.data.tokenizer import Vocabulary, split_words
+from mmcore.data.tokenizer import TextEncoding, Vocabulary
 from mmcore.data.validation import SPLITS, QualityReport, RowValidator, image_checks
 from mmcore.parquet_io import atomic_writer, embedding_array, write_json, write_table
 
@@ -60,6 +65,7 @@ def _first_pass(source: Source, cfg: DataConfig, report: QualityReport) -> _Pass
     sums, sumsq = [], []
     token_values, token_offsets = array("i"), array("q", [0])
     word_ids: dict[str, int] = {}
+    encoding = TextEncoding(cfg.lowercase, cfg.max_text_tokens)
     for batch in _limited(source, cfg):
         checks = image_checks(batch.column("image"), source.info)
         mask = validator.check(batch, checks)
@@ -75,10 +81,9 @@ def _first_pass(source: Source, cfg: DataConfig, report: QualityReport) -> _Pass
             for text in batch.column("text").take(rows).to_pylist():
                 if "\ufffd" in text:  # a source replaced undecodable bytes
                     report.modified["undecodable_text_replaced"] += 1
-                words = split_words(text, cfg.lowercase)
-                if len(words) > cfg.max_text_tokens:
+                words, truncated = encoding.words(text)
+                if truncated:
                     report.modified["text_truncated"] += 1
-                    words = words[: cfg.max_text_tokens]
                 token_values.extend(word_ids.setdefault(w, len(word_ids)) for w in words)
                 token_offsets.append(len(token_values))
     keep_all = np.concatenate(keep) if keep else np.zeros(0, dtype=bool)
@@ -198,8 +203,8 @@ def run_preprocessing(source: Source, cfg: DataConfig, seed: int, out_dir: Path,
         "vocab_size": len(vocab) if vocab else 0,
         "modalities": list(info.modalities),
     }
-    _second_pass(source, cfg, p1, split, mapping, mean, std, out_dir,
-                 _schema(info, with_image, with_text), schema_meta)
+    _second_pass(source, cfg, p1, split, mapping, out_dir, _schema(info, with_image, with_text),
+                 schema_meta)
     if vocab is not None:
         table = pa.table({
             "token": pa.array(vocab.tokens, pa.string()),
@@ -217,7 +222,7 @@ def run_preprocessing(source: Source, cfg: DataConfig, seed: int, out_dir: Path,
     return quality
 
 
-def _second_pass(source, cfg, p1, split, mapping, mean, std, out_dir, schema, meta) -> None:
+def _second_pass(source, cfg, p1, split, mapping, out_dir, schema, meta) -> None:
     paths = {name: out_dir / f"{name}.parquet" for name in SPLITS}
     writers = {}
     try:
@@ -231,8 +236,7 @@ def _second_pass(source, cfg, p1, split, mapping, mean, std, out_dir, schema, me
             rows = np.flatnonzero(mask)
             kept = np.arange(kept0, kept0 + len(rows))
             kept0 += len(rows)
-            table = _normalised(batch.take(pa.array(rows)), kept, cfg, p1, split, mapping,
-                                mean, std, schema)
+            table = _samples(batch.take(pa.array(rows)), kept, p1, split, mapping, schema)
             for code, name in enumerate(SPLITS):
                 part = table.filter(pa.array(split[kept] == code))
                 if part.num_rows:
@@ -259,7 +263,7 @@ def _same_as_first_pass(batch: pa.RecordBatch, width: int) -> None:
                         reason="source_changed")
 
 
-def _normalised(batch, kept, cfg, p1, split, mapping, mean, std, schema) -> pa.Table:
+def _samples(batch, kept, p1, split, mapping, schema) -> pa.Table:
     codes = split[kept]
     cols: dict[str, pa.Array] = {
         "id": batch.column("id").cast(pa.string()),
@@ -267,13 +271,10 @@ def _normalised(batch, kept, cfg, p1, split, mapping, mean, std, schema) -> pa.T
         "split": pa.array(np.array(SPLITS, dtype=object)[codes], pa.string()),
     }
     if "image" in schema.names:
-        c = len(mean)
         width = schema.field("image").type.list_size
         _same_as_first_pass(batch, width)
         flat = batch.column("image").flatten().to_numpy(zero_copy_only=False)
-        images = flat.reshape(len(kept), c, width // c).astype(np.float32)
-        images = (images - mean[None, :, None]) / std[None, :, None]
-        cols["image"] = embedding_array(images.reshape(len(kept), width))
+        cols["image"] = embedding_array(flat.reshape(len(kept), width))
     if "text" in schema.names:
         starts, stops = p1.token_offsets[kept], p1.token_offsets[kept + 1]
         offsets = np.concatenate([[0], np.cumsum(stops - starts)]).astype(np.int32)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from mmcore.data.tokenizer import pad_sequences
-from mmcore.parquet_io import to_matrix
+from mmcore.modalities import MODALITIES
 
 Batch = dict[str, torch.Tensor]
 
@@ -37,31 +37,14 @@ class ArrayBatches:
             yield {k: v[idx] for k, v in self.arrays.items()}
 
 
-def decode_images(column: pa.ChunkedArray | pa.Array, shape: tuple[int, int, int]) -> torch.Tensor:
-    # Arrow memory is read-only; torch wants a writable array.
-    return torch.from_numpy(to_matrix(column).reshape(-1, *shape).copy())  # (B, C, H, W)
+def sample_decoder(modality: str, meta: dict[str, Any]) -> Callable[[pa.Table], Batch]:
+    """Table of samples -> one modality's model inputs, plus labels (`meta`: the samples'
+    metadata)."""
+    spec = MODALITIES[modality]
 
-
-def decode_tokens(column: pa.ChunkedArray | pa.Array, max_len: int | None = None,
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    offsets = column.offsets.to_numpy()
-    values = column.values.to_numpy(zero_copy_only=False)
-    tokens, lengths = pad_sequences(values, offsets - 0, max_len)
-    return torch.from_numpy(tokens), torch.from_numpy(lengths)
-
-
-def decoder_for(modality: str, image_shape: tuple[int, int, int] | None
-                ) -> Callable[[pa.Table], Batch]:
-    """Table of samples -> model inputs of one modality, plus labels."""
     def decode(table: pa.Table) -> Batch:
-        out = {"label": torch.from_numpy(table.column("label").to_numpy().astype(np.int64))}
-        if modality == "image":
-            out["image"] = decode_images(table.column("image"), image_shape)
-        else:
-            out["tokens"], out["lengths"] = decode_tokens(table.column("tokens"))
-        return out
+        labels = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
+        return {"label": labels, **spec.from_table(table, meta)}
     return decode
 
 

@@ -1,0 +1,58 @@
+"""Images: stored as pixels on the unit scale, standardised by the model's first layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from mmcore.config import FeaturesConfig
+from mmcore.encoders import ImageCNN
+from mmcore.parquet_io import to_matrix
+
+Batch = dict[str, torch.Tensor]
+
+
+class Standardize(nn.Module):
+    """(B, C, H, W) pixels -> per-channel (x - mean) / std, with the train split's statistics.
+    Part of the model, so training and serving apply the very same transform."""
+
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32)[None, :, None, None])
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32)[None, :, None, None])
+
+    def forward(self, batch: Batch) -> Batch:
+        return {**batch, "image": (batch["image"] - self.mean) / self.std}
+
+
+class ImageModality:
+    name = "image"
+    columns = ("image",)
+
+    def epochs(self, cfg: FeaturesConfig) -> int:
+        return cfg.image_epochs
+
+    def build_encoder(self, cfg: FeaturesConfig, meta: dict[str, Any]) -> nn.Module:
+        return ImageCNN(tuple(meta["image_shape"]), cfg.image_dim, cfg.image_channels,
+                        cfg.dropout)
+
+    def input_layer(self, meta: dict[str, Any]) -> nn.Module:
+        return Standardize(meta["image_mean"], meta["image_std"])
+
+    def from_table(self, table: pa.Table, meta: dict[str, Any]) -> Batch:
+        # Arrow memory is read-only; torch wants a writable array.
+        pixels = to_matrix(table.column("image")).reshape(-1, *meta["image_shape"]).copy()
+        return {"image": torch.from_numpy(pixels)}  # (B, C, H, W)
+
+    def from_raw(self, values: list[Any], meta: dict[str, Any]) -> Batch:
+        c, h, w = meta["image_shape"]
+        pixels = np.stack([np.asarray(v, dtype=np.float32).reshape(c, h, w) for v in values])
+        return {"image": torch.from_numpy(pixels / np.float32(meta["pixel_max"]))}
+
+    def embed(self, encoder: nn.Module, batch: Batch) -> torch.Tensor:
+        return encoder(batch["image"])
+
