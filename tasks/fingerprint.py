@@ -1,7 +1,8 @@
 """Code fingerprints for cache keys: a stage's key changes when the code it runs changes.
 
 A stage's code = its task module plus every `mmcore` module that it imports, directly or through
-other `mmcore` modules, at module level or inside a function (the tasks import stage code lazily).
+other `mmcore` modules, at module level or inside a function (the tasks import stage code lazily),
+or names in a string for a lazy registry to import ("mmcore.fusion.late_fusion:LateFusion").
 Each file is parsed and dumped as an AST without docstrings, so comments, docstrings and
 formatting do not count; renaming a variable or changing a constant does.
 
@@ -15,6 +16,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -41,12 +43,20 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+# A string naming a library module, as lazy registries hold them ("mmcore.fusion.gmu:GMU").
+_MODULE_STRING = re.compile(rf"^{LIBRARY}(\.\w+)+(:\w+)?$")
+
+
 def _imported_modules(tree: ast.AST, module: str, is_package: bool) -> set[str]:
-    """Every module name an import statement anywhere in the file may refer to."""
+    """Every module name an import statement anywhere in the file may refer to, and every
+    library module named in a string (imported later with importlib)."""
     package = module if is_package else module.rpartition(".")[0]
     names: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if _MODULE_STRING.match(node.value):
+                names.add(node.value.partition(":")[0])
+        elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: from . import x / from ..y import z

@@ -72,6 +72,17 @@ def test_editing_a_shared_module_changes_every_stage_that_imports_it(project):
     assert all(before[s] != after[s] for s in STAGES)
 
 
+def test_a_module_named_in_a_string_counts_as_imported(project):
+    """Lazy registries name their modules in strings ("module:Class") for importlib."""
+    (project / "mmcore/plugin.py").write_text("X = 1\n")
+    registry = project / "mmcore/stages/fusion.py"
+    registry.write_text(registry.read_text() + '\nPLUGINS = {"p": "mmcore.plugin:X"}\n')
+    assert "mmcore.plugin" in module_digests("tasks.fusion", root=project)
+    before = fingerprints(project)
+    (project / "mmcore/plugin.py").write_text("X = 2\n")
+    assert fingerprints(project)["fusion"] != before["fusion"]
+
+
 def test_the_on_disk_cache_sees_an_edit_in_a_new_process(project, tmp_path):
     cache = tmp_path / "digests.json"
     first = module_digests("tasks.fusion", root=project, cache_file=cache)
