@@ -16,7 +16,7 @@ def run_plain(out: Path, overrides: list[str] | None = None) -> dict:
     from mmcore.config import load_config
     from mmcore.data.registry import open_source
     from mmcore.stages.feature_extraction import run_feature_extraction
-    from mmcore.stages.fusion import run_fusion
+    from mmcore.stages.shared_space import run_fusion
     from mmcore.stages.testing import run_testing
     from mmcore.stages.training import run_training
 

@@ -21,7 +21,7 @@ from mmcore.config import FeaturesConfig, TrainingConfig
 from mmcore.modalities import MODALITIES
 from mmcore.models import EncoderClassifier, build_classifier
 from mmcore.parquet_io import read_metadata
-from mmcore.stages.fusion import SharedSpace
+from mmcore.stages.shared_space import SharedSpace
 
 # What the chain keeps of the samples' metadata (preprocessing's transforms and class names).
 SAMPLE_KEYS = ("class_names", "modalities", "image_shape", "pixel_max", "image_mean", "image_std",

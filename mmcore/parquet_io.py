@@ -59,6 +59,17 @@ def to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return values.reshape(len(column), width).astype(np.float32, copy=False)
 
 
+def read_embeddings(path: str | Path) -> dict[str, Any]:
+    """A features/shared file -> ids, splits, labels and the (N, D) embedding matrix."""
+    table = pq.read_table(path)
+    return {
+        "id": table.column("id").to_numpy(zero_copy_only=False),
+        "split": table.column("split").to_numpy(zero_copy_only=False),
+        "label": table.column("label").to_numpy(),
+        "embedding": to_matrix(table.column("embedding")).copy(),  # writable, for torch
+    }
+
+
 def with_metadata(schema: pa.Schema, meta: dict[str, Any]) -> pa.Schema:
     merged = dict(schema.metadata or {})
     merged[META_KEY] = json.dumps(meta, sort_keys=True, default=str).encode()

@@ -9,7 +9,7 @@ STAGE = "fusion"
 
 @stage_task(STAGE, reads={"feature_extraction": "input"})
 def fusion_task(run: StageRun) -> dict:
-    from mmcore.stages.fusion import run_fusion  # torch: only on a miss
+    from mmcore.stages.shared_space import run_fusion  # torch: only on a miss
 
     features = run.summary("feature_extraction")
     result = run_fusion(run.path("feature_extraction"), features["modalities"],

@@ -34,18 +34,19 @@ def edit(path: Path, old: str, new: str) -> None:
 def test_each_stage_covers_its_task_module_and_the_library_code_it_reaches():
     modules = {s: module_digests(f"tasks.{s}") for s in STAGES}
     assert "tasks.fusion" in modules["fusion"] and "tasks.training" not in modules["fusion"]
-    assert "mmcore.stages.fusion" in modules["fusion"]
+    assert "mmcore.stages.shared_space" in modules["fusion"]
     # Lazy imports inside the task body count: the stage code is imported only on a miss.
     assert "mmcore.stages.preprocessing" in modules["preprocessing"]
     assert "mmcore.data.mnist" in modules["preprocessing"]  # via the source registry
     assert "mmcore.inference" in modules["training"]
-    assert "mmcore.stages.fusion" not in modules["feature_extraction"]
+    assert "mmcore.stages.shared_space" not in modules["feature_extraction"]
     assert all(m.startswith(("mmcore", f"tasks.{s}")) for s in STAGES for m in modules[s])
 
 
 def test_editing_a_stage_function_changes_that_stage_and_those_reading_its_code(project):
     before = fingerprints(project)
-    edit(project / "mmcore/stages/fusion.py", "seed_everything(seed)", "seed_everything(seed + 1)")
+    edit(project / "mmcore/stages/shared_space.py", "seed_everything(seed)",
+         "seed_everything(seed + 1)")
     after = fingerprints(project)
     changed = {s for s in STAGES if before[s] != after[s]}
     assert "fusion" in changed
@@ -54,7 +55,7 @@ def test_editing_a_stage_function_changes_that_stage_and_those_reading_its_code(
 
 def test_comments_docstrings_and_formatting_do_not_count(project):
     before = fingerprints(project)
-    path = project / "mmcore/stages/fusion.py"
+    path = project / "mmcore/stages/shared_space.py"
     text = path.read_text()
     text = text.replace('"""Learn the shared space;', '"""Learn THE shared space (reworded);')
     text = re.sub(r"\n( +)seed_everything\(seed\)\n",
@@ -75,7 +76,7 @@ def test_editing_a_shared_module_changes_every_stage_that_imports_it(project):
 def test_a_module_named_in_a_string_counts_as_imported(project):
     """Lazy registries name their modules in strings ("module:Class") for importlib."""
     (project / "mmcore/plugin.py").write_text("X = 1\n")
-    registry = project / "mmcore/stages/fusion.py"
+    registry = project / "mmcore/stages/shared_space.py"
     registry.write_text(registry.read_text() + '\nPLUGINS = {"p": "mmcore.plugin:X"}\n')
     assert "mmcore.plugin" in module_digests("tasks.fusion", root=project)
     before = fingerprints(project)
@@ -87,8 +88,9 @@ def test_the_on_disk_cache_sees_an_edit_in_a_new_process(project, tmp_path):
     cache = tmp_path / "digests.json"
     first = module_digests("tasks.fusion", root=project, cache_file=cache)
     assert cache.exists()
-    edit(project / "mmcore/stages/fusion.py", "seed_everything(seed)", "seed_everything(seed + 1)")
+    edit(project / "mmcore/stages/shared_space.py", "seed_everything(seed)",
+         "seed_everything(seed + 1)")
     second = module_digests("tasks.fusion", root=project, cache_file=cache)
-    assert first["mmcore.stages.fusion"] != second["mmcore.stages.fusion"]
-    assert {k: v for k, v in first.items() if k != "mmcore.stages.fusion"} == \
-        {k: v for k, v in second.items() if k != "mmcore.stages.fusion"}
+    assert first["mmcore.stages.shared_space"] != second["mmcore.stages.shared_space"]
+    assert {k: v for k, v in first.items() if k != "mmcore.stages.shared_space"} == \
+        {k: v for k, v in second.items() if k != "mmcore.stages.shared_space"}

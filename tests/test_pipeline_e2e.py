@@ -195,7 +195,7 @@ def test_a_code_edit_misses_that_stage_and_those_after_it_only(cold, run_dir, tm
     for package in ("mmcore", "tasks", "flows"):
         shutil.copytree(root / package, tmp_path / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    fusion = tmp_path / "mmcore/stages/fusion.py"
+    fusion = tmp_path / "mmcore/stages/shared_space.py"
     fusion.write_text(fusion.read_text().replace("seed_everything(seed)",
                                                  "seed_everything(seed + 1)", 1))
     code = ("import json, sys\n"
@@ -210,7 +210,7 @@ def test_a_code_edit_misses_that_stage_and_those_after_it_only(cold, run_dir, tm
     assert {s: r["state"] for s, r in rows.items()} == {
         "preprocessing": "hit", "feature_extraction": "hit", "fusion": "miss",
         "training": "miss", "testing": "miss"}
-    assert rows["fusion"]["reason"] == "code changed: mmcore.stages.fusion"
+    assert rows["fusion"]["reason"] == "code changed: mmcore.stages.shared_space"
     assert rows["training"]["reason"] == "upstream output changed: fusion"
 
 

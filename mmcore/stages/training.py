@@ -17,8 +17,7 @@ import torch
 
 from mmcore.config import TrainingConfig
 from mmcore.models import build_classifier, classification_loss
-from mmcore.parquet_io import write_json
-from mmcore.stages.fusion import read_features
+from mmcore.parquet_io import read_embeddings, write_json
 from mmcore.training import ArrayBatches, fit, resolve_device, seed_everything
 
 
@@ -39,7 +38,7 @@ def mode_plan(cfg: TrainingConfig, modalities: list[str]) -> dict[str, Any]:
 
 
 def load_shared(shared_dir: Path, modalities: list[str]) -> dict[str, dict[str, Any]]:
-    return {m: read_features(shared_dir / f"shared_{m}.parquet") for m in modalities}
+    return {m: read_embeddings(shared_dir / f"shared_{m}.parquet") for m in modalities}
 
 
 def _inputs(shared: dict[str, dict[str, Any]], use: list[str], rows: np.ndarray,

@@ -1,4 +1,6 @@
-"""Fusion: map every modality into ONE shared space with an alignment loss.
+"""The fusion stage's library code: map every modality into ONE shared space with an alignment
+loss. (The operators that combine modalities into one vector, also called fusion, are in
+`mmcore.fusion`.)
 
 Loss = alignment(P_img(x_img), P_txt(x_txt)) + cls_weight * classification of both projections
 by one shared linear classifier. The L2 term alone, sum ||f(x_img) - f(x_txt)||^2, is minimised by
@@ -16,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,7 +26,7 @@ from mmcore.config import FusionConfig
 from mmcore.fusion import ProjectionHead
 from mmcore.losses import info_nce_loss, l2_alignment_loss
 from mmcore.metrics import paired_distances, retrieval_at_1
-from mmcore.parquet_io import embedding_table, to_matrix, write_table
+from mmcore.parquet_io import embedding_table, read_embeddings, write_table
 from mmcore.training import ArrayBatches, fit, resolve_device, seed_everything
 
 
@@ -40,17 +41,6 @@ class SharedSpace(nn.Module):
 
     def forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {m: self.heads[m](x[m]) for m in self.modalities}  # each (B, shared_dim)
-
-
-def read_features(path: Path) -> dict[str, Any]:
-    """A features/shared file -> ids, splits, labels and the (N, D) embedding matrix."""
-    table = pq.read_table(path)
-    return {
-        "id": table.column("id").to_numpy(zero_copy_only=False),
-        "split": table.column("split").to_numpy(zero_copy_only=False),
-        "label": table.column("label").to_numpy(),
-        "embedding": to_matrix(table.column("embedding")).copy(),  # writable, for torch
-    }
 
 
 def _alignment_loss(cfg: FusionConfig) -> Callable:
@@ -76,7 +66,7 @@ def run_fusion(features_dir: Path, modalities: list[str], n_classes: int, cfg: F
                on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                device: str = "cpu") -> dict[str, Any]:
     """Learn the shared space; write `shared_<modality>.parquet` and `projections.pt`."""
-    feats = {m: read_features(features_dir / f"{m}.parquet") for m in modalities}
+    feats = {m: read_embeddings(features_dir / f"{m}.parquet") for m in modalities}
     first = feats[modalities[0]]
     for m in modalities[1:]:
         if not np.array_equal(feats[m]["id"], first["id"]):
