@@ -14,6 +14,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mmcore.fusion.registry import FUSIONS  # torch-free: names only
+
+# `training.fusion` accepts exactly the fusion registry's names.
+FusionName = Literal[tuple(FUSIONS)]
+
 STAGES = ("preprocessing", "feature_extraction", "fusion", "training", "testing")
 # Which config section each stage reads; its cache key covers exactly that section (plus `seed`).
 STAGE_SECTION = {
@@ -119,10 +124,12 @@ class FusionConfig(_Section):
 class TrainingConfig(_Section):
     mode: Literal["multimodal", "unimodal", "cross_modal"] = "multimodal"
     modality: Literal["image", "text"] = "image"  # unimodal: which one; cross_modal: train on it
-    # multimodal fusion: late = product of experts over the shared space (docs/decisions.md)
-    fusion: Literal["late", "concat", "mean"] = "late"
+    # multimodal fusion operator (mmcore/fusion/registry.py); late = product of experts over the
+    # shared space, the default (docs/decisions.md)
+    fusion: FusionName = "late"
     hidden: int = Field(64, ge=2)
-    modality_dropout: float = Field(0.0, ge=0, lt=1)  # concat/mean: drop a modality per sample
+    # feature-level fusion (all but late): zero one modality per sample while training
+    modality_dropout: float = Field(0.0, ge=0, lt=1)
     epochs: int = Field(20, ge=1)
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(64, ge=1)

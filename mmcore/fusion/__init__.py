@@ -1,12 +1,27 @@
-"""Projection into the shared space, and fusion operators over dict[modality, Tensor]."""
+"""Projection into the shared space, and the fusion operators over dict[modality, Tensor].
 
-from mmcore.fusion.concat_fusion import ConcatFusion
-from mmcore.fusion.late_fusion import LateFusionClassifier
-from mmcore.fusion.mean_fusion import MeanFusion
-from mmcore.fusion.projection import ProjectionHead
-from mmcore.fusion.select_fusion import SelectFusion
+The operators are listed by name in `mmcore.fusion.registry`. Names here are imported on first
+use (PEP 562), so that importing the registry, which the config does, does not import torch.
+"""
 
-FUSIONS = {"concat": ConcatFusion, "mean": MeanFusion}
+from __future__ import annotations
 
-__all__ = ["FUSIONS", "ConcatFusion", "LateFusionClassifier", "MeanFusion", "ProjectionHead",
-           "SelectFusion"]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "FUSIONS": "mmcore.fusion.registry",
+    "build_fusion": "mmcore.fusion.registry",
+    "fusion_class": "mmcore.fusion.registry",
+    "FusionOperator": "mmcore.fusion.fusion_operator",
+    "ProjectionHead": "mmcore.fusion.projection",
+    "SelectFusion": "mmcore.fusion.select_fusion",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'mmcore.fusion' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+
+from mmcore.fusion.fusion_operator import FusionOperator
 
 
-class ConcatFusion(nn.Module):
-    """dict[modality, (B, d)] -> (B, n*d), modalities in sorted order for a stable layout."""
+class ConcatFusion(FusionOperator):
+    """dict[modality, (B, d)] -> (B, M*d): the embeddings side by side, in sorted modality order.
+
+    Missing modality: its slot holds zeros (the input modality dropout trains with).
+    """
 
     def __init__(self, modalities: list[str], dim: int):
-        super().__init__()
-        self.modalities = sorted(modalities)
+        super().__init__(modalities, dim)
         self.out_dim = dim * len(self.modalities)
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = self.zero_filled(x)
         return torch.cat([x[m] for m in self.modalities], dim=1)

@@ -1,18 +1,20 @@
-"""Mean fusion: average of the modalities' shared-space embeddings."""
+"""Mean fusion: the average of the modalities' shared-space embeddings."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
+
+from mmcore.fusion.fusion_operator import FusionOperator
 
 
-class MeanFusion(nn.Module):
-    """dict[modality, (B, d)] -> (B, d). Works because all modalities live in one shared space."""
+class MeanFusion(FusionOperator):
+    """dict[modality, (B, d)] -> (B, d), the mean. Meaningful because all modalities live in one
+    shared space.
 
-    def __init__(self, modalities: list[str], dim: int):
-        super().__init__()
-        self.modalities = sorted(modalities)
-        self.out_dim = dim
+    Missing modality: the mean of the modalities present. In an aligned shared space paired
+    embeddings are close, so the mean of the rest stays near the mean of all, unlike a zero in
+    its place, which would shrink the average.
+    """
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([x[m] for m in self.modalities]).mean(dim=0)
+        return torch.stack([x[m] for m in self.present(x)]).mean(dim=0)

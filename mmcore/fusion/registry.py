@@ -1,0 +1,38 @@
+"""The fusion operators by name: `training.fusion` accepts exactly these names.
+
+Each entry is "module:Class", imported on first use, so this module is torch-free and the config
+(which the CLI imports before torch) can validate names against it. Adding an operator is its
+file under mmcore/fusion/ plus one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mmcore.fusion.fusion_operator import FusionOperator
+
+FUSIONS: dict[str, str] = {
+    "late": "mmcore.fusion.late_fusion:LateFusion",
+    "concat": "mmcore.fusion.concat_fusion:ConcatFusion",
+    "sum": "mmcore.fusion.sum_fusion:SumFusion",
+    "mean": "mmcore.fusion.mean_fusion:MeanFusion",
+    "gmu": "mmcore.fusion.gated_multimodal_unit:GatedMultimodalUnit",
+    "tensor": "mmcore.fusion.tensor_fusion:TensorFusion",
+    "lmf": "mmcore.fusion.low_rank_fusion:LowRankFusion",
+    "attention": "mmcore.fusion.attention_fusion:AttentionFusion",
+}
+
+
+def fusion_class(name: str) -> type[FusionOperator]:
+    """The operator class registered under `name`."""
+    if name not in FUSIONS:
+        raise ValueError(f"unknown fusion operator {name!r}; choose one of {', '.join(FUSIONS)}")
+    module, _, cls = FUSIONS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_fusion(name: str, modalities: list[str], dim: int, **options: Any) -> FusionOperator:
+    """`Op(modalities, dim, **options)` for the operator registered under `name`."""
+    return fusion_class(name)(modalities, dim, **options)
