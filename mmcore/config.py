@@ -14,10 +14,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mmcore.fusion.registry import FUSIONS  # torch-free: names only
-
-# `training.fusion` accepts exactly the fusion registry's names.
-FusionName = Literal[tuple(FUSIONS)]
+# `training.fusion` accepts exactly the names of mmcore/fusion/registry.py (a test keeps the two
+# equal). Listed, not imported: every stage imports the config, and its code fingerprint would
+# then cover every fusion operator's code (tasks/fingerprint.py).
+FUSION_NAMES = ("late", "concat", "sum", "mean", "gmu", "tensor", "lmf", "attention")
 
 STAGES = ("preprocessing", "feature_extraction", "fusion", "training", "testing")
 # Which config section each stage reads; its cache key covers exactly that section (plus `seed`).
@@ -126,7 +126,7 @@ class TrainingConfig(_Section):
     modality: Literal["image", "text"] = "image"  # unimodal: which one; cross_modal: train on it
     # multimodal fusion operator (mmcore/fusion/registry.py); late = product of experts over the
     # shared space, the default (docs/decisions.md)
-    fusion: FusionName = "late"
+    fusion: Literal[FUSION_NAMES] = "late"
     hidden: int = Field(64, ge=2)
     # feature-level fusion (all but late): zero one modality per sample while training
     modality_dropout: float = Field(0.0, ge=0, lt=1)

@@ -11,14 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmcore.config import ConfigError, TrainingConfig, load_config
-from mmcore.fusion import FUSIONS, FusionOperator, ProjectionHead, SelectFusion, build_fusion
+from mmcore.config import FUSION_NAMES, ConfigError, TrainingConfig, load_config
+from mmcore.fusion import FusionOperator, ProjectionHead, SelectFusion
 from mmcore.fusion.attention_fusion import AttentionFusion
 from mmcore.fusion.concat_fusion import ConcatFusion
 from mmcore.fusion.gated_multimodal_unit import GatedMultimodalUnit
 from mmcore.fusion.late_fusion import WEIGHT_GRID, LateFusion
 from mmcore.fusion.mean_fusion import MeanFusion
-from mmcore.fusion.registry import fusion_class
+from mmcore.fusion.registry import FUSIONS, build_fusion, fusion_class
 from mmcore.models import FusionClassifier, build_classifier
 
 NAMES = list(FUSIONS)
@@ -59,6 +59,7 @@ def test_registry_lists_every_operator_once_each_in_a_file_named_after_it():
 
 
 def test_config_accepts_exactly_the_registry_names():
+    assert FUSION_NAMES == tuple(FUSIONS)
     for name in NAMES:
         assert load_config(overrides=[f"training.fusion={name}"]).training.fusion == name
     assert load_config().training.fusion == "late"
@@ -69,10 +70,21 @@ def test_config_accepts_exactly_the_registry_names():
     assert all(f"'{name}'" in message for name in NAMES)
 
 
-def test_config_and_registry_do_not_import_torch():
-    code = ("import sys; import mmcore.config, mmcore.fusion.registry; "
+def test_config_does_not_import_torch():
+    """The CLI validates a config before it imports torch (or the fusion operators)."""
+    code = ("import sys; import mmcore.config; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_operators_count_in_the_training_fingerprint_not_in_preprocessing():
+    """Why the config lists the names instead of importing the registry: editing an operator
+    must re-run training, not preprocessing."""
+    from tasks.fingerprint import module_digests
+
+    operators = {FUSIONS[name].partition(":")[0] for name in NAMES}
+    assert operators <= set(module_digests("tasks.training"))
+    assert not operators & set(module_digests("tasks.preprocessing"))
 
 
 # --- every operator: shape, key order, missing modality -----------------------------------------

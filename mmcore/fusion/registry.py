@@ -1,8 +1,8 @@
 """The fusion operators by name: `training.fusion` accepts exactly these names.
 
-Each entry is "module:Class", imported on first use, so this module is torch-free and the config
-(which the CLI imports before torch) can validate names against it. Adding an operator is its
-file under mmcore/fusion/ plus one line here.
+Each entry is "module:Class", imported on first use: importing the registry imports no operator.
+Adding an operator is its file under mmcore/fusion/, one line here, and its name in
+`mmcore.config.FUSION_NAMES` (kept equal to these keys by a test; see there why).
 """
 
 from __future__ import annotations
