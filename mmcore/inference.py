@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from mmcore.config import FeaturesConfig, TrainingConfig
+from mmcore.encoders.encoder_classifier import EncoderClassifier
+from mmcore.fusion.fusion_classifier import build_classifier
 from mmcore.modalities import MODALITIES
-from mmcore.models import EncoderClassifier, build_classifier
 from mmcore.parquet_io import read_metadata
 from mmcore.stages.shared_space import SharedSpace
 

@@ -40,6 +40,8 @@ def test_each_stage_covers_its_task_module_and_the_library_code_it_reaches():
     assert "mmcore.data.mnist" in modules["preprocessing"]  # via the source registry
     assert "mmcore.inference" in modules["training"]
     assert "mmcore.stages.shared_space" not in modules["feature_extraction"]
+    # Fusion operators are training's code, not the encoders'.
+    assert not [m for m in modules["feature_extraction"] if m.startswith("mmcore.fusion")]
     assert all(m.startswith(("mmcore", f"tasks.{s}")) for s in STAGES for m in modules[s])
 
 

@@ -15,11 +15,11 @@ from mmcore.config import FUSION_NAMES, ConfigError, TrainingConfig, load_config
 from mmcore.fusion import FusionOperator, ProjectionHead, SelectFusion
 from mmcore.fusion.attention_fusion import AttentionFusion
 from mmcore.fusion.concat_fusion import ConcatFusion
+from mmcore.fusion.fusion_classifier import FusionClassifier, build_classifier
 from mmcore.fusion.gated_multimodal_unit import GatedMultimodalUnit
 from mmcore.fusion.late_fusion import WEIGHT_GRID, LateFusion
 from mmcore.fusion.mean_fusion import MeanFusion
 from mmcore.fusion.registry import FUSIONS, build_fusion, fusion_class
-from mmcore.models import FusionClassifier, build_classifier
 
 NAMES = list(FUSIONS)
 

@@ -11,7 +11,7 @@ import torch._dynamo  # noqa: F401  (sets TORCHINDUCTOR_CACHE_DIR: see the note 
 import torch.nn.functional as F
 from torch import nn
 
-from mmcore.models import classification_loss
+from mmcore.losses import classification_loss
 from mmcore.parquet_io import embedding_array
 from mmcore.training import ArrayBatches, ParquetBatches, fit, seed_everything
 from mmcore.training.batches import sample_decoder

@@ -45,7 +45,7 @@ class FusionOperator(nn.Module):
 
     def zero_filled(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every modality, a missing one as zeros: the same input modality dropout trains with
-        (`mmcore.models.drop_modalities`), so a model trained with it has seen this case."""
+        (`fusion_classifier.drop_modalities`), so a model trained with it has seen this case."""
         ref = x[self.present(x)[0]]
         return {m: x[m] if m in x else ref.new_zeros(ref.shape[0], self.dim)
                 for m in self.modalities}

@@ -1,5 +1,8 @@
-"""Alignment losses for the shared space: each a plain function and an nn.Module wrapping it."""
+"""Losses: alignment for the shared space (each a plain function and an nn.Module wrapping it),
+and classification for `fit`."""
 
 from mmcore.losses.alignment import InfoNCELoss, L2AlignmentLoss, info_nce_loss, l2_alignment_loss
+from mmcore.losses.classification import classification_loss
 
-__all__ = ["InfoNCELoss", "L2AlignmentLoss", "info_nce_loss", "l2_alignment_loss"]
+__all__ = ["InfoNCELoss", "L2AlignmentLoss", "classification_loss", "info_nce_loss",
+           "l2_alignment_loss"]

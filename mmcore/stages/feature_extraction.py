@@ -18,8 +18,9 @@ import torch
 
 from mmcore.config import FeaturesConfig
 from mmcore.data.validation import SPLITS
+from mmcore.encoders.encoder_classifier import EncoderClassifier
+from mmcore.losses import classification_loss
 from mmcore.modalities import MODALITIES
-from mmcore.models import EncoderClassifier, classification_loss
 from mmcore.parquet_io import atomic_writer, embedding_schema, embedding_table, read_metadata
 from mmcore.training import ParquetBatches, fit, resolve_device, seed_everything, to_device
 from mmcore.training.batches import sample_decoder

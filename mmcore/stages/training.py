@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from mmcore.config import TrainingConfig
-from mmcore.models import build_classifier, classification_loss
+from mmcore.fusion.fusion_classifier import build_classifier
+from mmcore.losses import classification_loss
 from mmcore.parquet_io import read_embeddings, write_json
 from mmcore.training import ArrayBatches, fit, resolve_device, seed_everything
 

@@ -1,4 +1,4 @@
-"""Builders that put encoders, projections, fusion and heads together."""
+"""The classifier a learning mode trains on shared embeddings: a fusion operator and an MLP head."""
 
 from __future__ import annotations
 
@@ -6,30 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmcore.config import FeaturesConfig, TrainingConfig
+from mmcore.config import TrainingConfig
 from mmcore.fusion.fusion_operator import FusionOperator
 from mmcore.fusion.registry import fusion_class
 from mmcore.fusion.select_fusion import SelectFusion
-from mmcore.modalities import MODALITIES
-
-
-class EncoderClassifier(nn.Module):
-    """A modality's input layer and encoder with a linear head, trained on its own modality (the
-    unimodal baseline). `embed` is what feature extraction and the registered model run."""
-
-    def __init__(self, modality: str, cfg: FeaturesConfig, meta: dict, n_classes: int):
-        super().__init__()
-        self.modality = modality
-        spec = MODALITIES[modality]
-        self.prepare = spec.input_layer(meta)
-        self.encoder = spec.build_encoder(cfg, meta)
-        self.head = nn.Linear(self.encoder.dim, n_classes)
-
-    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return MODALITIES[self.modality].embed(self.encoder, self.prepare(batch))  # (B, dim)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.embed(batch))  # (B, n_classes)
 
 
 class FusionClassifier(nn.Module):
@@ -102,16 +82,3 @@ def build_classifier(cfg: TrainingConfig, modalities: list[str], dim: int,
         fusion = SelectFusion(cfg.modality if cfg.modality in modalities else modalities[0], dim)
     return FusionClassifier(fusion, dim, n_classes, cfg.hidden,
                             modality_dropout=cfg.modality_dropout)
-
-
-def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
-    """The loss_fn of `fit` for classifiers: the model's own `loss` if it has one, else
-    cross-entropy on batch["label"]."""
-    labels = batch["label"]
-    if hasattr(model, "loss"):
-        loss, logits = model.loss(batch, labels)
-    else:
-        logits = model(batch)
-        loss = F.cross_entropy(logits, labels)
-    correct = (logits.argmax(dim=1) == labels).sum().item()
-    return loss, {"correct": correct, "count": len(labels)}
