@@ -1,20 +1,29 @@
-"""The local Prefect server the CLI keeps running: reused, and always stoppable."""
+"""The local Prefect server the CLI keeps per run directory: its UI talks to its own API, it is
+reused, two commands started together share one, it stops when idle, and it is always
+stoppable."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 
+import httpx
 import pytest
+from prefect_services import MMPIPE, service_env, wait_for
 
 from flows import local_server
+from flows.errors import UsageError
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self"), reason="reads /proc")
 
 
 def _alive(pid: int) -> bool:
-    """Running, and not a zombie waiting for this process to reap it."""
+    """Running, and not a zombie waiting for its parent to reap it."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(")")[-1].split()[0] != "Z"
@@ -22,34 +31,127 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_server_is_reused_then_stopped_even_when_it_no_longer_answers(tmp_path):
-    info = local_server.start(tmp_path)
+def _group(pgid: int) -> list[int]:
+    """Live processes in a process group."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().split(")")[-1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _stand_in() -> subprocess.Popen:
+    """A process that looks like a server that stopped answering (its command line says
+    prefect) in its own process group."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                             "prefect-server-stand-in"], start_new_session=True)
+
+
+def test_a_recorded_server_that_no_longer_answers_is_still_stopped(tmp_path):
+    server = _stand_in()
     try:
-        assert info["api_url"].startswith("http://127.0.0.1:")
-        assert local_server.start(tmp_path) == info  # reused, not a second server
-        assert local_server.running(tmp_path) == info
-        # A server that stopped answering (here: a record pointing at the wrong port) must
-        # still be stopped, not forgotten while it runs on.
-        record = tmp_path / "prefect-server.json"
-        record.write_text(json.dumps({**info, "api_url": "http://127.0.0.1:9/api"}))
+        record = local_server.info_path(tmp_path)
+        record.write_text(json.dumps({"pid": server.pid, "api_url": "http://127.0.0.1:9/api",
+                                      "ui_url": ""}))
         assert local_server.running(tmp_path) is None
         assert local_server.stop(tmp_path) is True
-        os.waitpid(info["pid"], 0)  # our child: reap it, or it stays a zombie
-        assert not _alive(info["pid"])
+        assert server.wait(10) == -signal.SIGTERM
         assert not record.exists()
         assert local_server.stop(tmp_path) is False
     finally:
-        if _alive(info["pid"]):
-            os.killpg(info["pid"], 9)
+        server.kill()
+        server.wait()
 
 
 def test_stop_never_kills_a_process_that_reused_the_recorded_pid(tmp_path):
     other = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
-        (tmp_path / "prefect-server.json").write_text(json.dumps(
+        local_server.info_path(tmp_path).write_text(json.dumps(
             {"pid": other.pid, "api_url": "http://127.0.0.1:9/api", "ui_url": ""}))
         assert local_server.stop(tmp_path) is False
         assert other.poll() is None
     finally:
         other.kill()
         other.wait()
+
+
+def test_idle_time_comes_from_the_environment_and_bad_values_are_usage_errors(monkeypatch):
+    monkeypatch.delenv(local_server.IDLE_ENV, raising=False)
+    assert local_server.idle_minutes() == local_server.DEFAULT_IDLE_MINUTES
+    monkeypatch.setenv(local_server.IDLE_ENV, "0.5")
+    assert local_server.idle_minutes() == 0.5
+    for bad in ("soon", "-1"):
+        monkeypatch.setenv(local_server.IDLE_ENV, bad)
+        with pytest.raises(UsageError, match=local_server.IDLE_ENV):
+            local_server.idle_minutes()
+
+
+def _hold_users_lock(run_dir: Path, seconds: float) -> subprocess.Popen:
+    """Another process using the server (as `mmpipe run` does) for `seconds`."""
+    code = ("import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+            "fcntl.flock(f, fcntl.LOCK_SH); print('held', flush=True); "
+            "time.sleep(float(sys.argv[2]))")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(local_server.users_path(run_dir)),
+                               str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+@pytest.mark.slow
+def test_server_ui_uses_its_own_api_is_reused_and_stops_when_idle(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    idle_s = 6
+    info = local_server.start(tmp_path, idle_min=idle_s / 60)
+    try:
+        settings = httpx.get(f"{info['ui_url']}/ui-settings", timeout=10).json()
+        assert settings["api_url"] == info["api_url"]  # not http://127.0.0.1:4200/api
+        assert local_server.start(tmp_path) == info  # reused, not a second server
+        processes = _group(info["pid"])
+        assert len(processes) >= 2  # the watchdog and the server
+
+        holder = _hold_users_lock(tmp_path, 2 * idle_s)
+        time.sleep(1.5 * idle_s)
+        assert local_server.running(tmp_path) == info  # in use: still running
+        holder.wait()
+
+        wait_for("the idle server to stop", lambda: local_server.recorded(tmp_path) is None,
+                 timeout=6 * idle_s)
+        os.waitpid(info["pid"], 0)  # our child: reap it
+        wait_for("every server process to exit",
+                 lambda: not any(_alive(pid) for pid in processes), timeout=30)
+        assert "stopping the server" in local_server.log_path(tmp_path).read_text()
+    finally:
+        if _group(info["pid"]):
+            os.killpg(info["pid"], signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_in_a_fresh_folder_share_one_server(tmp_path):
+    run_dir = tmp_path / "runs"
+    env = service_env(tmp_path / "home")
+    runs = [subprocess.Popen([MMPIPE, "run", "--stages", "preprocessing", "--set",
+                              f"run_dir={run_dir}", "--set", "data.limit=120", "--set",
+                              f"seed={seed}"], cwd=tmp_path, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for seed in (1, 2)]
+    try:
+        outputs = [run.communicate(timeout=400)[0] for run in runs]
+        for run, output in zip(runs, outputs, strict=True):
+            assert run.returncode == 0, output[-3000:]
+        urls = {line.split()[2] for output in outputs for line in output.splitlines()
+                if line.startswith("Prefect server:")}
+        assert len(urls) == 1  # both runs used the one server
+        log = local_server.log_path(run_dir).read_text()
+        assert log.count("Check out the dashboard") == 1  # and only one was started
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+        info = local_server.recorded(run_dir)
+        if info:
+            local_server.stop(run_dir)
+            wait_for("the server to exit", lambda: not _group(info["pid"]), timeout=30)
