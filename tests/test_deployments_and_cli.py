@@ -3,28 +3,107 @@ commands answer clearly."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import inspect
+import threading
 
 import pytest
 
-from flows import cli, serve
+from flows import cli, deploy, serve
+from flows.errors import UsageError
 from flows.pipeline import compare_modes, pipeline, select
 
 
-def test_every_deployment_in_prefect_yaml_builds_with_its_schedule_and_parameters():
+def test_every_deployment_in_prefect_yaml_serves_as_local_name_with_its_schedules():
     specs = serve.load_deployments()
     assert {s["name"] for s in specs} >= {"nightly-full-run", "weekly-retrain"}
     for spec in specs:
         deployment = serve.build(spec)
-        assert deployment.name == spec["name"]
-        crons = sorted(s.schedule.cron for s in deployment.schedules)
-        assert crons == sorted(s["cron"] for s in spec["schedules"])
+        # A name of its own: never the work-pool deployment `mmpipe deploy` creates.
+        assert deployment.name == "local-" + spec["name"]
+        assert deployment.parameters == spec.get("parameters", {})
+        assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == [
+            (s["cron"], s["timezone"]) for s in spec["schedules"]]
+        assert deployment.work_pool_name is None
         flow = pipeline if spec["entrypoint"].endswith(":pipeline") else compare_modes
         allowed = set(inspect.signature(flow.fn).parameters)
         assert set(spec.get("parameters", {})) <= allowed
         stages = spec.get("parameters", {}).get("stages")
         if stages:
             select(stages, spec["parameters"].get("refresh"))  # names are real stages
+
+
+def test_served_schedules_keep_their_time_zone_and_parameters():
+    spec = {"name": "berlin", "entrypoint": "flows/pipeline.py:pipeline",
+            "parameters": {"config": "configs/default.yaml"},
+            "schedules": [{"cron": "0 2 * * *", "timezone": "Europe/Berlin",
+                           "parameters": {"stages": ["testing"]}}]}
+    [schedule] = serve.build(spec).schedules
+    assert schedule.schedule.timezone == "Europe/Berlin"
+    assert schedule.parameters == {"stages": ["testing"]}
+    with pytest.raises(UsageError, match="cron schedules only"):
+        serve.build({**spec, "schedules": [{"interval": 60}]})
+
+
+def test_deploy_refuses_a_project_folder_without_prefect_yaml(tmp_path, monkeypatch):
+    monkeypatch.setenv(deploy.PROJECT_ENV, str(tmp_path))
+    with pytest.raises(UsageError, match=f"{deploy.PROJECT_ENV}=.* has no prefect.yaml"):
+        deploy.project_dir()
+    monkeypatch.delenv(deploy.PROJECT_ENV)
+    assert deploy.project_dir() == deploy.PROJECT  # this checkout, resolved
+
+
+def test_deploy_names_the_fix_when_the_url_is_not_a_prefect_api(monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with pytest.raises(UsageError, match="export PREFECT_API_URL="):
+        deploy.check_api_url(None)
+    with pytest.raises(UsageError, match="does not answer"):
+        deploy.check_api_url("http://127.0.0.1:9/api")
+    with _http_server(b"<html>a web page</html>") as url, \
+            pytest.raises(UsageError, match="not as a Prefect API.*ends in /api"):
+        deploy.check_api_url(url)
+    with _http_server(b"true") as url:
+        assert deploy.check_api_url(url + "/") == url
+    with pytest.raises(UsageError, match="at least 10 s"):
+        deploy.deploy("http://127.0.0.1:9/api", crash_after_s=5)
+
+
+@contextlib.contextmanager
+def _http_server(body: bytes):
+    """A real HTTP server on a free port that answers every GET with `body`."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 -- the stdlib's name
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def test_heartbeat_automation_watches_this_projects_flows():
+    automation = deploy.crash_automation(540)
+    trigger = automation.trigger
+    assert trigger.posture == "Proactive" and trigger.within.total_seconds() == 540
+    assert trigger.after == {"prefect.flow-run.heartbeat"}
+    assert trigger.expect == {"prefect.flow-run.*"}  # any later event of the run disarms it
+    assert trigger.for_each == {"prefect.resource.id"}
+    [related] = trigger.match_related if isinstance(trigger.match_related, list) else [
+        trigger.match_related]
+    assert related["prefect.resource.name"] == deploy.FLOW_NAMES
+    assert [a.type for a in automation.actions] == ["change-flow-run-state"]
+    assert automation.actions[0].state == "CRASHED"
 
 
 def test_stage_selection_rejects_unknown_stages():
