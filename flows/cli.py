@@ -1,24 +1,31 @@
-"""`mmpipe`: run the pipeline, see each stage's cache state, download datasets.
+"""`mmpipe`: run the pipeline, see each stage's cache state, deploy it, download datasets.
 
     mmpipe run [--config FILE] [--set key=value ...] [--stages a,b] [--refresh STAGE]
     mmpipe status [--config FILE] [--set key=value ...]
     mmpipe compare [--config FILE] [--set key=value ...]
     mmpipe serve
+    mmpipe deploy [--api-url URL] [--crash-after SECONDS]
     mmpipe server start|stop|status
     mmpipe data download mnist|imdb [--dest DIR] [--url-base URL]
 
-Heavy imports (prefect, mlflow, torch) happen only inside the command that needs them, after the
-environment points Prefect's home and MLflow's store into the run directory.
+Errors before work: the config, stage names and data paths are checked before Prefect starts or
+anything heavy is imported. A problem with them is one line on stderr and exit code 2; any other
+error is one line and exit code 1; `--debug` adds the traceback. Heavy imports (prefect, mlflow,
+torch) happen only inside the command that needs them, after the environment points Prefect's
+home and MLflow's store into the run directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
-from flows import environment
+from flows import environment, preflight
+from flows.errors import UsageError
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -32,50 +39,80 @@ def _stage_list(text: str | None) -> list[str] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --debug is accepted before or after the command (`mmpipe --debug run`, `mmpipe run --debug`)
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="print the traceback of an error")
     parser = argparse.ArgumentParser(prog="mmpipe", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the pipeline (cached stages are reused)")
+    run = sub.add_parser("run", help="run the pipeline (cached stages are reused)",
+                         parents=[debug])
     _config_args(run)
     run.add_argument("--stages", help="comma-separated stages to run, e.g. training,testing")
     run.add_argument("--refresh", action="append", default=[], metavar="STAGE",
                      help="force STAGE (and the selected stages after it) to run again")
-    status = sub.add_parser("status", help="each stage's cache state for a config; runs nothing")
+    status = sub.add_parser("status", help="each stage's cache state for a config; runs nothing",
+                            parents=[debug])
     _config_args(status)
-    compare = sub.add_parser("compare", help="unimodal, multimodal and cross-modal side by side")
+    compare = sub.add_parser("compare", help="unimodal, multimodal and cross-modal side by side",
+                             parents=[debug])
     _config_args(compare)
-    sub.add_parser("serve", help="run prefect.yaml's deployments (and schedules) on this machine")
-    server = sub.add_parser("server", help="the local Prefect server that runs reuse")
+    sub.add_parser("serve", parents=[debug],
+                   help="run prefect.yaml's deployments (and schedules) on this machine, "
+                        "as local-<name>")
+    deploy = sub.add_parser("deploy", parents=[debug],
+                            help="put prefect.yaml's deployments on a Prefect server's work pool")
+    deploy.add_argument("--api-url", help="the server's API URL (default: PREFECT_API_URL)")
+    deploy.add_argument("--crash-after", type=float, default=None, metavar="SECONDS",
+                        help="mark a run Crashed when its heartbeats stop for this long "
+                             "(default 540: three missed heartbeats)")
+    server = sub.add_parser("server", help="the local Prefect server that runs reuse",
+                            parents=[debug])
     server.add_argument("action", choices=["start", "stop", "status"])
     _config_args(server)
-    data = sub.add_parser("data", help="dataset commands")
+    data = sub.add_parser("data", help="dataset commands", parents=[debug])
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    download = data_sub.add_parser("download", help="download a dataset, checksum-verified")
+    download = data_sub.add_parser("download", help="download a dataset, checksum-verified",
+                                   parents=[debug])
     download.add_argument("name", choices=["mnist", "imdb"])
     download.add_argument("--dest", default="data", help="folder to download into")
     download.add_argument("--url-base", help="mirror to download from instead of the default")
     return parser
 
 
-def _resolved_config(args: argparse.Namespace, server: bool = False):
-    """The config with an absolute run_dir, the overrides that say so, and the environment set
-    up (plus the local Prefect server when `server`)."""
+def _checked_config(args: argparse.Namespace):
+    """The config, checked before anything starts: values (pydantic), stage names, data paths."""
     from mmcore.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    preflight.check_run(cfg, _stage_list(getattr(args, "stages", None)),
+                        getattr(args, "refresh", None))
+    return cfg
+
+
+def _resolved_config(args: argparse.Namespace, server: bool = False, check: bool = True):
+    """The config (checked unless `check` is False) with an absolute run_dir, the overrides that
+    say so, and the environment set up (plus the local Prefect server when `server`)."""
+    from mmcore.config import load_config
+
+    cfg = _checked_config(args) if check else load_config(args.config, args.overrides)
     run_dir = environment.prepare(cfg.run_dir)
     if server:
         from flows import local_server
 
         info = local_server.use(run_dir)
         if info:
-            print(f"Prefect server: {info['ui_url']} (kept running for fast reruns; "
-                  "`mmpipe server stop` stops it)")
+            print(f"Prefect server: {info['ui_url']} (stops after "
+                  f"{info.get('idle_minutes', 0):g} min unused; `mmpipe server stop` stops it "
+                  "now)")
     return cfg.model_copy(update={"run_dir": str(run_dir)}), [*args.overrides,
                                                               f"run_dir={run_dir}"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    _, overrides = _resolved_config(args, server=True)
+    cfg, overrides = _resolved_config(args, server=True)
+    environment.create_tracking_store(Path(cfg.run_dir))
     from flows.pipeline import pipeline
 
     with environment.without_flow_heartbeats():
@@ -118,7 +155,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    _, overrides = _resolved_config(args, server=True)
+    cfg, overrides = _resolved_config(args, server=True)
+    environment.create_tracking_store(Path(cfg.run_dir))
     from flows.pipeline import compare_modes
 
     with environment.without_flow_heartbeats():
@@ -131,12 +169,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    cfg, _ = _resolved_config(args)
+    cfg, _ = _resolved_config(args, check=False)  # no data needed to start or stop a server
     from flows import local_server
 
     run_dir = Path(cfg.run_dir)
     if args.action == "start":
-        print(local_server.start(run_dir)["ui_url"])
+        info = local_server.start(run_dir)
+        print(f"{info['ui_url']} (stops after {info['idle_minutes']:g} min unused; "
+              f"{local_server.IDLE_ENV}=0 keeps it running)")
     elif args.action == "stop":
         print("stopped" if local_server.stop(run_dir) else "no server was running")
     else:
@@ -146,15 +186,28 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from flows import serve
+
+    if not (serve.PROJECT / "prefect.yaml").is_file():
+        raise UsageError(f"{serve.PROJECT} has no prefect.yaml: run `mmpipe serve` from an "
+                         "mmpipe checkout (pip install -e .)")
+    os.chdir(serve.PROJECT)  # prefect.yaml's entrypoints and config paths are relative to it
     from mmcore.config import load_config
 
     run_dir = environment.prepare(load_config().run_dir)
     from flows import local_server
 
     local_server.use(run_dir)
-    from flows.serve import serve
+    serve.serve()
+    return 0
 
-    serve()
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from flows import deploy
+
+    environment.quiet()
+    crash_after = deploy.DEFAULT_CRASH_AFTER_S if args.crash_after is None else args.crash_after
+    print(deploy.describe(deploy.deploy(args.api_url, crash_after)))
     return 0
 
 
@@ -170,26 +223,45 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS = {"run": cmd_run, "status": cmd_status, "compare": cmd_compare, "serve": cmd_serve,
+            "deploy": cmd_deploy, "server": cmd_server, "data": cmd_download}
+
+
+# Errors that describe bad input, from modules imported only when they run (data, downloads).
+INPUT_ERRORS = {"mmcore.data.source": "DataError", "mmcore.data.download": "DownloadError"}
+
+
+def _loaded_error_types() -> list[type]:
+    return [getattr(sys.modules[module], name) for module, name in INPUT_ERRORS.items()
+            if module in sys.modules]
+
+
+def report(exc: BaseException, debug: bool) -> int:
+    """One line on stderr (the traceback too with --debug); the exit code: 2 for a problem with
+    the command line, config, data or environment, 1 for anything unexpected."""
+    from mmcore.config import ConfigError
+
+    usage = (UsageError, ConfigError, *_loaded_error_types())
+    if debug:
+        traceback.print_exception(exc)
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, usage):
+        print(f"mmpipe: error: {first}", file=sys.stderr)
+        return 2
+    hint = "" if debug else " (run with --debug for the traceback)"
+    print(f"mmpipe: unexpected error: {type(exc).__name__}: {first}{hint}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from mmcore.config import ConfigError
-    from mmcore.data.source import DataError
-
     try:
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "status":
-            return cmd_status(args)
-        if args.command == "compare":
-            return cmd_compare(args)
-        if args.command == "serve":
-            return cmd_serve(args)
-        if args.command == "server":
-            return cmd_server(args)
-        return cmd_download(args)
-    except (ConfigError, DataError, ValueError) as exc:
-        print(f"mmpipe: error: {exc}", file=sys.stderr)
-        return 2
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("mmpipe: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        return report(exc, args.debug)
 
 
 if __name__ == "__main__":
