@@ -24,7 +24,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from flows import environment, preflight
+from flows import environment, errors, preflight
 from flows.errors import UsageError
 
 
@@ -115,6 +115,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     environment.create_tracking_store(Path(cfg.run_dir))
     from flows.pipeline import pipeline
 
+    if not args.debug:
+        errors.console_without_input_tracebacks()
     with environment.without_flow_heartbeats():
         summary = pipeline(config=args.config, overrides=overrides,
                            stages=_stage_list(args.stages), refresh=args.refresh or None)
@@ -159,6 +161,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     environment.create_tracking_store(Path(cfg.run_dir))
     from flows.pipeline import compare_modes
 
+    if not args.debug:
+        errors.console_without_input_tracebacks()
     with environment.without_flow_heartbeats():
         rows = compare_modes(config=args.config, overrides=overrides)
     print(f"\n{'mode':<12} {'train':<11} {'test':<11} {'accuracy':>9} {'macro F1':>9}")
@@ -227,25 +231,13 @@ COMMANDS = {"run": cmd_run, "status": cmd_status, "compare": cmd_compare, "serve
             "deploy": cmd_deploy, "server": cmd_server, "data": cmd_download}
 
 
-# Errors that describe bad input, from modules imported only when they run (data, downloads).
-INPUT_ERRORS = {"mmcore.data.source": "DataError", "mmcore.data.download": "DownloadError"}
-
-
-def _loaded_error_types() -> list[type]:
-    return [getattr(sys.modules[module], name) for module, name in INPUT_ERRORS.items()
-            if module in sys.modules]
-
-
 def report(exc: BaseException, debug: bool) -> int:
     """One line on stderr (the traceback too with --debug); the exit code: 2 for a problem with
     the command line, config, data or environment, 1 for anything unexpected."""
-    from mmcore.config import ConfigError
-
-    usage = (UsageError, ConfigError, *_loaded_error_types())
     if debug:
         traceback.print_exception(exc)
     first = (str(exc).strip().splitlines() or [""])[0]
-    if isinstance(exc, usage):
+    if isinstance(exc, errors.input_error_types()):
         print(f"mmpipe: error: {first}", file=sys.stderr)
         return 2
     hint = "" if debug else " (run with --debug for the traceback)"

@@ -5,12 +5,14 @@ anything unexpected is one line and exit code 1; --debug adds the traceback."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
 import pytest
 
-from flows import cli, local_server
+from flows import cli, errors, local_server
+from mmcore.data.source import DataError
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str]:
@@ -79,3 +81,23 @@ print(json.dumps({{"codes": codes, "heavy": heavy}}))
                             timeout=60)
     assert json.loads(result.stdout.splitlines()[-1]) == {"codes": [2, 2, 2], "heavy": []}
     assert result.stderr.count("\n") == 3
+
+
+def _record(error: BaseException) -> logging.LogRecord:
+    try:
+        raise error
+    except type(error):
+        return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1,
+                                 "Task run failed with exception: %r", (error,), sys.exc_info())
+
+
+def test_console_keeps_the_line_of_an_input_error_from_a_stage_and_drops_its_traceback():
+    formatter = errors._WithoutInputTracebacks(logging.Formatter("%(message)s"))
+    record = _record(DataError("missing train-images-idx3-ubyte", file="mnist/x"))
+    assert formatter.format(record) == (
+        "Task run failed with exception: DataError('file mnist/x: missing "
+        "train-images-idx3-ubyte')")
+    assert record.exc_info is not None  # the API handler still sends the traceback
+    assert "Traceback" in logging.Formatter().format(record)
+    unexpected = formatter.format(_record(RuntimeError("boom")))
+    assert "Traceback (most recent call last)" in unexpected
