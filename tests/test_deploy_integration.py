@@ -23,7 +23,9 @@ from prefect_services import (
     wait_for,
 )
 
+from flows import serve
 from flows.deploy import CRASH_AUTOMATION, FLOW_NAMES
+from flows.errors import UsageError
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists("/proc/self"), reason="reads /proc")]
@@ -147,6 +149,24 @@ def test_serve_beside_worker_deployments_leaves_them_alone(home, api_url, api, f
                       "updated"):
             assert after[field] == before[name][field], (name, field)
     assert all(api.deployment(name)["paused"] for name in local)  # only its own
+
+
+def test_serve_refuses_a_local_name_held_by_a_work_pool_deployment(api_url, api,
+                                                                   first_deploy):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    flow = api.post("/flows/", {"name": "mmpipe"})
+    taken = api.post("/deployments/", {"name": "local-weekly-retrain", "flow_id": flow["id"],
+                                       "work_pool_name": POOL, "entrypoint": "elsewhere.py:f"})
+    try:
+        deployments = [serve.build(spec) for spec in serve.load_deployments()]
+        with temporary_settings(updates={PREFECT_API_URL: api_url}), \
+                pytest.raises(UsageError, match="mmpipe/local-weekly-retrain exists on work "
+                                                f"pool '{POOL}'.*will not take it over"):
+            serve.refuse_taken_names(deployments)
+        assert api.get(f"/deployments/{taken['id']}")["entrypoint"] == "elsewhere.py:f"
+    finally:
+        api.http.delete(f"/deployments/{taken['id']}")
 
 
 def _kill_flow_run_processes(flow_run_id: str) -> int:
