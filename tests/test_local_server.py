@@ -90,41 +90,33 @@ def test_idle_time_comes_from_the_environment_and_bad_values_are_usage_errors(mo
             local_server.idle_minutes()
 
 
-def _hold_users_lock(run_dir: Path, seconds: float) -> subprocess.Popen:
-    """Another process using the server (as `mmpipe run` does) for `seconds`."""
-    code = ("import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
-            "fcntl.flock(f, fcntl.LOCK_SH); print('held', flush=True); "
-            "time.sleep(float(sys.argv[2]))")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(local_server.users_path(run_dir)),
-                               str(seconds)], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    return holder
-
-
 @pytest.mark.slow
 def test_server_ui_uses_its_own_api_is_reused_and_stops_when_idle(tmp_path, monkeypatch):
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.setenv("PREFECT_API_URL", "")  # unset for use(), which sets it; restored after
     idle_s = 6
-    info = local_server.start(tmp_path, idle_min=idle_s / 60)
+    monkeypatch.setenv(local_server.IDLE_ENV, str(idle_s / 60))
+    info = local_server.use(tmp_path)  # starts the server and uses it, as `mmpipe run` does
     try:
+        assert os.environ["PREFECT_API_URL"] == info["api_url"]
         settings = httpx.get(f"{info['ui_url']}/ui-settings", timeout=10).json()
         assert settings["api_url"] == info["api_url"]  # not http://127.0.0.1:4200/api
         assert local_server.start(tmp_path) == info  # reused, not a second server
         processes = _group(info["pid"])
         assert len(processes) >= 2  # the watchdog and the server
 
-        holder = _hold_users_lock(tmp_path, 2 * idle_s)
         time.sleep(1.5 * idle_s)
         assert local_server.running(tmp_path) == info  # in use: still running
-        holder.wait()
+        local_server.release(tmp_path)  # as at the end of the command
 
         wait_for("the idle server to stop", lambda: local_server.recorded(tmp_path) is None,
-                 timeout=6 * idle_s)
+                 timeout=10 * idle_s)
         os.waitpid(info["pid"], 0)  # our child: reap it
         wait_for("every server process to exit",
                  lambda: not any(_alive(pid) for pid in processes), timeout=30)
         assert "stopping the server" in local_server.log_path(tmp_path).read_text()
     finally:
+        local_server.release(tmp_path)
         if _group(info["pid"]):
             os.killpg(info["pid"], signal.SIGKILL)
 
