@@ -9,22 +9,28 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from mmcore.config import PipelineConfig
+
+log = logging.getLogger(__name__)
 
 
 def tracking_uri(run_dir: str | Path) -> str:
@@ -50,15 +56,45 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(previous)
 
 
+def has_artifact_store(uri: str) -> bool:
+    """Whether the tracking URI names a service with an artifact store of its own (a tracking
+    server at http(s)://, Databricks, ...), which every colleague reads. A database or folder
+    that the client writes itself (sqlite:, postgresql+psycopg2:, file:, a plain path) has none.
+    """
+    scheme = urlparse(uri).scheme.split("+")[0].lower()
+    if scheme in (*DATABASE_ENGINES, "file"):
+        return False
+    if scheme == "":  # a plain path, or a profile name such as `databricks`
+        return uri.startswith("databricks")
+    return True
+
+
+def artifact_location(cfg: PipelineConfig) -> str | None:
+    """Where a new experiment keeps its artifacts: the server's own store (None: the server
+    decides, e.g. `mlflow-artifacts:/` proxied to its --artifacts-destination), or, for a store
+    the client writes itself, `<run_dir>/mlartifacts/<name>` (MLflow's default would be
+    `./mlruns` under whatever folder the command ran in)."""
+    if has_artifact_store(tracking_uri(cfg.run_dir)):
+        return None
+    return (Path(cfg.run_dir) / "mlartifacts" / cfg.name).resolve().as_uri()
+
+
 def experiment_id(client: MlflowClient, cfg: PipelineConfig) -> str:
+    """The config's experiment, created on first use."""
     exp = client.get_experiment_by_name(cfg.name)
-    if exp is not None:
-        return exp.experiment_id
-    artifacts = (Path(cfg.run_dir) / "mlartifacts" / cfg.name).resolve()
-    try:
-        return client.create_experiment(cfg.name, artifact_location=artifacts.as_uri())
-    except mlflow.exceptions.MlflowException:  # created meanwhile by another process
-        return client.get_experiment_by_name(cfg.name).experiment_id
+    if exp is None:
+        try:
+            return client.create_experiment(cfg.name, artifact_location=artifact_location(cfg))
+        except mlflow.exceptions.MlflowException:  # created meanwhile by another process
+            exp = client.get_experiment_by_name(cfg.name)
+    if exp.artifact_location.startswith("file:") and \
+            has_artifact_store(tracking_uri(cfg.run_dir)):
+        log.warning("MLflow experiment %r keeps its artifacts at %s, on the disk of the machine "
+                    "that created it: colleagues using %s cannot open its plots or models. "
+                    "An experiment's artifact location cannot change; use another config name "
+                    "for a new experiment in the server's artifact store.", cfg.name,
+                    exp.artifact_location, tracking_uri(cfg.run_dir))
+    return exp.experiment_id
 
 
 def git_commit() -> str:
@@ -78,6 +114,10 @@ def start_parent_run(cfg: PipelineConfig, flow_run_id: str | None, stages: list[
         "git.commit": git_commit(),
         "config.digest": cfg.digest(),
         "stages": ",".join(stages),
+        # Where the stage outputs (and the Parquet files recorded as datasets) are: a path on
+        # this host, or on the shared folder that a team or a cluster uses as run folder.
+        "mmpipe.run_dir": str(Path(cfg.run_dir).resolve()),
+        "mmpipe.host": socket.gethostname(),
     })
     log_params_and_metrics(client, run.info.run_id, cfg.flat())
     return run.info.run_id
