@@ -8,14 +8,16 @@ docs/scale.md.
     local Prefect server (per-task cost of the API writes that a task run makes).
 (c) Parquet: writing and reading an embedding file (fixed_size_list<float32>[64]) and a
     samples file of 28x28 images, in MB/s of Arrow data.
-(d) What one pipeline run asks of the tracking server: the REST calls of a small cold run and
+(d) Dask: a 2-worker LocalCluster's start and close, and a flow of 40 trivial tasks on it
+    through prefect-dask (tasks per second), against a local Prefect server.
+(e) What one pipeline run asks of the tracking server: the REST calls of a small cold run and
     of a fully cached rerun, counted on the client, by endpoint.
 
 PostgreSQL comes from Debian's packages (apt-get install postgresql) in a throwaway cluster
 with fsync on, started by the same helper as the tests (tests/servers.py); without it, its rows
 are skipped. All servers bind to 127.0.0.1 on free ports and are stopped at the end.
 
-Usage: python benchmarks/stores.py [--calls 200] [--sections mlflow prefect parquet calls]
+Usage: python benchmarks/stores.py [--calls 200] [--sections parquet prefect mlflow dask calls]
                                   [--json FILE]
 """
 
@@ -205,6 +207,51 @@ def parquet_figures(rows: int = 200_000, repeats: int = 3) -> list[dict]:
     return out
 
 
+def _noop(i: int) -> int:
+    return i
+
+
+def dask_figures(tasks: int = 40) -> dict:
+    """LocalCluster(2) start and close; trivial Prefect tasks on it (after a warm-up flow)."""
+    from distributed import LocalCluster
+
+    start = time.perf_counter()
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address=None)
+    started = time.perf_counter() - start
+    start = time.perf_counter()
+    cluster.close()
+    closed = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["PREFECT_HOME"] = str(Path(tmp) / "prefect")
+        from flows import environment, local_server
+
+        environment.prepare(tmp)
+        info = local_server.start(Path(tmp))
+        os.environ["PREFECT_API_URL"] = info["api_url"]
+        try:
+            from prefect import flow, task
+
+            from flows.dask_cluster import dask_task_runner
+
+            noop = task(_noop)
+
+            @flow(task_runner=dask_task_runner(workers=2))
+            def on_dask(n: int) -> float:
+                [f.result() for f in noop.map(range(2))]  # workers import Prefect first
+                begin = time.perf_counter()
+                [f.result() for f in noop.map(range(n))]
+                return time.perf_counter() - begin
+
+            with environment.without_flow_heartbeats():
+                elapsed = on_dask(tasks)
+        finally:
+            local_server.stop(Path(tmp))
+            os.environ.pop("PREFECT_API_URL", None)
+    return {"cluster_start_s": started, "cluster_close_s": closed,
+            "tasks_per_s": tasks / elapsed}
+
+
 def _count_calls(counts: dict[str, int]):
     """Count every REST call the MLflow client makes (tracking, registry, artifacts)."""
     import mlflow.utils.rest_utils as rest
@@ -254,13 +301,14 @@ def pipeline_calls() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--sections", nargs="+", default=["parquet", "prefect", "mlflow",
-                                                            "calls"])
+    parser.add_argument("--sections", nargs="+",
+                        default=["parquet", "prefect", "mlflow", "dask", "calls"])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     sections = {"parquet": parquet_figures, "prefect": prefect_figures,
-                "mlflow": lambda: mlflow_figures(args.calls), "calls": pipeline_calls}
+                "mlflow": lambda: mlflow_figures(args.calls), "dask": dask_figures,
+                "calls": pipeline_calls}
     results = {name: sections[name]() for name in args.sections}
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
@@ -283,6 +331,10 @@ def report(results: dict) -> None:
         p = results["prefect"]
         print(f"\nPrefect API round trip {p['api_round_trip_ms']:.1f} ms; empty flow "
               f"{p['empty_flow_ms']:.0f} ms; per task {p['per_task_ms']:.1f} ms")
+    if "dask" in results:
+        d = results["dask"]
+        print(f"\nDask LocalCluster(2): start {d['cluster_start_s']:.1f} s, close "
+              f"{d['cluster_close_s']:.1f} s; Prefect tasks on it {d['tasks_per_s']:.1f} per s")
     if "parquet" in results:
         print(f"\n{'Parquet file':<34} {'Arrow MB':>8} {'file MB':>8} {'write MB/s':>10} "
               f"{'read MB/s':>10}")
