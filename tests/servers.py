@@ -37,10 +37,11 @@ def _wait_until(ready, process: subprocess.Popen, what: str, log: Path) -> None:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the process group (uvicorn/gunicorn workers included), SIGKILL if it lingers."""
+    """SIGTERM to the process group (uvicorn workers included), SIGKILL if it lingers: a server
+    still holding a test client's keep-alive connections waited 20 s before exiting."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
+        process.wait(timeout=5)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
