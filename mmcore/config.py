@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 # `training.fusion` accepts exactly the names of mmcore/fusion/registry.py (a test keeps the two
 # equal). Listed, not imported: every stage imports the config, and its code fingerprint would
@@ -100,13 +101,35 @@ class FeaturesConfig(_Section):
     image_dim: int = Field(64, ge=2)
     text_dim: int = Field(64, ge=2)
     image_channels: int = Field(32, ge=1)  # width of the first conv block
+    # 3x3 convolutions per block; auto: two in all (docs/decisions.md)
+    image_convs: int | Literal["auto"] = "auto"
+    # gru (the default RNN), cnn (1-D convolutions, max over time) or bag (n-gram embeddings)
+    text_encoder: Literal["gru", "cnn", "bag"] = "gru"
     text_embedding: int = Field(32, ge=2)
     text_hidden: int = Field(64, ge=2)
-    image_epochs: int = Field(20, ge=1)
-    text_epochs: int = Field(8, ge=1)
+    # "auto": enough epochs for about `auto_steps` optimizer steps, within [3, 20]
+    image_epochs: int | Literal["auto"] = Field("auto")
+    text_epochs: int | Literal["auto"] = Field("auto")
+    auto_steps: int = Field(1500, ge=1)
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    patience: int | None = Field(None, ge=1)  # stop after this many epochs without a better val
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(64, ge=1)
     dropout: float = Field(0.25, ge=0, lt=1)
+
+    @field_validator("image_epochs", "text_epochs", "image_convs")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be >= 1 or 'auto'")
+        return value
+
+    def resolve_epochs(self, epochs: int | str, steps_per_epoch: int) -> int:
+        """An epochs setting as a count: `auto` = ceil(auto_steps / steps_per_epoch), kept
+        within [3, 20], so large data trains few epochs and small data enough steps."""
+        if epochs != "auto":
+            return int(epochs)
+        return min(max(-(-self.auto_steps // max(steps_per_epoch, 1)), 3), 20)
 
 
 class FusionConfig(_Section):
@@ -145,7 +168,7 @@ class PipelineConfig(_Section):
     name: str = "default"
     seed: int = 0
     run_dir: str = "runs"
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: Literal["cpu", "cuda", "auto"] = "cpu"  # auto: CUDA when torch sees one
     data: DataConfig = DataConfig()
     features: FeaturesConfig = FeaturesConfig()
     fusion: FusionConfig = FusionConfig()

@@ -21,15 +21,20 @@ def _reinit(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("shape, blocks, feature_shape, pinned_sum", [
-    ((1, 8, 8), 1, (4, 4, 4), 2.9725),  # one halving: 8 -> 4
-    ((1, 28, 28), 2, (8, 7, 7), 2.4695),  # 28 -> 14 -> 7
-    ((3, 32, 32), 2, (8, 8, 8), 2.7646),  # 32 -> 16 -> 8, three channels in
+@pytest.mark.parametrize("shape, convs, blocks, feature_shape, pinned_sum", [
+    ((1, 8, 8), 2, 1, (4, 4, 4), 2.9725),  # one halving: 8 -> 4
+    ((1, 28, 28), 2, 2, (8, 7, 7), 2.4695),  # 28 -> 14 -> 7
+    ((3, 32, 32), 2, 2, (8, 8, 8), 2.7646),  # 32 -> 16 -> 8, three channels in
+    ((1, 8, 8), None, 1, (4, 4, 4), 2.9725),  # sized for the input: two convs in one block
+    ((1, 28, 28), None, 2, (8, 7, 7), 3.5855),  # ... one conv in each of two blocks
 ])
-def test_image_cnn_shapes(shape, blocks, feature_shape, pinned_sum):
-    model = _reinit(ImageCNN(shape, dim=16, channels=4)).eval()
+def test_image_cnn_shapes(shape, convs, blocks, feature_shape, pinned_sum):
+    model = _reinit(ImageCNN(shape, dim=16, channels=4, convs=convs)).eval()
     x = torch.randn(2, *shape)
     assert len(model.features) == blocks
+    expected = convs or (2 if blocks == 1 else 1)
+    assert [sum(isinstance(m, torch.nn.Conv2d) for m in b) for b in model.features] == \
+        [expected] * blocks
     assert model.features(x).shape == (2, *feature_shape)
     out = model(x)
     assert out.shape == (2, 16)

@@ -17,8 +17,8 @@ class Modality(Protocol):
     name: str
     columns: tuple[str, ...]  # sample columns (Parquet) the encoder reads
 
-    def epochs(self, cfg: FeaturesConfig) -> int:
-        """How long its encoder trains."""
+    def epochs(self, cfg: FeaturesConfig) -> int | str:
+        """How long its encoder trains: a count, or "auto" (`FeaturesConfig.resolve_epochs`)."""
         ...
 
     def build_encoder(self, cfg: FeaturesConfig, meta: dict[str, Any]) -> nn.Module:

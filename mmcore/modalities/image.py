@@ -33,12 +33,12 @@ class ImageModality:
     name = "image"
     columns = ("image",)
 
-    def epochs(self, cfg: FeaturesConfig) -> int:
+    def epochs(self, cfg: FeaturesConfig) -> int | str:
         return cfg.image_epochs
 
     def build_encoder(self, cfg: FeaturesConfig, meta: dict[str, Any]) -> nn.Module:
         return ImageCNN(tuple(meta["image_shape"]), cfg.image_dim, cfg.image_channels,
-                        cfg.dropout)
+                        cfg.dropout, None if cfg.image_convs == "auto" else cfg.image_convs)
 
     def input_layer(self, meta: dict[str, Any]) -> nn.Module:
         return Standardize(meta["image_mean"], meta["image_std"])

@@ -12,7 +12,7 @@ from torch import nn
 
 from mmcore.config import FeaturesConfig
 from mmcore.data.tokenizer import TextEncoding, Vocabulary, pad_sequences
-from mmcore.encoders import TextGRU
+from mmcore.encoders import TEXT_ENCODERS
 
 Batch = dict[str, torch.Tensor]
 
@@ -21,12 +21,12 @@ class TextModality:
     name = "text"
     columns = ("tokens",)
 
-    def epochs(self, cfg: FeaturesConfig) -> int:
+    def epochs(self, cfg: FeaturesConfig) -> int | str:
         return cfg.text_epochs
 
     def build_encoder(self, cfg: FeaturesConfig, meta: dict[str, Any]) -> nn.Module:
-        return TextGRU(meta["vocab_size"], cfg.text_dim, cfg.text_embedding, cfg.text_hidden,
-                       cfg.dropout)
+        return TEXT_ENCODERS[cfg.text_encoder](meta["vocab_size"], cfg.text_dim,
+                                               cfg.text_embedding, cfg.text_hidden, cfg.dropout)
 
     def input_layer(self, meta: dict[str, Any]) -> nn.Module:
         return nn.Identity()

@@ -24,10 +24,12 @@ from mmcore.modalities import MODALITIES
 from mmcore.parquet_io import atomic_writer, embedding_schema, embedding_table, read_metadata
 from mmcore.training import ParquetBatches, fit, resolve_device, seed_everything, to_device
 from mmcore.training.batches import sample_decoder
+from mmcore.training.loop import Progress
 
 EMBED_ROWS = 1024
 
 OnEpoch = Callable[[str, int, dict[str, float]], None]
+OnProgress = Callable[[str, Progress], None]
 
 
 def _columns(modality: str) -> list[str]:
@@ -44,9 +46,16 @@ def _predict(model: EncoderClassifier, batches: ParquetBatches, device: torch.de
     return np.concatenate(labels), np.concatenate(preds)
 
 
+def steps_per_epoch(path: Path, batch_size: int) -> int:
+    """Batches a `ParquetBatches` epoch draws: each row group is cut into batches on its own."""
+    meta = pq.ParquetFile(path).metadata
+    return sum(-(-meta.row_group(g).num_rows // batch_size) for g in range(meta.num_row_groups))
+
+
 def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
                   meta: dict[str, Any], on_epoch: OnEpoch | None = None,
-                  device: torch.device | str = "cpu") -> EncoderClassifier:
+                  device: torch.device | str = "cpu",
+                  on_progress: OnProgress | None = None) -> EncoderClassifier:
     """Train the modality's encoder (with a linear head) on train, choosing the best val epoch."""
     seed_everything(seed)
     model = EncoderClassifier(modality, cfg, meta, len(meta["class_names"]))
@@ -60,9 +69,13 @@ def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
         labels, preds = _predict(m, val, device)
         return {"val_acc": float((labels == preds).mean())}
 
-    fit(model, train, classification_loss, epochs=MODALITIES[modality].epochs(cfg), lr=cfg.lr,
-        evaluate=evaluate, select_best="val_acc", device=device,
-        on_epoch_end=(lambda e, r: on_epoch(modality, e, r)) if on_epoch else None)
+    steps = steps_per_epoch(samples / "train.parquet", cfg.batch_size)
+    epochs = cfg.resolve_epochs(MODALITIES[modality].epochs(cfg), steps)
+    fit(model, train, classification_loss, epochs=epochs, lr=cfg.lr, evaluate=evaluate,
+        select_best="val_acc", device=device, schedule=cfg.schedule, steps_per_epoch=steps,
+        patience=cfg.patience,
+        on_epoch_end=(lambda e, r: on_epoch(modality, e, r)) if on_epoch else None,
+        on_progress=(lambda p: on_progress(modality, p)) if on_progress else None)
     return model
 
 
@@ -95,14 +108,15 @@ def embed_splits(model: EncoderClassifier, samples: Path, out: Path, meta: dict[
 
 def run_feature_extraction(samples: Path, cfg: FeaturesConfig, seed: int, out_dir: Path,
                            file_meta: dict[str, Any], on_epoch: OnEpoch | None = None,
-                           device: str = "cpu") -> dict[str, Any]:
+                           device: str = "cpu", on_progress: OnProgress | None = None,
+                           ) -> dict[str, Any]:
     """Encoders for every modality the samples have; writes `<modality>.parquet` and
     `encoder_<modality>.pt` (a state dict). Returns per-modality accuracies (the baselines)."""
     meta = read_metadata(samples / "train.parquet")
     results: dict[str, Any] = {}
     target = resolve_device(device)
     for modality in meta["modalities"]:
-        model = train_encoder(modality, samples, cfg, seed, meta, on_epoch, target)
+        model = train_encoder(modality, samples, cfg, seed, meta, on_epoch, target, on_progress)
         scores = embed_splits(model, samples, out_dir / f"{modality}.parquet", meta,
                               {**file_meta, "modality": modality, "dim": model.encoder.dim})
         torch.save(model.cpu().state_dict(), out_dir / f"encoder_{modality}.pt")
