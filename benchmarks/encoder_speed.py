@@ -11,6 +11,10 @@ Usage: python benchmarks/encoder_speed.py [--steps 40] [--repeats 3] [--side 28]
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as mmcore sets it: before torch loads
+
 import argparse
 import statistics
 import sys

@@ -18,6 +18,10 @@ Usage: python benchmarks/plain_image.py --data DIR [--arch reference|pipeline] [
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as mmcore sets it: before torch loads
+
 import argparse
 import gzip
 import json

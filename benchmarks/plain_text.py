@@ -13,6 +13,10 @@ Usage: python benchmarks/plain_text.py --data DIR [--encoder gru|cnn|bag] [--epo
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as mmcore sets it: before torch loads
+
 import argparse
 import json
 import sys
@@ -27,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import plain_loop  # noqa: E402  (a sibling script, not a package)
 
 
-def load_texts(folder: Path, seed: int = 0, val: float = 0.15) -> dict[str, tuple[list, np.ndarray]]:
+def load_texts(folder: Path, seed: int = 0, val: float = 0.15,
+               ) -> dict[str, tuple[list, np.ndarray]]:
     """split -> (texts, labels) with the pipeline's split (train without val, val, test)."""
     from mmcore.config import DataConfig
     from mmcore.data.imdb import ImdbSource

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # `training.fusion` accepts exactly the names of mmcore/fusion/registry.py (a test keeps the two
 # equal). Listed, not imported: every stage imports the config, and its code fingerprint would

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-BIGRAM_BUCKETS = 1 << 18
+BIGRAM_BUCKETS = 1 << 16
 _PRIME = 1_000_003
 
 
