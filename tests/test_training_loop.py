@@ -13,8 +13,9 @@ from torch import nn
 
 from mmcore.losses import classification_loss
 from mmcore.parquet_io import embedding_array
-from mmcore.training import ArrayBatches, ParquetBatches, fit, seed_everything
+from mmcore.training import ArrayBatches, ParquetBatches, fit, resolve_device, seed_everything
 from mmcore.training.batches import sample_decoder
+from mmcore.training.loop import Progress
 
 # torch sets TORCHINDUCTOR_CACHE_DIR when torch._dynamo is first imported, which the first
 # optimizer does lazily; importing it up front keeps conftest's environment-leak check quiet.
@@ -177,6 +178,7 @@ def test_parquet_batches_stream_row_groups(tmp_path):
     plain = ParquetBatches(path, ["i"], _decode, batch_size=5, shuffle=False)
     got = [b["i"].tolist() for b in plain(0)]
     assert [len(b) for b in got] == [5, 5, 2] * 4 + [2]
+    assert len(plain) == len(got) == 13  # known before an epoch runs (one-cycle needs it)
     assert [i for b in got for i in b] == list(range(50))
 
 
@@ -224,3 +226,70 @@ def test_cuda_device_without_cuda_is_a_clear_error():
     with pytest.raises(ValueError, match="device=cuda"):
         resolve_device("cuda")
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_onecycle_warms_up_then_anneals_per_step():
+    seen = []
+
+    def record_lr(model, batch):
+        seen.append(optimizer_lr[0].param_groups[0]["lr"])
+        return _loss(model, batch)
+
+    seed_everything(0)
+    x, y = _blobs()
+    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+    batches = ArrayBatches({"x": x, "label": y}, batch_size=16)
+    optimizer_lr = []
+    real_adamw = torch.optim.AdamW
+
+    def spy(*args, **kwargs):
+        optimizer_lr.append(real_adamw(*args, **kwargs))
+        return optimizer_lr[-1]
+
+    torch.optim.AdamW = spy
+    try:
+        history = fit(model, batches, record_lr, epochs=4, lr=0.05, schedule="onecycle")
+    finally:
+        torch.optim.AdamW = real_adamw
+    assert len(batches) == 8 and len(seen) == 32  # steps known from len(batches)
+    peak = seen.index(max(seen))
+    assert max(seen) == pytest.approx(0.05)
+    assert 0 < peak < 16  # warm-up over the first quarter, then down
+    assert seen[0] < 0.01 and seen[-1] < 1e-4
+    assert history[-1]["train_acc"] >= 0.95
+
+
+def test_onecycle_needs_the_number_of_steps():
+    model = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        fit(model, lambda epoch: iter(()), _loss, epochs=2, lr=0.1, schedule="onecycle")
+
+
+def test_patience_stops_after_epochs_without_a_better_score():
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.95])
+    _, history = _train(epochs=6, evaluate=lambda m: {"score": next(scores)},
+                        select_best="score", patience=2)
+    assert [h["score"] for h in history] == [0.5, 0.7, 0.6, 0.65]  # 2 epochs after 0.7: stop
+
+
+def test_progress_hook_reports_epochs_rates_and_time_left():
+    reports: list[Progress] = []
+    _, history = _train(epochs=3, on_progress=reports.append, progress_every_s=0.0)
+    ends = [p for p in reports if p.done]
+    assert [p.epoch for p in ends] == [0, 1, 2]
+    assert all(p.rows == 120 and p.steps == 8 and p.step == 8 for p in ends)
+    assert all(p.rows_per_s > 0 for p in reports)
+    assert ends[-1].eta_s == 0.0 and ends[0].eta_s > 0
+    mid = [p for p in reports if not p.done]
+    assert len(mid) == 24 and mid[0].step == 1 and mid[0].eta_s is not None
+    assert "epoch 1/3" in mid[0].line() and "batches" in mid[0].line()
+    assert ends[0].line().startswith("epoch 1/3  done")
+
+
+def test_resolve_device_auto_is_cuda_only_when_present():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device=cuda"):
+            resolve_device("cuda")

@@ -46,12 +46,6 @@ def _predict(model: EncoderClassifier, batches: ParquetBatches, device: torch.de
     return np.concatenate(labels), np.concatenate(preds)
 
 
-def steps_per_epoch(path: Path, batch_size: int) -> int:
-    """Batches a `ParquetBatches` epoch draws: each row group is cut into batches on its own."""
-    meta = pq.ParquetFile(path).metadata
-    return sum(-(-meta.row_group(g).num_rows // batch_size) for g in range(meta.num_row_groups))
-
-
 def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
                   meta: dict[str, Any], on_epoch: OnEpoch | None = None,
                   device: torch.device | str = "cpu",
@@ -69,11 +63,9 @@ def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
         labels, preds = _predict(m, val, device)
         return {"val_acc": float((labels == preds).mean())}
 
-    steps = steps_per_epoch(samples / "train.parquet", cfg.batch_size)
-    epochs = cfg.resolve_epochs(MODALITIES[modality].epochs(cfg), steps)
+    epochs = cfg.resolve_epochs(MODALITIES[modality].epochs(cfg), len(train))
     fit(model, train, classification_loss, epochs=epochs, lr=cfg.lr, evaluate=evaluate,
-        select_best="val_acc", device=device, schedule=cfg.schedule, steps_per_epoch=steps,
-        patience=cfg.patience,
+        select_best="val_acc", device=device, schedule=cfg.schedule, patience=cfg.patience,
         on_epoch_end=(lambda e, r: on_epoch(modality, e, r)) if on_epoch else None,
         on_progress=(lambda p: on_progress(modality, p)) if on_progress else None)
     return model

@@ -29,6 +29,10 @@ class ArrayBatches:
         self.n = len(next(iter(arrays.values())))
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
 
+    def __len__(self) -> int:
+        """Batches per epoch (a one-cycle schedule needs it up front)."""
+        return -(-self.n // self.batch_size)
+
     def __call__(self, epoch: int = 0) -> Iterator[Batch]:
         order = (torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
                  if self.shuffle else torch.arange(self.n))
@@ -55,6 +59,12 @@ class ParquetBatches:
                  batch_size: int, shuffle: bool = True, seed: int = 0):
         self.path, self.columns, self.decode = Path(path), columns, decode
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+
+    def __len__(self) -> int:
+        """Batches per epoch: each row group is cut into batches on its own."""
+        meta = pq.ParquetFile(self.path).metadata
+        return sum(-(-meta.row_group(g).num_rows // self.batch_size)
+                   for g in range(meta.num_row_groups))
 
     def __call__(self, epoch: int = 0) -> Iterator[Batch]:
         file = pq.ParquetFile(self.path)
