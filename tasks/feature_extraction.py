@@ -13,7 +13,8 @@ def feature_extraction_task(run: StageRun) -> dict:
 
     result = run_feature_extraction(
         run.path("preprocessing"), run.cfg.features, run.cfg.seed, run.out, run.file_meta,
-        lambda m, epoch, record: run.epochs(epoch, record, f"{m}."), device=run.cfg.device)
+        lambda m, epoch, record: run.epochs(epoch, record, f"{m}."), device=run.cfg.device,
+        on_progress=run.progress)
     # "final.": the chosen encoder's accuracy per split, apart from the per-epoch series.
     run.log_metrics({f"final.{m}.{name}": v for m, scores in result["scores"].items()
                      for name, v in scores.items()})

@@ -27,7 +27,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
@@ -124,6 +124,11 @@ class StageRun:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         tracking.set_tags(self.cfg, self.run_id, tags)
+
+    def progress(self, part: str, progress: Any) -> None:
+        """A training loop's progress (`mmcore.training.loop.Progress`) as one log line: the
+        terminal and the flow run's Prefect logs show it."""
+        get_run_logger().info("%s %s: %s", self.stage, part, progress.line())
 
 
 @contextmanager
