@@ -36,6 +36,11 @@ class TextBag(nn.Module):
         self.vocab_size = vocab_size
         self.bag = nn.EmbeddingBag(vocab_size + BIGRAM_BUCKETS, embedding, mode="mean",
                                    padding_idx=0)
+        # Small initial vectors, as fastText's: rare n-grams that training barely moves stay
+        # near zero instead of adding N(0, 1) noise to every text they occur in.
+        nn.init.uniform_(self.bag.weight, -1 / embedding, 1 / embedding)
+        with torch.no_grad():
+            self.bag.weight[0].zero_()
         self.project = nn.Sequential(nn.Dropout(dropout), nn.Linear(embedding, dim), nn.ReLU())
         self.dim = dim
 
