@@ -21,7 +21,8 @@ Everything runs one after the other, --repeats times, interleaved, so the machin
 each alike; the medians and the per-repeat ratios are printed and written to --json.
 
 Usage: python benchmarks/time_to_accuracy.py [--mnist DIR] [--reviews DIR] [--repeats 1]
-           [--ref-epochs 3] [--text-encoder bag] [--set key=value ...] [--json FILE]
+           [--ref-epochs 3] [--text-encoder bag] [--text-epochs 6] [--max-tokens 400]
+           [--text-lr 0.003] [--set key=value ...] [--json FILE]
 """
 
 from __future__ import annotations
@@ -156,10 +157,11 @@ def text_round(data: Path, work: Path, args: argparse.Namespace, repeat: int) ->
     target = tfidf["test_acc"]
     plain = _python("plain_text.py", "--data", str(data), "--encoder", args.text_encoder,
                     "--epochs", str(args.text_epochs), "--max-tokens", str(args.max_tokens),
-                    "--target", str(target))
+                    "--lr", str(args.text_lr), "--target", str(target))
     pipe = _mmpipe(["data.source=imdb", f"data.path={data}", "name=time-to-accuracy-text",
                     f"run_dir={run_dir}", f"data.max_text_tokens={args.max_tokens}",
-                    f"features.text_encoder={args.text_encoder}", *args.extra], run_dir)
+                    f"features.text_encoder={args.text_encoder}", f"features.lr={args.text_lr}",
+                    *args.extra], run_dir)
     _server(run_dir, "stop")
     plain_t = plain["time_to_target"]
     ratio = round(pipe["wall_s"] / plain_t, 3) if plain_t else None
@@ -209,6 +211,7 @@ def main() -> None:
     parser.add_argument("--text-encoder", default="bag", choices=["gru", "cnn", "bag"])
     parser.add_argument("--text-epochs", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=400)
+    parser.add_argument("--text-lr", type=float, default=0.003, help="plain text and pipeline")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "time-to-accuracy")
     parser.add_argument("--set", dest="extra", action="append", default=[],
                         metavar="KEY=VALUE", help="more config overrides for mmpipe run")
