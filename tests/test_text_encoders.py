@@ -31,7 +31,7 @@ def test_padding_and_junk_after_the_length_do_not_change_the_output(cls):
     torch.testing.assert_close(short, batch[1:2])
 
 
-@pytest.mark.parametrize("cls, pinned", [(TextCNN, 1.9251), (TextBag, 1.2475)])
+@pytest.mark.parametrize("cls, pinned", [(TextCNN, 1.9251), (TextBag, 1.0742)])
 def test_pinned_outputs_and_gradients(cls, pinned):
     model = _seeded(cls, dropout=0.0)
     out = model(torch.tensor([[5, 3, 2, 7], [2, 3, 5, 0]]), torch.tensor([4, 3]))
