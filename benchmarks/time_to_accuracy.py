@@ -132,15 +132,18 @@ def image_round(data: Path, work: Path, args: argparse.Namespace, repeat: int) -
     run_dir = work / f"image-{repeat}"
     run_dir.mkdir(parents=True, exist_ok=True)
     server_s = _server(run_dir, "start")
-    ref = _python("plain_image.py", "--data", str(data), "--arch", "reference",
-                  "--epochs", str(args.ref_epochs), "--target", str(args.image_target))
-    plain = _python("plain_image.py", "--data", str(data), "--arch", "pipeline",
-                    "--epochs", str(args.ref_epochs), "--target", str(args.image_target))
-    pipe = _mmpipe(["data.source=mnist", f"data.path={data}", "data.text=none",
-                    "name=time-to-accuracy-image", f"run_dir={run_dir}",
-                    "training.mode=unimodal", "training.modality=image", *args.extra], run_dir)
-    inference = inference_ratio(run_dir)
-    _server(run_dir, "stop")
+    try:
+        ref = _python("plain_image.py", "--data", str(data), "--arch", "reference",
+                      "--epochs", str(args.ref_epochs), "--target", str(args.image_target))
+        plain = _python("plain_image.py", "--data", str(data), "--arch", "pipeline",
+                        "--epochs", str(args.ref_epochs), "--target", str(args.image_target))
+        pipe = _mmpipe(["data.source=mnist", f"data.path={data}", "data.text=none",
+                        "name=time-to-accuracy-image", f"run_dir={run_dir}",
+                        "training.mode=unimodal", "training.modality=image", *args.extra],
+                       run_dir)
+        inference = inference_ratio(run_dir)
+    finally:
+        _server(run_dir, "stop")
     ref_t = ref["time_to_target"]
     ratio = round(pipe["wall_s"] / ref_t, 3) if ref_t else None
     print(f"  image ratio: pipeline {pipe['wall_s']} s / reference to {args.image_target} "
@@ -153,16 +156,18 @@ def text_round(data: Path, work: Path, args: argparse.Namespace, repeat: int) ->
     run_dir = work / f"text-{repeat}"
     run_dir.mkdir(parents=True, exist_ok=True)
     server_s = _server(run_dir, "start")
-    tfidf = _python("tfidf_baseline.py", "--data", str(data))
-    target = tfidf["test_acc"]
-    plain = _python("plain_text.py", "--data", str(data), "--encoder", args.text_encoder,
-                    "--epochs", str(args.text_epochs), "--max-tokens", str(args.max_tokens),
-                    "--lr", str(args.text_lr), "--target", str(target))
-    pipe = _mmpipe(["data.source=imdb", f"data.path={data}", "name=time-to-accuracy-text",
-                    f"run_dir={run_dir}", f"data.max_text_tokens={args.max_tokens}",
-                    f"features.text_encoder={args.text_encoder}", f"features.lr={args.text_lr}",
-                    *args.extra], run_dir)
-    _server(run_dir, "stop")
+    try:
+        tfidf = _python("tfidf_baseline.py", "--data", str(data))
+        target = tfidf["test_acc"]
+        plain = _python("plain_text.py", "--data", str(data), "--encoder", args.text_encoder,
+                        "--epochs", str(args.text_epochs), "--max-tokens",
+                        str(args.max_tokens), "--lr", str(args.text_lr), "--target", str(target))
+        pipe = _mmpipe(["data.source=imdb", f"data.path={data}", "name=time-to-accuracy-text",
+                        f"run_dir={run_dir}", f"data.max_text_tokens={args.max_tokens}",
+                        f"features.text_encoder={args.text_encoder}",
+                        f"features.lr={args.text_lr}", *args.extra], run_dir)
+    finally:
+        _server(run_dir, "stop")
     plain_t = plain["time_to_target"]
     ratio = round(pipe["wall_s"] / plain_t, 3) if plain_t else None
     print(f"  text: TF-IDF {target}, plain {args.text_encoder} best {plain['best_test_acc']}, "
