@@ -3,6 +3,7 @@
     mmpipe run [--config FILE] [--set key=value ...] [--stages a,b] [--refresh STAGE]
     mmpipe status [--config FILE] [--set key=value ...]
     mmpipe compare [--config FILE] [--set key=value ...]
+    mmpipe promote VERSION [--config FILE] [--set key=value ...]
     mmpipe serve
     mmpipe deploy [--api-url URL] [--crash-after SECONDS]
     mmpipe server start|stop|status
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="unimodal, multimodal and cross-modal side by side",
                              parents=[debug])
     _config_args(compare)
+    promote = sub.add_parser("promote", parents=[debug],
+                             help="point the registered model's @champion at VERSION")
+    promote.add_argument("version")
+    _config_args(promote)
     sub.add_parser("serve", parents=[debug],
                    help="run prefect.yaml's deployments (and schedules) on this machine, "
                         "as local-<name>")
@@ -137,6 +142,11 @@ def print_summary(summary: dict) -> None:
         print("test metrics:", json.dumps(summary["metrics"]))
     for row in summary.get("comparison") or []:
         print(f"  {row['model']:<40} test accuracy {row['test_accuracy']:.4f}")
+    if model := summary.get("model"):
+        print(f"model: {model['name']} version {model['version']}"
+              f"{'' if model['new_version'] else ' (unchanged: no new version)'}"
+              f"{', @candidate' if model['candidate'] else ''}; @champion: "
+              f"{model['decision']}")
     uri = summary["tracking_uri"]
     print(f"\nresults: {summary['run_dir']}/stages/"
           f"  (MLflow parent run {summary['parent_run_id']})")
@@ -169,6 +179,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['mode']:<12} {row['train']:<11} {row['test']:<11} "
               f"{row['test.accuracy']:>9.4f} {row['test.macro_f1']:>9.4f}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    cfg, _ = _resolved_config(args, check=False)  # the registry only: no data needed
+    from tasks import model_registry, tracking
+
+    try:
+        mv = model_registry.promote(tracking.tracking_uri(cfg.run_dir),
+                                    cfg.training.model_name, args.version)
+    except ValueError as exc:  # no such version: the command line's problem
+        raise errors.UsageError(str(exc)) from None
+    print(f"{mv.name}@champion -> version {mv.version} ({mv.tags.get('mode', '?')}, "
+          f"{mv.tags.get('test_modalities', '?')}, test accuracy "
+          f"{mv.tags.get('test.accuracy', 'unknown')})")
     return 0
 
 
@@ -227,8 +252,9 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "status": cmd_status, "compare": cmd_compare, "serve": cmd_serve,
-            "deploy": cmd_deploy, "server": cmd_server, "data": cmd_download}
+COMMANDS = {"run": cmd_run, "status": cmd_status, "compare": cmd_compare, "promote": cmd_promote,
+            "serve": cmd_serve, "deploy": cmd_deploy, "server": cmd_server,
+            "data": cmd_download}
 
 
 def report(exc: BaseException, debug: bool) -> int:

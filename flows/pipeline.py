@@ -12,8 +12,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from mmcore.config import STAGES, load_config
-from tasks import registry, tracking
+from mmcore.config import STAGES, PipelineConfig, load_config
+from tasks import model_registry, registry, tracking
 from tasks.stage import StageRef
 
 
@@ -30,8 +30,10 @@ def select(stages: list[str] | None, refresh: list[str] | None) -> tuple[list[st
 @flow(name="mmpipe", log_prints=True)
 def pipeline(config: str | None = None, overrides: list[str] | None = None,
              stages: list[str] | None = None, refresh: list[str] | None = None,
-             ) -> dict[str, Any]:
-    """Run the pipeline for a config file (or the defaults) plus `key=value` overrides."""
+             role: str = "pipeline") -> dict[str, Any]:
+    """Run the pipeline for a config file (or the defaults) plus `key=value` overrides. `role`
+    says who runs it (`pipeline`, `comparison`, `sweep`): only the pipeline's own default-mode
+    runs move the registry's aliases."""
     logger = get_run_logger()
     cfg = load_config(config, overrides)
     wanted, first_refresh = select(stages, refresh)
@@ -52,6 +54,7 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
             ref, state = registry.run(stage, cfg, dict(refs), parent, refresh=refresh_it)
             refs[stage] = ref
             report[stage] = {"state": state, "key": ref.key, "path": ref.path}
+        model = _register(cfg, refs, role)
     except BaseException:
         tracking.end_run(cfg, parent, "FAILED")
         raise
@@ -64,7 +67,22 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
             "plan": refs["training"].summary["plan"] if "training" in refs else None,
             "quality": refs["preprocessing"].summary["metrics"],
             "comparison": refs["testing"].summary.get("comparison") if "testing" in refs
-            else None}
+            else None, "model": model}
+
+
+def _register(cfg: PipelineConfig, refs: dict[str, StageRef], role: str) -> dict[str, Any] | None:
+    """The trained model in the registry: a version after training, the champion decision after
+    testing (see tasks/model_registry.py)."""
+    registration = (model_registry.register_candidate(cfg, refs, role)
+                    if "training" in refs else None)
+    if registration is None:
+        return None
+    decision = (model_registry.consider_for_champion(cfg, refs, role)
+                if "testing" in refs else None)
+    return {"name": cfg.training.model_name, "version": registration.version,
+            "new_version": registration.created, "candidate": registration.candidate,
+            "champion": decision.champion if decision else None,
+            "decision": decision.reason if decision else "not tested in this run"}
 
 
 # (mode, modality) pairs compared side by side; upstream stages are shared through the cache.
@@ -79,7 +97,8 @@ def compare_modes(config: str | None = None, overrides: list[str] | None = None,
     rows: list[dict[str, Any]] = []
     for mode, modality in MODES:
         summary = pipeline(config=config, overrides=[*(overrides or []), f"training.mode={mode}",
-                                                     f"training.modality={modality}"])
+                                                     f"training.modality={modality}"],
+                           role="comparison")
         plan = summary["plan"]
         if rows and any(r["plan"] == plan for r in rows):
             continue  # e.g. a one-modality dataset: multimodal falls back to unimodal

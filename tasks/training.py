@@ -1,5 +1,5 @@
 """Stage 4: a classifier on the shared embeddings for one learning mode; the whole inference chain
-logged to MLflow as a pyfunc model and registered, with the `newest` alias on this version."""
+logged to MLflow as a pyfunc model (the pipeline registers it: `tasks.model_registry`)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ from tasks import tracking
 from tasks.stage import StageRun, stage_task
 
 STAGE = "training"
-ALIAS = "newest"
 
 
 @stage_task(STAGE, reads={"fusion": "training"})
 def training_task(run: StageRun) -> dict:
     from mmcore.inference import InferenceChain  # torch and mlflow.pyfunc: only on a miss
     from mmcore.stages.training import run_training
-    from tasks.pyfunc_model import log_chain
+    from tasks.pyfunc_model import chain_digest, log_chain
 
     cfg, fusion = run.cfg, run.summary("fusion")
     result = run_training(run.path("fusion"), fusion["modalities"], len(fusion["class_names"]),
@@ -27,18 +26,14 @@ def training_task(run: StageRun) -> dict:
     chain = InferenceChain.from_stage_dirs(run.path("preprocessing"),
                                            run.path("feature_extraction"), run.path("fusion"),
                                            run.out, cfg.features.model_dump(mode="json"))
-    model_name = cfg.training.model_name if cfg.training.register_model else None
-    model_uri, version = log_chain(chain, run.run_id, _example(cfg, chain), model_name,
-                                   tracking.tracking_uri(cfg.run_dir))
-    if version is not None:
-        tracking.client_for(cfg).set_registered_model_alias(model_name, ALIAS, version)
+    model_uri = log_chain(chain, run.run_id, _example(cfg, chain),
+                          tracking.tracking_uri(cfg.run_dir))
     run.log_metrics({"final.val_acc": result["val_acc"],
                      **{f"fusion_weight.{m}": w for m, w in result["fusion_weights"].items()}})
-    run.set_tags({"mode": result["plan"]["mode"], "model.uri": model_uri,
-                  "model.version": version or ""})
+    run.set_tags({"mode": result["plan"]["mode"], "model.uri": model_uri})
     return {"plan": result["plan"], "modalities": fusion["modalities"],
             "class_names": fusion["class_names"], "model_uri": model_uri,
-            "model_version": version}
+            "content_digest": chain_digest(chain)}
 
 
 def _example(cfg: PipelineConfig, chain):

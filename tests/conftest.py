@@ -44,3 +44,75 @@ def _no_leaked_environment():
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     changed -= LIBRARY_SET
     assert not changed, f"test leaked environment changes: {sorted(changed)}"
+
+
+@pytest.fixture(scope="session")
+def mlflow_db_template(tmp_path_factory):
+    """An empty, fully migrated MLflow SQLite store to copy: creating one costs ~10 s here,
+    copying it nothing."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Quick settings for end-to-end runs that test what surrounds the model, not its accuracy.
+FAST_RUN = ["features.image_epochs=3", "features.text_epochs=3", "fusion.epochs=5",
+            "training.epochs=5"]
+
+
+class FinishedRun:
+    """A run directory after `mmpipe run` and `mmpipe compare`, as a user has it: MLflow's SQLite
+    store, the stage outputs and the local Prefect server (still running) with the flow runs."""
+
+    def __init__(self, path, outputs: dict[str, str]):
+        import json
+
+        self.path, self.outputs = path, outputs
+        self.tracking_uri = f"sqlite:///{path / 'mlflow.db'}"
+        self.prefect = json.loads((path / "prefect-server.json").read_text())
+
+    def mmpipe(self, *args: str) -> str:
+        return run_mmpipe(self.path, *args)
+
+
+def run_mmpipe(run_dir, *args: str) -> str:
+    """The `mmpipe` command in a subprocess, its state in `run_dir` (not the tests' home)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PREFECT_HOME", "PREFECT_API_URL", "MLFLOW_TRACKING_URI")
+           and not k.startswith("PYTEST_")}
+    mmpipe = Path(sys.executable).with_name("mmpipe")
+    done = subprocess.run([str(mmpipe), *args, "--set", f"run_dir={run_dir}",
+                           *[f"--set={o}" for o in FAST_RUN]],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"mmpipe {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, mlflow_db_template):
+    """`mmpipe run` then `mmpipe compare` on the built-in data in a fresh run directory; the
+    local Prefect server is stopped at the end of the session."""
+    path = tmp_path_factory.mktemp("finished-run")
+    shutil.copy(mlflow_db_template, path / "mlflow.db")
+    outputs = {}
+    try:
+        outputs["run"] = run_mmpipe(path, "run")
+        outputs["compare"] = run_mmpipe(path, "compare")
+        yield FinishedRun(path, outputs)
+    finally:
+        run_mmpipe(path, "server", "stop")

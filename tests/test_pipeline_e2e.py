@@ -109,6 +109,12 @@ def test_mlflow_has_parent_and_five_child_runs(cold, run_dir):
     assert any(d.dataset.name.endswith("image") for d in inputs)
 
 
+def test_the_default_run_registers_the_candidate_and_first_champion(cold):
+    assert cold["model"] == {"name": "mmpipe-classifier", "version": "1", "new_version": True,
+                             "candidate": True, "champion": "1",
+                             "decision": "promoted: first champion"}
+
+
 def test_registered_model_predicts_from_raw_inputs(cold, run_dir):
     """The pyfunc chain on raw 8x8 arrays (0-16) + raw text reproduces the testing stage."""
     from sklearn.datasets import load_digits
@@ -119,7 +125,7 @@ def test_registered_model_predicts_from_raw_inputs(cold, run_dir):
                              ).to_pandas().set_index("id").loc[test["id"]]
     images = load_digits().images[[int(i.split("-")[1]) for i in test["id"]]]
     with using_tracking_uri(f"sqlite:///{run_dir / 'mlflow.db'}"):
-        model = mlflow.pyfunc.load_model("models:/mmpipe-classifier@newest")
+        model = mlflow.pyfunc.load_model("models:/mmpipe-classifier@champion")
     out = model.predict(pd.DataFrame({"image": list(images), "text": test["text"]}))
     assert list(out.columns)[:3] == ["zero", "one", "two"]
     assert np.allclose(out.to_numpy(), np.stack(expected["probs"].to_numpy()), atol=1e-4)
@@ -174,6 +180,9 @@ def test_refresh_forces_a_stage_and_what_follows(cold, run_dir):
     assert states(summary) == {"preprocessing": "hit", "feature_extraction": "hit",
                                "fusion": "hit", "training": "miss", "testing": "miss"}
     assert summary["metrics"] == cold["metrics"]
+    # The same weights again: the registry keeps the version it has.
+    assert summary["model"]["version"] == cold["model"]["version"]
+    assert summary["model"]["new_version"] is False
 
 
 def test_status_reports_hits_and_reasons(cold, run_dir):

@@ -39,7 +39,7 @@ def quality(summary: dict) -> dict:
 
 def model(summary: dict, tmp_path: Path, name: str):
     with using_tracking_uri(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"):
-        return mlflow.pyfunc.load_model(f"models:/{name}@newest")
+        return mlflow.pyfunc.load_model(f"models:/{name}@champion")
 
 
 def assert_model_reproduces_testing(summary: dict, tmp_path: Path, name: str,

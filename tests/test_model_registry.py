@@ -1,0 +1,151 @@
+"""Registry semantics against a real MLflow SQLite registry in a temp dir: tags, description,
+`@candidate`, `@champion`, roles that never move aliases, no version for an unchanged model."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from tasks import model_registry as reg
+from tasks.tracking import using_tracking_uri
+
+NAME = "mmpipe-classifier"
+
+
+class Constant(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return pd.DataFrame({"zero": [1.0] * len(model_input)})
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory, mlflow_db_template) -> tuple[str, str]:
+    """One logged model to register versions of (logging a real chain is the pipeline tests'
+    job; here the content digest is what tells versions apart), and its store."""
+    db = tmp_path_factory.mktemp("registry") / "mlflow.db"
+    shutil.copy(mlflow_db_template, db)
+    uri = f"sqlite:///{db}"
+    with using_tracking_uri(uri), mlflow.start_run() as run:
+        info = mlflow.pyfunc.log_model(name="model", python_model=Constant(),
+                                       pip_requirements=[])
+    return uri, info.model_uri, run.info.run_id
+
+
+@pytest.fixture
+def store(logged, tmp_path) -> tuple[str, str, str]:
+    """A fresh registry (a copy of the store holding the logged model)."""
+    uri, model_uri, run_id = logged
+    db = tmp_path / "mlflow.db"
+    shutil.copy(uri.removeprefix("sqlite:///"), db)
+    return f"sqlite:///{db}", model_uri, run_id
+
+
+def facts(run_id: str, **changes) -> reg.VersionFacts:
+    base = reg.VersionFacts(
+        mode="multimodal", train_modalities=["image", "text"],
+        test_modalities=["image", "text"], fusion="late", data_digest="data-a",
+        config_digest="cfg-1", config_name="default", labels_used=["image", "text"],
+        content_digest="weights-1", role="pipeline", default_mode=True, run_id=run_id)
+    return replace(base, **changes)
+
+
+def aliases(uri: str) -> dict[str, str]:
+    return {k: str(v) for k, v in MlflowClient(uri).get_registered_model(NAME).aliases.items()}
+
+
+def register(store, accuracy: float | None = None, **changes):
+    uri, model_uri, run_id = store
+    f = facts(run_id, **changes)
+    registration = reg.register_version(uri, NAME, model_uri, f)
+    decision = (reg.decide_champion(uri, NAME, registration.version, accuracy, f.role)
+                if accuracy is not None else None)
+    return registration, decision
+
+
+def test_first_default_version_is_candidate_and_champion_with_tags_and_description(store):
+    uri = store[0]
+    registration, decision = register(store, 0.95)
+    assert (registration.version, registration.created, registration.candidate) == ("1", True,
+                                                                                    True)
+    assert decision.moved and decision.reason == "promoted: first champion"
+    assert aliases(uri) == {"candidate": "1", "champion": "1"}
+    mv = MlflowClient(uri).get_model_version(NAME, "1")
+    assert {k: mv.tags[k] for k in ("mode", "train_modalities", "test_modalities", "fusion",
+                                    "data.digest", "labels_used", "content.digest",
+                                    "test.accuracy", "registered_by")} == {
+        "mode": "multimodal", "train_modalities": "image+text", "test_modalities": "image+text",
+        "fusion": "late", "data.digest": "data-a", "labels_used": "image+text",
+        "content.digest": "weights-1", "test.accuracy": "0.950000", "registered_by": "pipeline"}
+    assert "**multimodal · late fusion**" in mv.description
+    assert "| test accuracy | 0.9500 |" in mv.description
+    assert "Champion decision: promoted: first champion." in mv.description
+
+
+def test_an_unchanged_model_adds_no_version(store):
+    register(store, 0.95)
+    again, decision = register(store, 0.95)
+    assert (again.version, again.created) == ("1", False)
+    assert decision.reason == "already champion"
+    assert len(MlflowClient(store[0]).search_model_versions(f"name = '{NAME}'")) == 1
+
+
+def test_champion_moves_only_for_an_equal_or_better_candidate_on_the_same_test_data(store):
+    uri = store[0]
+    register(store, 0.95)
+    _, worse = register(store, 0.90, content_digest="weights-2")
+    assert aliases(uri) == {"candidate": "2", "champion": "1"}
+    assert worse.reason == "kept v1: test accuracy 0.9000 < 0.9500"
+    _, equal = register(store, 0.95, content_digest="weights-3")
+    assert aliases(uri) == {"candidate": "3", "champion": "3"}
+    assert equal.reason == "promoted: test accuracy 0.9500 >= 0.9500 of v1"
+    _, other_data = register(store, 0.99, content_digest="weights-4", data_digest="data-b")
+    assert aliases(uri) == {"candidate": "4", "champion": "3"}
+    assert other_data.reason.startswith("kept v3: different test data")
+    assert "`mmpipe promote 4`" in other_data.reason
+    assert MlflowClient(uri).get_model_version(NAME, "4").tags["champion.decision"] == \
+        other_data.reason
+
+
+@pytest.mark.parametrize("changes", [
+    {"role": "comparison"},  # a comparison cell in the default mode
+    {"role": "sweep"},
+    {"mode": "cross_modal", "train_modalities": ["image"], "test_modalities": ["text"],
+     "fusion": "none", "default_mode": False},  # the pipeline, run in another mode
+])
+def test_comparisons_sweeps_and_other_modes_never_move_aliases(store, changes):
+    uri = store[0]
+    register(store, 0.90)
+    registration, decision = register(store, 0.99, content_digest="weights-2", **changes)
+    assert registration.created and not registration.candidate
+    assert not decision.moved and decision.reason.startswith("not considered")
+    assert aliases(uri) == {"candidate": "1", "champion": "1"}
+    assert MlflowClient(uri).get_model_version(NAME, "2").tags["registered_by"] == \
+        changes.get("role", "pipeline")
+
+
+def test_promote_moves_the_champion_by_hand_and_rejects_unknown_versions(store):
+    uri = store[0]
+    register(store, 0.95)
+    register(store, 0.80, content_digest="weights-2")
+    mv = reg.promote(uri, NAME, "2")
+    assert aliases(uri)["champion"] == "2"
+    assert mv.tags["champion.promoted"] == "manual"
+    assert "Promoted to `@champion` (manual)." in mv.description
+    with pytest.raises(ValueError, match="has no version '7'"):
+        reg.promote(uri, NAME, "7")
+
+
+def test_default_mode_means_every_modality_of_the_data():
+    both = ["image", "text"]
+    assert reg.is_default_mode({"mode": "multimodal", "train": both, "test": both}, both)
+    assert not reg.is_default_mode({"mode": "unimodal", "train": ["image"],
+                                    "test": ["image"]}, both)
+    assert not reg.is_default_mode({"mode": "cross_modal", "train": ["image"],
+                                    "test": ["text"]}, both)
+    # A one-modality dataset (MNIST alone): multimodal falls back to unimodal on all of it.
+    assert reg.is_default_mode({"mode": "unimodal", "train": ["image"], "test": ["image"]},
+                               ["image"])
