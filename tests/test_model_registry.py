@@ -26,10 +26,12 @@ class Constant(mlflow.pyfunc.PythonModel):
 def logged(tmp_path_factory, mlflow_db_template) -> tuple[str, str]:
     """One logged model to register versions of (logging a real chain is the pipeline tests'
     job; here the content digest is what tells versions apart), and its store."""
-    db = tmp_path_factory.mktemp("registry") / "mlflow.db"
-    shutil.copy(mlflow_db_template, db)
-    uri = f"sqlite:///{db}"
-    with using_tracking_uri(uri), mlflow.start_run() as run:
+    folder = tmp_path_factory.mktemp("registry")
+    shutil.copy(mlflow_db_template, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    experiment = MlflowClient(uri).create_experiment(
+        "registry", artifact_location=(folder / "artifacts").as_uri())
+    with using_tracking_uri(uri), mlflow.start_run(experiment_id=experiment) as run:
         info = mlflow.pyfunc.log_model(name="model", python_model=Constant(),
                                        pip_requirements=[])
     return uri, info.model_uri, run.info.run_id
