@@ -117,50 +117,59 @@ def register_version(tracking_uri: str, name: str, model_uri: str, facts: Versio
 class Decision:
     champion: str | None  # the version `@champion` points at afterwards
     moved: bool
+    considered: bool  # False: a run whose role or mode never moves aliases
     reason: str
 
 
 def decide_champion(tracking_uri: str, name: str, version: str, test_accuracy: float,
                     role: str) -> Decision:
     """Record the version's test accuracy; move `@champion` to it when it is the candidate of a
-    pipeline run and at least as accurate as the champion on the same test data."""
+    pipeline run and at least as accurate as the champion on the same test data. The decision
+    of a considered version is kept in its `champion.decision` tag."""
     client = MlflowClient(tracking_uri)
     client.set_model_version_tag(name, version, "test.accuracy", f"{test_accuracy:.6f}")
-    decision = _decide(client, name, client.get_model_version(name, version), role)
+    decision = _decide(client, name, client.get_model_version(name, version), test_accuracy,
+                       role)
     if decision.moved:
         _set_champion(client, name, version, "auto")
-    client.set_model_version_tag(name, version, "champion.decision", decision.reason)
-    mv = client.get_model_version(name, version)
-    client.update_model_version(name, version, describe(mv))
+    if decision.considered:
+        client.set_model_version_tag(name, version, "champion.decision", decision.reason)
+    client.update_model_version(name, version, describe(client.get_model_version(name,
+                                                                                  version)))
     return decision
 
 
-def _decide(client: MlflowClient, name: str, mv: ModelVersion, role: str) -> Decision:
+def _decide(client: MlflowClient, name: str, mv: ModelVersion, accuracy: float,
+            role: str) -> Decision:
     champion = _alias(client, name, CHAMPION)
     current = str(champion.version) if champion else None
+
+    def keep(reason: str, considered: bool = True) -> Decision:
+        return Decision(current, False, considered, reason)
+
+    def move(reason: str) -> Decision:
+        return Decision(str(mv.version), True, True, reason)
+
     if role != "pipeline" or mv.tags.get("default_mode") != "true":
-        return Decision(current, False, f"not considered: a {role} run of mode "
-                                        f"{mv.tags.get('mode')} never moves aliases")
+        return keep(f"not considered: a {role} run of mode {mv.tags.get('mode')} never moves "
+                    "aliases", considered=False)
     candidate = _alias(client, name, CANDIDATE)
     if candidate is None or str(candidate.version) != str(mv.version):
-        return Decision(current, False, "not considered: no longer the candidate")
+        return keep("not considered: no longer the candidate", considered=False)
     if champion is None:
-        return Decision(str(mv.version), True, "promoted: first champion")
+        return move("promoted: first champion")
     if current == str(mv.version):
-        return Decision(current, False, "already champion")
-    if champion.tags.get("data.digest") != mv.tags.get("data.digest"):
-        return Decision(current, False, f"kept v{current}: different test data "
-                                        f"(champion {champion.tags.get('data.digest')}, this "
-                                        f"{mv.tags.get('data.digest')}); `mmpipe promote "
-                                        f"{mv.version}` to switch")
-    theirs, ours = champion.tags.get("test.accuracy"), float(mv.tags["test.accuracy"])
-    if theirs is None:
-        return Decision(current, False, f"kept v{current}: the champion has no test accuracy")
-    if ours >= float(theirs):
-        return Decision(str(mv.version), True, f"promoted: test accuracy {ours:.4f} >= "
-                                          f"{float(theirs):.4f} of v{current}")
-    return Decision(current, False, f"kept v{current}: test accuracy {ours:.4f} < "
-                                    f"{float(theirs):.4f}")
+        return keep("already champion")
+    theirs, ours = champion.tags.get("data.digest"), mv.tags.get("data.digest")
+    if theirs != ours:
+        return keep(f"kept v{current}: different test data (champion {theirs}, this {ours}); "
+                    f"`mmpipe promote {mv.version}` to switch")
+    if "test.accuracy" not in champion.tags:
+        return keep(f"kept v{current}: the champion has no test accuracy")
+    best = float(champion.tags["test.accuracy"])
+    if accuracy >= best:
+        return move(f"promoted: test accuracy {accuracy:.4f} >= {best:.4f} of v{current}")
+    return keep(f"kept v{current}: test accuracy {accuracy:.4f} < {best:.4f}")
 
 
 def promote(tracking_uri: str, name: str, version: str) -> ModelVersion:
@@ -217,7 +226,7 @@ def describe(mv: ModelVersion) -> str:
     if "champion.decision" in t:
         lines += ["", f"Champion decision: {t['champion.decision']}."]
     if "champion.promoted" in t:
-        lines += [f"Promoted to `@champion` ({t['champion.promoted']})."]
+        lines += ["", f"Promoted to `@champion` ({t['champion.promoted']})."]
     return "\n".join(lines)
 
 

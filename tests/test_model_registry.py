@@ -125,8 +125,18 @@ def test_comparisons_sweeps_and_other_modes_never_move_aliases(store, changes):
     assert registration.created and not registration.candidate
     assert not decision.moved and decision.reason.startswith("not considered")
     assert aliases(uri) == {"candidate": "1", "champion": "1"}
+    assert "champion.decision" not in MlflowClient(uri).get_model_version(NAME, "2").tags
     assert MlflowClient(uri).get_model_version(NAME, "2").tags["registered_by"] == \
         changes.get("role", "pipeline")
+
+
+def test_a_comparison_reusing_the_champion_leaves_its_decision_alone(store):
+    uri = store[0]
+    register(store, 0.95)
+    again, decision = register(store, 0.95, role="comparison")
+    assert (again.version, again.created, decision.considered) == ("1", False, False)
+    tags = MlflowClient(uri).get_model_version(NAME, "1").tags
+    assert tags["champion.decision"] == "promoted: first champion"
 
 
 def test_promote_moves_the_champion_by_hand_and_rejects_unknown_versions(store):
