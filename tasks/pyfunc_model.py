@@ -20,7 +20,9 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
 import mmcore
@@ -39,7 +41,10 @@ class ChainModel(mlflow.pyfunc.PythonModel):
         self.chain = InferenceChain.load(context.artifacts["chain"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return predict_frame(self.chain, as_frame(model_input))
+        try:
+            return predict_frame(self.chain, as_frame(model_input))
+        except ValueError as exc:  # bad input: the server answers 400 with this message
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 
 
 def as_frame(model_input: Any) -> pd.DataFrame:

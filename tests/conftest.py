@@ -57,15 +57,6 @@ def mlflow_db_template(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # Quick settings for end-to-end runs that test what surrounds the model, not its accuracy.
 FAST_RUN = ["features.image_epochs=3", "features.text_epochs=3", "fusion.epochs=5",
             "training.epochs=5"]
