@@ -152,9 +152,9 @@ def print_summary(summary: dict) -> None:
           f"  (MLflow parent run {summary['parent_run_id']})")
     if uri.startswith("sqlite:"):
         print(f"MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
-              "           then open http://127.0.0.1:5000")
+              f"           then open {summary['run_url']}")
     else:
-        print(f"MLflow: {uri}")
+        print(f"MLflow run: {summary['run_url']}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

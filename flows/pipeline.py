@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from mmcore.config import STAGES, PipelineConfig, load_config
-from tasks import model_registry, registry, tracking
+from tasks import model_registry, registry, run_summary, tracking
 from tasks.stage import StageRef
 
 
@@ -27,7 +28,15 @@ def select(stages: list[str] | None, refresh: list[str] | None) -> tuple[list[st
     return [s for s in STAGES if s in wanted], first_refresh
 
 
-@flow(name="mmpipe", log_prints=True)
+def _flow_run_name() -> str:
+    """Flow runs named by config and mode (`default · multimodal`), not Prefect's random names."""
+    params = flow_run.parameters
+    cfg = load_config(params.get("config"), params.get("overrides"))
+    role = params.get("role", "pipeline")
+    return f"{cfg.name} · {cfg.training.mode}" + ("" if role == "pipeline" else f" · {role}")
+
+
+@flow(name="mmpipe", log_prints=True, flow_run_name=_flow_run_name)
 def pipeline(config: str | None = None, overrides: list[str] | None = None,
              stages: list[str] | None = None, refresh: list[str] | None = None,
              role: str = "pipeline") -> dict[str, Any]:
@@ -37,6 +46,7 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
     logger = get_run_logger()
     cfg = load_config(config, overrides)
     wanted, first_refresh = select(stages, refresh)
+    _tag_flow_run(["mmpipe", cfg.name, cfg.training.mode, role])
     parent = tracking.start_parent_run(cfg, flow_run.get_id(), wanted)
     refs: dict[str, StageRef] = {}
     report: dict[str, dict[str, str]] = {}
@@ -55,19 +65,46 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
             refs[stage] = ref
             report[stage] = {"state": state, "key": ref.key, "path": ref.path}
         model = _register(cfg, refs, role)
+        metrics = refs["testing"].summary["metrics"] if "testing" in refs else {}
+        tracking.log_metrics(cfg, parent, metrics)
+        run_url = _describe(cfg, parent, refs, report, metrics, model)
     except BaseException:
         tracking.end_run(cfg, parent, "FAILED")
         raise
-    metrics = refs["testing"].summary["metrics"] if "testing" in refs else {}
-    tracking.log_metrics(cfg, parent, metrics)
     tracking.end_run(cfg, parent)
     return {"config": cfg.name, "run_dir": cfg.run_dir, "parent_run_id": parent,
+            "run_url": run_url,
             "tracking_uri": tracking.tracking_uri(cfg.run_dir), "stages": report,
             "metrics": metrics,
             "plan": refs["training"].summary["plan"] if "training" in refs else None,
             "quality": refs["preprocessing"].summary["metrics"],
             "comparison": refs["testing"].summary.get("comparison") if "testing" in refs
             else None, "model": model}
+
+
+def _describe(cfg: PipelineConfig, parent: str, refs: dict[str, StageRef],
+              report: dict[str, dict[str, str]], metrics: dict[str, float],
+              model: dict[str, Any] | None) -> str:
+    """Name and describe the MLflow parent run, and publish the Prefect flow run's Markdown
+    artifact; each links to the other. Returns the parent run's UI URL."""
+    states = {stage: info["state"] for stage, info in report.items()}
+    labels = (model_registry.labels_used(refs["training"].summary["plan"],
+                                         refs["training"].summary["modalities"])
+              if "training" in refs else None)
+    run_url = run_summary.describe_parent(cfg, parent, refs, states, metrics, model,
+                                          flow_run.ui_url, labels)
+    create_markdown_artifact(run_summary.flow_run_markdown(cfg, run_url, metrics, states, model),
+                             key=run_summary.artifact_key(cfg),
+                             description=f"{cfg.name}: metrics and the MLflow run")
+    return run_url
+
+
+def _tag_flow_run(tags: list[str]) -> None:
+    """Tags on this flow run (config, mode, role), for filtering in Prefect's UI."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.get_id(), tags=sorted(set(tags)))
 
 
 def _register(cfg: PipelineConfig, refs: dict[str, StageRef], role: str) -> dict[str, Any] | None:

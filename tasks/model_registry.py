@@ -267,5 +267,18 @@ def consider_for_champion(cfg: PipelineConfig, refs: dict[str, StageRef], role: 
                               refs["training"].summary["content_digest"])
     if mv is None:
         raise ValueError(f"no version of {name!r} holds this run's model; register it first")
-    accuracy = refs["testing"].summary["metrics"]["test.accuracy"]
-    return decide_champion(uri, name, str(mv.version), accuracy, role)
+    metrics = refs["testing"].summary["metrics"]
+    if "test.accuracy" not in mv.tags:  # first tested: the logged model gets its real scores
+        _log_model_metrics(MlflowClient(uri), mv, {**refs["training"].summary["metrics"],
+                                                   **metrics})
+    return decide_champion(uri, name, str(mv.version), metrics["test.accuracy"], role)
+
+
+def _log_model_metrics(client: MlflowClient, mv: ModelVersion,
+                       metrics: dict[str, float]) -> None:
+    """The final and test metrics on the logged model's page (not only per-epoch curves)."""
+    if not getattr(mv, "model_id", None) or not mv.run_id:
+        return
+    for key, value in metrics.items():
+        if isinstance(value, int | float):
+            client.log_metric(mv.run_id, key, float(value), model_id=mv.model_id)

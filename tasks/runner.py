@@ -81,8 +81,11 @@ def run_stage(stage_task: Task, stage: str, cfg: PipelineConfig, upstream: dict[
         logger.info("%s: cache hit, key %s (output by MLflow run %s)", stage, key, ref.run_id)
         run_id = tracking.start_child_run(
             cfg, parent_run_id, stage, key, cache="hit",
-            tags={"cache.produced_by_run": ref.run_id or ""},
+            tags={"cache.produced_by_run": ref.run_id or "",
+                  "mlflow.note.content": tracking.produced_by_note(cfg, ref.run_id)},
             metrics=ref.summary.get("metrics", {}))
+        tracking.log_parquet_inputs(cfg, run_id, sorted(Path(ref.path).glob("*.parquet")), key,
+                                    "output")
         tracking.end_run(cfg, run_id)
     write_json(_latest_path(cfg, stage), {"key": key, "config": cfg.section(stage),
                                           "upstream": upstream_keys,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from tasks import tracking
 from tasks.stage import StageRun, stage_task
 
 STAGE = "testing"
@@ -32,4 +33,6 @@ def testing_task(run: StageRun) -> dict:
     table = comparison(run.summary("feature_extraction"), result["plan"], result["metrics"])
     table.to_csv(run.out / "comparison.csv", index=False)
     run.log_artifacts("confusion.png", "shared_space.png", "comparison.csv")
+    # As a table too: MLflow's evaluation view shows it beside other runs' tables.
+    tracking.client_for(run.cfg).log_table(run.run_id, table, "comparison.json")
     return {"plan": result["plan"], "comparison": table.to_dict(orient="records")}

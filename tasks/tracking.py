@@ -28,7 +28,10 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from mmcore.config import PipelineConfig
+from mmcore.config import STAGE_SECTION, STAGES, PipelineConfig, flatten
+
+# Without it, MLflow 3's UI opens an experiment on its GenAI views instead of the runs table.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +87,12 @@ def experiment_id(client: MlflowClient, cfg: PipelineConfig) -> str:
     exp = client.get_experiment_by_name(cfg.name)
     if exp is None:
         try:
-            return client.create_experiment(cfg.name, artifact_location=artifact_location(cfg))
+            return client.create_experiment(cfg.name, artifact_location=artifact_location(cfg),
+                                            tags=EXPERIMENT_KIND)
         except mlflow.exceptions.MlflowException:  # created meanwhile by another process
             exp = client.get_experiment_by_name(cfg.name)
+    if "mlflow.experimentKind" not in exp.tags:  # made before the kind was set
+        client.set_experiment_tag(exp.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
     if exp.artifact_location.startswith("file:") and \
             has_artifact_store(tracking_uri(cfg.run_dir)):
         log.warning("MLflow experiment %r keeps its artifacts at %s, on the disk of the machine "
@@ -109,7 +115,8 @@ def git_commit() -> str:
 def start_parent_run(cfg: PipelineConfig, flow_run_id: str | None, stages: list[str]) -> str:
     """The pipeline run: whole resolved config as params; flow-run id, commit, digest as tags."""
     client = client_for(cfg)
-    run = client.create_run(experiment_id(client, cfg), run_name=f"pipeline-{cfg.name}", tags={
+    run = client.create_run(experiment_id(client, cfg),
+                            run_name=f"{cfg.name} · {cfg.training.mode}", tags={
         "prefect.flow_run_id": flow_run_id or "",
         "git.commit": git_commit(),
         "config.digest": cfg.digest(),
@@ -146,15 +153,41 @@ def start_child_run(cfg: PipelineConfig, parent_run_id: str, stage: str, key: st
     `metrics` known at the start (a cache hit knows all of them: three store writes in all)."""
     client = client_for(cfg)
     experiment, flow_run_id = _parent_facts(tracking_uri(cfg.run_dir), parent_run_id)
-    run = client.create_run(experiment, run_name=stage, tags={
-        MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: stage,
+    name = stage_run_name(stage)
+    run = client.create_run(experiment, run_name=name, tags={
+        MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: name,
         "stage": stage, "cache": cache, "cache.key": key,
         "config.digest": cfg.digest(),
         "prefect.flow_run_id": flow_run_id,
         **(tags or {}),
     })
-    log_params_and_metrics(client, run.info.run_id, cfg.section(stage), _metrics(metrics or {}))
+    log_params_and_metrics(client, run.info.run_id, stage_params(cfg, stage),
+                           _metrics(metrics or {}))
     return run.info.run_id
+
+
+def stage_run_name(stage: str) -> str:
+    """`1-preprocessing` … `5-testing`: sorted as they ran."""
+    return f"{STAGES.index(stage) + 1}-{stage}"
+
+
+def stage_params(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
+    """The stage's config section under the names the parent run uses (`training.epochs`), so
+    that the runs table shows one column per setting."""
+    values = cfg.section(stage)
+    shared = {k: values.pop(k) for k in ("seed", "device")}
+    return {**shared, **flatten({STAGE_SECTION[stage]: values})}
+
+
+def produced_by_note(cfg: PipelineConfig, run_id: str | None) -> str:
+    """A cache-hit run's description: a link to the run that produced the output it reuses."""
+    try:
+        experiment = client_for(cfg).get_run(run_id).info.experiment_id
+    except (mlflow.exceptions.MlflowException, TypeError):
+        return f"Cache hit: the output was produced by run `{run_id}`."
+    return (f"Cache hit: the output was produced by run "
+            f"[{run_id}](#/experiments/{experiment}/runs/{run_id}); its files are this run's "
+            f"datasets.")
 
 
 def _metrics(metrics: dict[str, float], step: int = 0) -> list[Metric]:

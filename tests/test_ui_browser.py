@@ -14,6 +14,8 @@ from browser import artifacts_dir, chromium_page
 from live_servers import mlflow_server
 from mlflow import MlflowClient
 
+from mmcore.config import STAGES
+
 pytestmark = pytest.mark.slow
 
 
@@ -60,22 +62,39 @@ def final_screenshot(request, page, shots):
     page.screenshot(path=shots / f"{request.node.name}.png")
 
 
-def test_mlflow_experiment_lists_the_pipeline_runs_with_their_stage_runs(page, mlflow_ui, store,
-                                                                         shots):
+def test_mlflow_experiment_opens_on_named_runs_with_their_stage_runs(page, mlflow_ui, store,
+                                                                    shots):
     exp = store["experiment"].experiment_id
-    page.goto(f"{mlflow_ui}/#/experiments/{exp}/runs?workflowType=machine_learning")
+    page.goto(f"{mlflow_ui}/#/experiments/{exp}")  # no view chosen: MLflow picks the runs table
     parent = store["parent"]
+    assert parent.info.run_name == "default · multimodal late · image+text"
     link = run_link(page, parent.info.run_id)
     link.wait_for()
     assert link.inner_text() == parent.info.run_name
     # The "+" beside the parent's name shows its stage runs nested under it.
     page.locator("[role=gridcell]", has=link).get_by_role("button").first.click()
-    for run in store["children"].values():
+    for stage, run in store["children"].items():
         child = run_link(page, run.info.run_id)
         child.wait_for()
-        assert child.inner_text() == run.info.run_name
-    assert set(store["children"]) == {"preprocessing", "feature_extraction", "fusion",
-                                      "training", "testing"}
+        assert child.inner_text() == run.info.run_name == f"{STAGES.index(stage) + 1}-{stage}"
+    page.screenshot(path=shots / "mlflow_runs.png")
+
+
+def test_mlflow_parent_run_says_what_it_is_and_links_its_parts(page, mlflow_ui, store, shots):
+    parent = store["parent"]
+    tags = parent.data.tags
+    assert {k: tags[k] for k in ("mode", "fusion", "train_modalities", "test_modalities",
+                                 "data.source", "labels_used")} == {
+        "mode": "multimodal", "fusion": "late", "train_modalities": "image+text",
+        "test_modalities": "image+text", "data.source": "digits", "labels_used": "image+text"}
+    assert tags["cache"] == "5 miss"
+    exp = store["experiment"].experiment_id
+    page.goto(f"{mlflow_ui}/#/experiments/{exp}/runs/{parent.info.run_id}")
+    page.get_by_role("heading", name=parent.info.run_name).first.wait_for()
+    page.get_by_role("link", name="5-testing").first.wait_for()  # in the description
+    page.get_by_role("link", name=re.compile(r"mmpipe-classifier version \d+")).wait_for()
+    page.get_by_role("link", name=re.compile(r"/runs/flow-run/")).wait_for()
+    page.screenshot(path=shots / "mlflow_parent_run.png", full_page=True)
 
 
 def test_mlflow_run_shows_a_plot_artifact(page, mlflow_ui, store, shots):
@@ -107,7 +126,8 @@ def test_registered_model_version_shows_its_aliases_and_description(page, mlflow
     page.screenshot(path=shots / "mlflow_model.png")
 
 
-def test_prefect_ui_shows_the_flow_run_with_its_task_runs(page, finished_run, store, shots):
+def test_prefect_ui_shows_the_named_flow_run_with_its_task_runs_and_artifact(page, finished_run,
+                                                                            store, shots):
     server = finished_run.prefect
     with urllib.request.urlopen(f"{server['ui_url']}/ui-settings", timeout=10) as response:
         settings = json.loads(response.read())
@@ -116,10 +136,14 @@ def test_prefect_ui_shows_the_flow_run_with_its_task_runs(page, finished_run, st
                      f"API {server['api_url']} (issue 8 item 4, flows/local_server.py)")
     flow_run = store["parent"].data.tags["prefect.flow_run_id"]
     page.goto(f"{server['ui_url']}/runs")
-    page.get_by_text("mmpipe").first.wait_for()
+    page.get_by_text("default · multimodal", exact=True).first.wait_for()
+    page.get_by_text("default · cross_modal · comparison", exact=True).first.wait_for()
     page.screenshot(path=shots / "prefect_runs.png")
     page.goto(f"{server['ui_url']}/runs/flow-run/{flow_run}")
     page.get_by_text("Task Runs", exact=True).click()
     for stage in store["children"]:
-        page.get_by_text(re.compile(rf"^{stage}-\w+$")).first.wait_for()
+        page.get_by_text(stage, exact=True).first.wait_for()  # named after the stage
     page.screenshot(path=shots / "prefect_flow_run.png")
+    page.get_by_text("Artifacts", exact=True).click()
+    page.get_by_text("mmpipe-default").first.wait_for()
+    page.screenshot(path=shots / "prefect_artifacts.png")
