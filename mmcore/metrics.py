@@ -18,6 +18,18 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray, n_classes: int
     }
 
 
+def per_class_table(labels: np.ndarray, preds: np.ndarray, class_names: list[str]):
+    """One row per class: precision, recall, F1 and support (a pandas DataFrame)."""
+    import pandas as pd
+    from sklearn.metrics import precision_recall_fscore_support
+
+    p, r, f, n = precision_recall_fscore_support(labels, preds,
+                                                 labels=list(range(len(class_names))),
+                                                 zero_division=0)
+    return pd.DataFrame({"class": class_names, "precision": p, "recall": r, "f1": f,
+                         "support": n.astype(int)})
+
+
 def paired_distances(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, float]:
     """Mean L2 distance of true pairs vs. shuffled pairs: aligned when paired << random."""
     paired = np.linalg.norm(a - b, axis=1).mean()
@@ -56,8 +68,10 @@ def plot_confusion(labels: np.ndarray, preds: np.ndarray, class_names: list[str]
     return path
 
 
-def plot_shared_space(points: dict[str, np.ndarray], labels: np.ndarray, path: Path) -> Path:
-    """2-D PCA of the shared space, one marker per modality, coloured by class."""
+def plot_shared_space(points: dict[str, np.ndarray], labels: np.ndarray, path: Path,
+                      class_names: list[str] | None = None) -> Path:
+    """2-D PCA of the shared space, one marker per modality, coloured by class; two legends
+    (modality markers, class colours) and the principal axes named."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,14 +80,64 @@ def plot_shared_space(points: dict[str, np.ndarray], labels: np.ndarray, path: P
     stacked = np.concatenate(list(points.values()))
     centred = stacked - stacked.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    cmap = plt.get_cmap("tab10")
     for (name, pts), marker in zip(points.items(), "ox^", strict=False):
         xy = (pts - stacked.mean(0)) @ vt[:2].T
-        ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=8, marker=marker, label=name,
-                   alpha=0.6)
-    ax.legend()
-    ax.set_title("shared space (PCA)")
+        ax.scatter(xy[:, 0], xy[:, 1], c=cmap(labels % 10), s=10, marker=marker, alpha=0.6)
+        ax.scatter([], [], c="grey", marker=marker, label=name)
+    modality_legend = ax.legend(title="modality", loc="upper left", fontsize=8)
+    ax.add_artist(modality_legend)
+    names = class_names or [str(c) for c in range(int(labels.max()) + 1)]
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=cmap(c % 10), label=n)
+               for c, n in enumerate(names)]
+    ax.legend(handles=handles, title="class", loc="center left", bbox_to_anchor=(1.01, 0.5),
+              fontsize=8)
+    ax.set_xlabel("first principal component")
+    ax.set_ylabel("second principal component")
+    ax.set_title("shared space (PCA of the validation split)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def best_epoch(history: list[dict[str, float]]) -> int | None:
+    """The epoch a reader should look at: highest `val_acc`, else lowest `val_loss`."""
+    for key, pick in (("val_acc", max), ("val_loss", min)):
+        values = [r[key] for r in history if key in r]
+        if len(values) == len(history) and values:
+            return values.index(pick(values))
+    return None
+
+
+def plot_learning_curves(history: list[dict[str, float]], path: Path, title: str) -> Path:
+    """One panel per quantity (loss, accuracy, ...), train and val overlaid, the best epoch
+    marked: what a per-metric chart grid cannot show side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({k.split("_", 1)[1] for r in history for k in r
+                    if k.startswith(("train_", "val_")) and "_" in k})
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4.5 * max(len(names), 1), 3.5),
+                             squeeze=False)
+    best = best_epoch(history)
+    for ax, name in zip(axes[0], names, strict=False):
+        for split, style in (("train", "-"), ("val", "--")):
+            points = [(e, r[f"{split}_{name}"]) for e, r in enumerate(history)
+                      if f"{split}_{name}" in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), style, marker=".", label=split)
+        if best is not None:
+            ax.axvline(best, color="grey", linewidth=0.8, linestyle=":",
+                       label=f"best epoch {best}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

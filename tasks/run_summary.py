@@ -20,6 +20,9 @@ from tasks.tracking import stage_run_name, tracking_uri
 
 # Where people open the MLflow UI on a local store: the command the CLI prints uses this port.
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
+# MLflow 3.17's UI chooses its GenAI or model-training views per browser (this URL parameter,
+# else a stored choice that defaults to GenAI), not per experiment: links carry the choice.
+RUNS_VIEW = "?workflowType=machine_learning"
 
 
 def mode_label(plan: dict[str, Any] | None, cfg: PipelineConfig) -> str:
@@ -48,7 +51,7 @@ def mlflow_ui(cfg: PipelineConfig) -> str:
 
 def run_link(experiment_id: str, run_id: str) -> str:
     """The UI route of a run (relative: it works on any MLflow UI host)."""
-    return f"#/experiments/{experiment_id}/runs/{run_id}"
+    return f"#/experiments/{experiment_id}/runs/{run_id}{RUNS_VIEW}"
 
 
 def parent_tags(cfg: PipelineConfig, refs: dict[str, StageRef], states: dict[str, str],

@@ -130,6 +130,20 @@ class StageRun:
         terminal and the flow run's Prefect logs show it."""
         get_run_logger().info("%s %s: %s", self.stage, part, progress.line())
 
+    def plot_curves(self) -> None:
+        """Per trained part (an encoder, the shared space, the classifier): train and val curves
+        overlaid in one PNG, and its `best_epoch` as a metric."""
+        from mmcore.metrics import best_epoch, plot_learning_curves
+
+        for prefix, history in self.epochs.history.items():
+            part = prefix.rstrip(".") or self.stage
+            best = best_epoch(history)
+            if best is not None:
+                self.log_metrics({f"{prefix}best_epoch": best})
+            name = f"curves_{part}.png"
+            plot_learning_curves(history, self.out / name, f"{self.stage}: {part}")
+            self.log_artifacts(name)
+
 
 @contextmanager
 def _output_folder(cfg: PipelineConfig, stage: str, key: str):
@@ -174,6 +188,7 @@ def stage_task(stage: str, reads: dict[str, str] | None = None):
                                    tracking.EpochLogger(cfg, run_id))
                     summary = body(run)
                     run.epochs.flush()
+                    run.plot_curves()
                     ref = StageRef(stage=stage, key=key, path=str(final), run_id=run_id,
                                    summary={"metrics": run.metrics, **summary})
                     _publish(final, tmp, ref)

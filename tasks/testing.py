@@ -24,6 +24,7 @@ def comparison(features: dict, plan: dict, metrics: dict[str, float]) -> pd.Data
 
 @stage_task(STAGE, reads={"fusion": "testing"})
 def testing_task(run: StageRun) -> dict:
+    from mmcore.metrics import per_class_table
     from mmcore.stages.testing import run_testing  # torch: only on a miss
 
     fusion = run.summary("fusion")
@@ -32,7 +33,12 @@ def testing_task(run: StageRun) -> dict:
     run.log_metrics({f"test.{k}": v for k, v in result["metrics"].items()})
     table = comparison(run.summary("feature_extraction"), result["plan"], result["metrics"])
     table.to_csv(run.out / "comparison.csv", index=False)
-    run.log_artifacts("confusion.png", "shared_space.png", "comparison.csv")
-    # As a table too: MLflow's evaluation view shows it beside other runs' tables.
-    tracking.client_for(run.cfg).log_table(run.run_id, table, "comparison.json")
+    run.log_artifacts("confusion.png", "comparison.csv")
+    # As tables too: MLflow's evaluation view shows them beside other runs' tables.
+    client = tracking.client_for(run.cfg)
+    client.log_table(run.run_id, table, "comparison.json")
+    predictions = pd.read_parquet(run.out / "predictions.parquet", columns=["label", "pred"])
+    client.log_table(run.run_id, per_class_table(predictions["label"].to_numpy(),
+                                                 predictions["pred"].to_numpy(),
+                                                 fusion["class_names"]), "per_class.json")
     return {"plan": result["plan"], "comparison": table.to_dict(orient="records")}

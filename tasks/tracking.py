@@ -186,7 +186,8 @@ def produced_by_note(cfg: PipelineConfig, run_id: str | None) -> str:
     except (mlflow.exceptions.MlflowException, TypeError):
         return f"Cache hit: the output was produced by run `{run_id}`."
     return (f"Cache hit: the output was produced by run "
-            f"[{run_id}](#/experiments/{experiment}/runs/{run_id}); its files are this run's "
+            f"[{run_id}](#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning);"
+            f" its files are this run's "
             f"datasets.")
 
 
@@ -212,9 +213,11 @@ class EpochLogger:
         self.cfg, self.run_id, self.prefix, self.interval = cfg, run_id, prefix, interval
         self.pending: list[Metric] = []
         self.last_flush = time.monotonic()
+        self.history: dict[str, list[dict[str, float]]] = {}  # per prefix: one record an epoch
 
     def __call__(self, epoch: int, record: dict[str, float], prefix: str | None = None) -> None:
         prefix = self.prefix if prefix is None else prefix
+        self.history.setdefault(prefix, []).append(dict(record))
         now = int(time.time() * 1000)
         self.pending += [Metric(f"{prefix}{k}", float(v), now, epoch) for k, v in record.items()]
         if time.monotonic() - self.last_flush > self.interval:

@@ -15,6 +15,7 @@ from live_servers import mlflow_server
 from mlflow import MlflowClient
 
 from mmcore.config import STAGES
+from tasks.run_summary import run_link as mlflow_run_route
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,7 @@ def page(mlflow_ui):
         yield page
 
 
-def run_link(page, run_id: str):
+def table_link(page, run_id: str):
     """The runs table's link to one run."""
     return page.locator(f"a[href$='/runs/{run_id}']").first
 
@@ -65,16 +66,17 @@ def final_screenshot(request, page, shots):
 def test_mlflow_experiment_opens_on_named_runs_with_their_stage_runs(page, mlflow_ui, store,
                                                                     shots):
     exp = store["experiment"].experiment_id
-    page.goto(f"{mlflow_ui}/#/experiments/{exp}")  # no view chosen: MLflow picks the runs table
+    # As the links mmpipe prints: MLflow 3.17 picks GenAI or model-training views per browser.
+    page.goto(f"{mlflow_ui}/#/experiments/{exp}?workflowType=machine_learning")
     parent = store["parent"]
     assert parent.info.run_name == "default · multimodal late · image+text"
-    link = run_link(page, parent.info.run_id)
+    link = table_link(page, parent.info.run_id)
     link.wait_for()
     assert link.inner_text() == parent.info.run_name
     # The "+" beside the parent's name shows its stage runs nested under it.
     page.locator("[role=gridcell]", has=link).get_by_role("button").first.click()
     for stage, run in store["children"].items():
-        child = run_link(page, run.info.run_id)
+        child = table_link(page, run.info.run_id)
         child.wait_for()
         assert child.inner_text() == run.info.run_name == f"{STAGES.index(stage) + 1}-{stage}"
     page.screenshot(path=shots / "mlflow_runs.png")
@@ -89,23 +91,39 @@ def test_mlflow_parent_run_says_what_it_is_and_links_its_parts(page, mlflow_ui, 
         "test_modalities": "image+text", "data.source": "digits", "labels_used": "image+text"}
     assert tags["cache"] == "5 miss"
     exp = store["experiment"].experiment_id
-    page.goto(f"{mlflow_ui}/#/experiments/{exp}/runs/{parent.info.run_id}")
+    page.goto(f"{mlflow_ui}/{mlflow_run_route(exp, parent.info.run_id)}")
     page.get_by_role("heading", name=parent.info.run_name).first.wait_for()
     page.get_by_role("link", name="5-testing").first.wait_for()  # in the description
     page.get_by_role("link", name=re.compile(r"mmpipe-classifier version \d+")).wait_for()
-    page.get_by_role("link", name=re.compile(r"/runs/flow-run/")).wait_for()
+    page.get_by_role("link", name=re.compile("flow-run")).wait_for()
     page.screenshot(path=shots / "mlflow_parent_run.png", full_page=True)
 
 
-def test_mlflow_run_shows_a_plot_artifact(page, mlflow_ui, store, shots):
-    exp = store["experiment"].experiment_id
-    testing = store["children"]["testing"].info.run_id
-    page.goto(f"{mlflow_ui}/#/experiments/{exp}/runs/{testing}/artifacts/confusion.png")
-    image = page.locator("img[src^='blob:'], img[src*='confusion.png']").first
+def image_artifact(page, mlflow_ui: str, store, stage: str, name: str, shot) -> None:
+    """Open a stage run's PNG artifact and wait until the image has loaded."""
+    exp, run = store["experiment"].experiment_id, store["children"][stage].info.run_id
+    page.goto(f"{mlflow_ui}/#/experiments/{exp}/runs/{run}/artifacts/{name}"
+              "?workflowType=machine_learning")
+    image = page.locator(f"img[src^='blob:'], img[src*='{name}']").first
     image.wait_for()
-    page.wait_for_function("img => img.complete && img.naturalWidth > 100", arg=image
-                           .element_handle())
-    page.screenshot(path=shots / "mlflow_plot.png")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 100",
+                           arg=image.element_handle())
+    page.screenshot(path=shot)
+
+
+def test_mlflow_stage_runs_show_their_plots(page, mlflow_ui, store, shots):
+    image_artifact(page, mlflow_ui, store, "testing", "confusion.png", shots / "confusion.png")
+    # The shared space belongs to the stage that learned it; curves overlay train and val.
+    image_artifact(page, mlflow_ui, store, "fusion", "shared_space.png",
+                   shots / "shared_space.png")
+    image_artifact(page, mlflow_ui, store, "training", "curves_training.png",
+                   shots / "curves_training.png")
+    artifacts = {a.path for a in store["client"].list_artifacts(
+        store["children"]["testing"].info.run_id)}
+    assert {"comparison.json", "per_class.json"} <= artifacts
+    assert "best_epoch" in store["children"]["training"].data.metrics
+    assert {"image.best_epoch", "text.best_epoch"} <= \
+        set(store["children"]["feature_extraction"].data.metrics)
 
 
 def test_registered_model_version_shows_its_aliases_and_description(page, mlflow_ui, store,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mmcore.metrics import classification_metrics, plot_confusion, plot_shared_space
+from mmcore.metrics import classification_metrics, plot_confusion
 from mmcore.parquet_io import embedding_array, write_table
 from mmcore.stages.training import load_classifier, load_shared, predict_proba
 
@@ -16,7 +16,7 @@ from mmcore.stages.training import load_classifier, load_shared, predict_proba
 def run_testing(shared_dir: Path, training_dir: Path, modalities: list[str],
                 class_names: list[str], out_dir: Path, file_meta: dict[str, Any],
                 ) -> dict[str, Any]:
-    """Write `predictions.parquet` (id, label, pred, probs) and the confusion/shared-space PNGs."""
+    """Write `predictions.parquet` (id, label, pred, probs) and the confusion matrix PNG."""
     model, spec = load_classifier(training_dir)
     plan = spec["plan"]
     shared = load_shared(shared_dir, modalities)
@@ -34,6 +34,4 @@ def run_testing(shared_dir: Path, training_dir: Path, modalities: list[str],
     metrics = classification_metrics(labels, preds, len(class_names))
     title = f"{plan['mode']}: train {'+'.join(plan['train'])}, test {'+'.join(plan['test'])}"
     plot_confusion(labels, preds, class_names, out_dir / "confusion.png", title)
-    plot_shared_space({m: shared[m]["embedding"][rows] for m in modalities}, labels,
-                      out_dir / "shared_space.png")
     return {"plan": plan, "metrics": metrics}
