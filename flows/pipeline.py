@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
+from prefect.utilities.urls import url_for
 
 from mmcore.config import STAGES, PipelineConfig, load_config
 from tasks import model_registry, registry, run_summary, tracking
@@ -91,8 +92,10 @@ def _describe(cfg: PipelineConfig, parent: str, refs: dict[str, StageRef],
     labels = (model_registry.labels_used(refs["training"].summary["plan"],
                                          refs["training"].summary["modalities"])
               if "training" in refs else None)
+    # url_for gives the route Prefect's own log lines link (runtime's ui_url uses another).
+    flow_run_url = url_for("flow-run", obj_id=flow_run.get_id())
     run_url = run_summary.describe_parent(cfg, parent, refs, states, metrics, model,
-                                          flow_run.ui_url, labels)
+                                          flow_run_url, labels)
     create_markdown_artifact(run_summary.flow_run_markdown(cfg, run_url, metrics, states, model),
                              key=run_summary.artifact_key(cfg),
                              description=f"{cfg.name}: metrics and the MLflow run")
