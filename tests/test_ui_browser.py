@@ -149,9 +149,7 @@ def test_prefect_ui_shows_the_named_flow_run_with_its_task_runs_and_artifact(pag
     server = finished_run.prefect
     with urllib.request.urlopen(f"{server['ui_url']}/ui-settings", timeout=10) as response:
         settings = json.loads(response.read())
-    if settings["api_url"] != server["api_url"]:
-        pytest.xfail(f"the local Prefect server's UI calls {settings['api_url']}, not its own "
-                     f"API {server['api_url']} (issue 8 item 4, flows/local_server.py)")
+    assert settings["api_url"] == server["api_url"]  # the UI talks to its own API
     flow_run = store["parent"].data.tags["prefect.flow_run_id"]
     page.goto(f"{server['ui_url']}/runs")
     page.get_by_text("default · multimodal", exact=True).first.wait_for()
