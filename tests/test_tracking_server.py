@@ -26,7 +26,7 @@ from tasks.tracking import using_tracking_uri
 # As small as the pipeline goes: what is under test is where things are recorded.
 TINY = ["data.limit=400", "features.image_epochs=1", "features.text_epochs=1",
         "fusion.epochs=2", "training.epochs=2"]
-MODEL = "models:/mmpipe-classifier@newest"
+MODEL = "models:/mmpipe-classifier@champion"
 
 
 @pytest.mark.parametrize(("uri", "on_server"), [
@@ -101,9 +101,10 @@ def test_plots_records_and_model_land_in_the_servers_artifact_store(server, serv
     assert set(runs) == set(STAGES)
     stored = {p.relative_to(server.artifacts).as_posix()
               for p in server.artifacts.rglob("*") if p.is_file()}
-    testing_id = runs["testing"].info.run_id
-    for name in ("confusion.png", "shared_space.png", "comparison.csv"):
+    testing_id, fusion_id = runs["testing"].info.run_id, runs["fusion"].info.run_id
+    for name in ("confusion.png", "comparison.csv"):
         assert f"{exp.experiment_id}/{testing_id}/artifacts/{name}" in stored
+    assert f"{exp.experiment_id}/{fusion_id}/artifacts/shared_space.png" in stored
     assert any(p.endswith("/artifacts/MLmodel") and "/models/" in p for p in stored)
     assert not (run_dir / "mlartifacts").exists()
     assert Path(testing_run["path"], "predictions.parquet").exists()  # stage outputs stay here
