@@ -2,6 +2,7 @@
 
     mmpipe run [--config FILE] [--set key=value ...] [--stages a,b] [--refresh STAGE]
     mmpipe status [--config FILE] [--set key=value ...]
+    mmpipe verify [--config FILE] [--set key=value ...]
     mmpipe compare [--config FILE] [--set key=value ...]
     mmpipe promote VERSION [--config FILE] [--set key=value ...]
     mmpipe serve
@@ -56,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="each stage's cache state for a config; runs nothing",
                             parents=[debug])
     _config_args(status)
+    verify = sub.add_parser("verify", parents=[debug],
+                            help="hash every stage output file and compare it with its marker; "
+                                 "exit 1 if one is damaged (with --config or --set other than "
+                                 "run_dir: only that config's stages)")
+    _config_args(verify)
     compare = sub.add_parser("compare", help="unimodal, multimodal and cross-modal side by side",
                              parents=[debug])
     _config_args(compare)
@@ -166,6 +172,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    cfg, _ = _resolved_config(args)
+    from tasks.verification import verify
+
+    only_config = bool(args.config) or any(not o.startswith("run_dir=") for o in args.overrides)
+    rows = verify(cfg, only_config)
+    for row in rows:
+        print(f"{row['state']:<10} {row['stage']}/{row['key']}  " + (
+            f"{row['files']} files, {row['bytes']:,} bytes" if row["state"] == "ok"
+            else "; ".join(row["problems"])))
+    damaged = sum(row["state"] == "damaged" for row in rows)
+    print(f"{len(rows)} stage folders, {damaged} damaged"
+          + (" (the next run that needs them rebuilds them)" if damaged else ""))
+    return 1 if damaged else 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     cfg, overrides = _resolved_config(args, server=True)
     environment.create_tracking_store(Path(cfg.run_dir))
@@ -252,9 +274,9 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "status": cmd_status, "compare": cmd_compare, "promote": cmd_promote,
-            "serve": cmd_serve, "deploy": cmd_deploy, "server": cmd_server,
-            "data": cmd_download}
+COMMANDS = {"run": cmd_run, "status": cmd_status, "verify": cmd_verify, "compare": cmd_compare,
+            "promote": cmd_promote, "serve": cmd_serve, "deploy": cmd_deploy,
+            "server": cmd_server, "data": cmd_download}
 
 
 def report(exc: BaseException, debug: bool) -> int:

@@ -15,7 +15,7 @@ from prefect.runtime import flow_run
 from prefect.utilities.urls import url_for
 
 from mmcore.config import STAGES, PipelineConfig, load_config
-from tasks import model_registry, registry, run_summary, tracking
+from tasks import model_registry, recovery, registry, run_summary, tracking
 from tasks.stage import StageRef
 
 
@@ -47,6 +47,7 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
     logger = get_run_logger()
     cfg = load_config(config, overrides)
     wanted, first_refresh = select(stages, refresh)
+    recovery.begin(cfg, flow_run.get_id(), logger)  # first: clean up after crashed runs
     _tag_flow_run(["mmpipe", cfg.name, cfg.training.mode, role])
     parent = tracking.start_parent_run(cfg, flow_run.get_id(), wanted)
     refs: dict[str, StageRef] = {}
@@ -71,8 +72,10 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
         run_url = _describe(cfg, parent, refs, report, metrics, model)
     except BaseException:
         tracking.end_run(cfg, parent, "FAILED")
+        recovery.end(cfg, flow_run.get_id())
         raise
     tracking.end_run(cfg, parent)
+    recovery.end(cfg, flow_run.get_id())
     return {"config": cfg.name, "run_dir": cfg.run_dir, "parent_run_id": parent,
             "run_url": run_url,
             "tracking_uri": tracking.tracking_uri(cfg.run_dir), "stages": report,
@@ -134,6 +137,8 @@ MODES = [("unimodal", "image"), ("unimodal", "text"), ("multimodal", "image"),
 def compare_modes(config: str | None = None, overrides: list[str] | None = None,
                   ) -> list[dict[str, Any]]:
     """The three ways to learn on one config: only training and testing run per mode."""
+    cfg = load_config(config, overrides)
+    recovery.begin(cfg, flow_run.get_id(), get_run_logger())
     rows: list[dict[str, Any]] = []
     for mode, modality in MODES:
         summary = pipeline(config=config, overrides=[*(overrides or []), f"training.mode={mode}",
@@ -144,4 +149,5 @@ def compare_modes(config: str | None = None, overrides: list[str] | None = None,
             continue  # e.g. a one-modality dataset: multimodal falls back to unimodal
         rows.append({"mode": plan["mode"], "train": "+".join(plan["train"]),
                      "test": "+".join(plan["test"]), "plan": plan, **summary["metrics"]})
+    recovery.end(cfg, flow_run.get_id())
     return rows

@@ -4,6 +4,8 @@
 - Every file carries `mmpipe` JSON metadata in its schema (stage, cache key, upstream keys, ...).
 - Files are written under a temporary name in the same folder and renamed into place; a stage's
   output folder gets its completion marker last, and a folder without it does not exist.
+- The marker lists every file with its size and SHA-256 (`mmcore/integrity.py`), so a folder
+  whose files were later cut, changed or deleted is found out before anyone reads it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from mmcore import integrity
 
 META_KEY = b"mmpipe"
 MARKER = "_COMPLETE.json"
@@ -82,7 +86,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    """`.<name>.<pid>-<random>.tmp`: the pid lets a later run tell a crashed writer's leftover
+    from a file being written right now."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
 
 
 @contextmanager
@@ -124,9 +130,14 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return path
 
 
-def mark_complete(folder: str | Path, info: dict[str, Any]) -> None:
-    """Write the completion marker; call last, after every output file is in place."""
-    write_json(Path(folder) / MARKER, info)
+def mark_complete(folder: str | Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Write the completion marker: `info`, every file of the folder with its size and digest
+    (`files`), and one digest of them all (`content`). Call last, after every output file is in
+    place. Returns what was written."""
+    files = integrity.manifest(folder, skip={MARKER})
+    marker = {**info, "files": files, "content": integrity.content_digest(files)}
+    write_json(Path(folder) / MARKER, marker)
+    return marker
 
 
 def read_marker(folder: str | Path) -> dict[str, Any] | None:
@@ -135,6 +146,16 @@ def read_marker(folder: str | Path) -> dict[str, Any] | None:
         return json.loads((Path(folder) / MARKER).read_text())
     except (OSError, ValueError):
         return None
+
+
+def verify_folder(folder: str | Path, full: bool = False,
+                  ) -> tuple[dict[str, Any] | None, list[integrity.Problem]]:
+    """(marker, what is wrong with the folder's files); (None, []) when the folder is missing or
+    incomplete. `full`: hash every file (else `integrity`'s policy for large files)."""
+    marker = read_marker(folder)
+    if marker is None:
+        return None, []
+    return marker, integrity.check(folder, marker.get("files"), full=full, skip={MARKER})
 
 
 def iter_batches(path: str | Path, columns: list[str] | None = None,

@@ -1,5 +1,11 @@
 """Run one stage through Prefect's cache, and account for it: hit or miss, why, in the log and in
-MLflow (a child run also for a hit, tagged `cache=hit` with the run that produced the output)."""
+MLflow (a child run also for a hit, tagged `cache=hit` with the run that produced the output).
+
+A hit needs more than Prefect's cache record: the output folder's files must match its marker
+(a truncated or altered file makes the stage run again, and the reason names the file), and the
+upstream outputs it was built from must still have the content they had then. The whole
+decide-run-publish sequence holds the stage key's lock (`tasks/locks.py`): a second run of the
+same config waits, then finds the output and reports a hit."""
 
 from __future__ import annotations
 
@@ -11,8 +17,8 @@ from prefect import Task, get_run_logger
 
 from mmcore.config import PipelineConfig
 from mmcore.parquet_io import write_json
-from tasks import tracking
-from tasks.stage import StageRef, completed, stage_code, stage_dir, stage_key
+from tasks import locks, tracking
+from tasks.stage import StageRef, content, stage_code, stage_dir, stage_key, verified
 
 
 def _latest_path(cfg: PipelineConfig, stage: str) -> Path:
@@ -47,22 +53,57 @@ def miss_reason(cfg: PipelineConfig, stage: str, key: str, upstream: dict[str, s
     return "library versions (torch, pyarrow) changed"
 
 
+def _rebuilt_upstream(cfg: PipelineConfig, marker: dict[str, Any],
+                      upstream: dict[str, str]) -> list[str]:
+    """Upstream stages whose output now has other content than when this output was built (an
+    upstream rebuilt after damage, not bit for bit the same). A missing upstream is not counted:
+    it is rebuilt first, and compared then."""
+    recorded = marker.get("upstream_content") or {}
+    now = {name: content(cfg, name, key) for name, key in upstream.items()}
+    return sorted(name for name, digest in now.items()
+                  if digest is not None and recorded.get(name) not in (None, digest))
+
+
 def status(cfg: PipelineConfig, stage: str, upstream: dict[str, str],
-           extra: dict[str, Any] | None = None) -> tuple[str, str, str]:
+           extra: dict[str, Any] | None = None, key: str | None = None,
+           ) -> tuple[str, str, str]:
     """(key, 'hit' | 'miss', reason) for one stage, without running anything."""
-    key = stage_key(stage, cfg, upstream, extra)
-    if completed(cfg, stage, key):
-        return key, "hit", f"complete output at {stage_dir(cfg, stage, key)}"
-    return key, "miss", miss_reason(cfg, stage, key, upstream, extra)
+    key = key or stage_key(stage, cfg, upstream, extra)
+    marker, problems = verified(cfg, stage, key)
+    if marker is None:
+        return key, "miss", miss_reason(cfg, stage, key, upstream, extra)
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; {len(problems) - 3} more" if len(problems) > 3
+                                           else "")
+        return key, "miss", f"damaged output: {shown}"
+    rebuilt = _rebuilt_upstream(cfg, marker, upstream)
+    if rebuilt:
+        return key, "miss", (f"upstream output changed: {', '.join(rebuilt)} was rebuilt with "
+                             "other content")
+    return key, "hit", f"complete output at {stage_dir(cfg, stage, key)}"
 
 
 def run_stage(stage_task: Task, stage: str, cfg: PipelineConfig, upstream: dict[str, StageRef],
               parent_run_id: str, *, refresh: bool = False,
               extra: dict[str, Any] | None = None) -> tuple[StageRef, str]:
     """Run (or take from cache) one stage task; log hit/miss and why. Returns (ref, hit|miss)."""
+    upstream_keys = {k: v.key for k, v in upstream.items()}
+    key = stage_key(stage, cfg, upstream_keys, extra)
+    logger = get_run_logger()
+
+    def waiting(holder: str) -> None:
+        logger.info("%s: waiting for %s, which is computing key %s", stage, holder, key)
+
+    with locks.stage_lock(cfg.run_dir, stage, key, on_wait=waiting):
+        return _run_locked(stage_task, stage, cfg, upstream, parent_run_id, key, refresh, extra)
+
+
+def _run_locked(stage_task: Task, stage: str, cfg: PipelineConfig,
+                upstream: dict[str, StageRef], parent_run_id: str, key: str, refresh: bool,
+                extra: dict[str, Any] | None) -> tuple[StageRef, str]:
     logger = get_run_logger()
     upstream_keys = {k: v.key for k, v in upstream.items()}
-    key, state, reason = status(cfg, stage, upstream_keys, extra)
+    key, state, reason = status(cfg, stage, upstream_keys, extra, key=key)
     if refresh:
         state, reason = "miss", "refresh requested"
     task = stage_task.with_options(

@@ -9,7 +9,11 @@ Prefect task and does the rest:
   answers without running anything). `StagePolicy` hands it to Prefect.
 - Outputs go to `<run_dir>/stages/<stage>/<key>/`, written in a temporary sibling folder that is
   renamed into place after its completion marker is written: a folder without the marker does
-  not exist for anyone.
+  not exist for anyone. The marker lists each file's size and digest, and records the content
+  digest of each upstream folder the stage read, so a damaged output, or one built on an
+  upstream that was rebuilt differently since, is not a cache hit (`verified`).
+- Before the body runs, its upstream folders are checked against their markers: a damaged input
+  is an error naming the file, never a pyarrow traceback.
 - The stage's MLflow child run (FAILED if the body raises), its upstream Parquet files logged as
   dataset inputs and its own as outputs, per-epoch metrics flushed at the end.
 - The task returns a `StageRef` (path + key + the MLflow run that produced it + a small summary),
@@ -18,6 +22,7 @@ Prefect task and does the rest:
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -33,8 +38,8 @@ from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
 from mmcore.config import PipelineConfig, digest
-from mmcore.parquet_io import mark_complete, read_marker
-from tasks import tracking
+from mmcore.parquet_io import mark_complete, read_marker, verify_folder
+from tasks import faults, tracking
 from tasks.fingerprint import fingerprint, module_digests
 
 
@@ -115,12 +120,15 @@ class StageRun:
         return self.upstream[stage].summary
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
+        faults.point(self.stage, "metrics")
         self.metrics.update(metrics)
         tracking.log_metrics(self.cfg, self.run_id, metrics)
 
     def log_artifacts(self, *names: str) -> None:
         """Files of the output folder, by name, as artifacts of the stage's run."""
-        tracking.log_artifacts(self.cfg, self.run_id, [self.out / name for name in names])
+        for name in names:
+            tracking.log_artifacts(self.cfg, self.run_id, [self.out / name])
+            faults.point(self.stage, "artifacts")
 
     def set_tags(self, tags: dict[str, str]) -> None:
         tracking.set_tags(self.cfg, self.run_id, tags)
@@ -145,11 +153,50 @@ class StageRun:
             self.log_artifacts(name)
 
 
+class _Epochs(tracking.EpochLogger):
+    """The stage's per-epoch metrics, with a fault-injection point per epoch."""
+
+    def __init__(self, cfg: PipelineConfig, run_id: str, stage: str):
+        super().__init__(cfg, run_id)
+        self.stage = stage
+
+    def __call__(self, epoch: int, record: dict[str, float], prefix: str | None = None) -> None:
+        faults.point(self.stage, "epoch")
+        super().__call__(epoch, record, prefix)
+
+
+class DamagedOutput(RuntimeError):
+    """A stage output that no longer matches its completion marker."""
+
+
+def verified(cfg: PipelineConfig, stage: str, key: str, full: bool = False,
+             ) -> tuple[dict[str, Any] | None, list[str]]:
+    """(marker, problems) of the stage's output folder for `key`: (None, []) when there is no
+    complete folder; problems name each missing, truncated, altered or added file."""
+    marker, problems = verify_folder(stage_dir(cfg, stage, key), full=full)
+    return marker, [str(p) for p in problems]
+
+
+def _check_inputs(stage: str, upstream: dict[str, StageRef]) -> dict[str, str]:
+    """Each upstream folder checked against its marker right before the body reads it; returns
+    their content digests (recorded in this stage's marker)."""
+    contents = {}
+    for name, ref in upstream.items():
+        marker, problems = verify_folder(ref.path)
+        if marker is None or problems:
+            what = "; ".join(problems) or "its completion marker is gone"
+            raise DamagedOutput(f"{stage}: its input {name} at {ref.path} is damaged: {what}. "
+                                f"The next run rebuilds {name}.")
+        contents[name] = marker["content"]
+    return contents
+
+
 @contextmanager
 def _output_folder(cfg: PipelineConfig, stage: str, key: str):
-    """A temporary folder beside the final one; removed if the stage fails."""
+    """A temporary folder beside the final one, `.<key>.<pid>-<random>.tmp`; removed if the
+    stage fails, and by `tasks/recovery.py` if its process died."""
     final = stage_dir(cfg, stage, key)
-    tmp = final.with_name(f".{key}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = final.with_name(f".{key}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     tmp.mkdir(parents=True)
     try:
         yield final, tmp
@@ -157,10 +204,11 @@ def _output_folder(cfg: PipelineConfig, stage: str, key: str):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _publish(final: Path, tmp: Path, ref: StageRef) -> None:
+def _publish(final: Path, tmp: Path, ref: StageRef, upstream_content: dict[str, str]) -> None:
     """Marker last, then rename: the output exists all at once or not at all."""
-    mark_complete(tmp, ref.model_dump())
-    if final.exists():  # an incomplete leftover of an interrupted run
+    mark_complete(tmp, {**ref.model_dump(), "upstream_content": upstream_content})
+    faults.point(ref.stage, "publish")
+    if final.exists():  # a damaged or outdated output, replaced under the stage's lock
         shutil.rmtree(final)
     tmp.rename(final)
 
@@ -177,6 +225,7 @@ def stage_task(stage: str, reads: dict[str, str] | None = None):
     def decorate(body: Body):
         def run_stage(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
                       parent_run_id: str) -> StageRef:
+            upstream_content = _check_inputs(stage, upstream)
             with _output_folder(cfg, stage, key) as (final, tmp):
                 run_id = tracking.start_child_run(cfg, parent_run_id, stage, key, cache="miss")
                 try:
@@ -185,13 +234,14 @@ def stage_task(stage: str, reads: dict[str, str] | None = None):
                             cfg, run_id, sorted(Path(upstream[name].path).glob("*.parquet")),
                             upstream[name].key, context)
                     run = StageRun(cfg, stage, key, upstream, tmp, run_id,
-                                   tracking.EpochLogger(cfg, run_id))
+                                   _Epochs(cfg, run_id, stage))
+                    faults.point(stage, "start")
                     summary = body(run)
                     run.epochs.flush()
                     run.plot_curves()
                     ref = StageRef(stage=stage, key=key, path=str(final), run_id=run_id,
                                    summary={"metrics": run.metrics, **summary})
-                    _publish(final, tmp, ref)
+                    _publish(final, tmp, ref, upstream_content)
                     tracking.log_parquet_inputs(cfg, run_id, sorted(final.glob("*.parquet")),
                                                 key, "output")
                 except BaseException:
@@ -208,6 +258,13 @@ def stage_task(stage: str, reads: dict[str, str] | None = None):
 
 
 def completed(cfg: PipelineConfig, stage: str, key: str) -> StageRef | None:
-    """The StageRef recorded in a complete output folder, or None."""
+    """The StageRef recorded in a complete output folder whose files match its marker, or
+    None."""
+    marker, problems = verified(cfg, stage, key)
+    return StageRef.model_validate(marker) if marker and not problems else None
+
+
+def content(cfg: PipelineConfig, stage: str, key: str) -> str | None:
+    """The content digest of a stage's complete output folder, if there is one."""
     marker = read_marker(stage_dir(cfg, stage, key))
-    return StageRef.model_validate(marker) if marker else None
+    return marker.get("content") if marker else None

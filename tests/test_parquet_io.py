@@ -122,12 +122,20 @@ def test_mark_complete_and_read_marker(tmp_path):
     assert read_marker(folder) is None  # missing folder
     folder.mkdir()
     assert read_marker(folder) is None  # folder without marker
-    mark_complete(folder, {"key": "k1", "files": ["a.parquet"]})
+    (folder / "a.bin").write_bytes(b"abc")
+    mark_complete(folder, {"key": "k1"})
     assert (folder / MARKER).exists()
-    assert read_marker(folder) == {"key": "k1", "files": ["a.parquet"]}
+    marker = read_marker(folder)
+    # Every file but the marker, with its size and SHA-256 (of b"abc", pinned).
+    assert marker["key"] == "k1"
+    assert list(marker["files"]) == ["a.bin"]
+    assert marker["files"]["a.bin"]["size"] == 3
+    assert marker["files"]["a.bin"]["sha256"] == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    assert len(marker["content"]) == 16
     (folder / MARKER).write_text("{not json")
     assert read_marker(folder) is None  # corrupt marker = incomplete
-    assert [p.name for p in folder.iterdir()] == [MARKER]
+    assert sorted(p.name for p in folder.iterdir()) == [MARKER, "a.bin"]
 
 
 def test_write_json_is_sorted_and_readable(tmp_path):

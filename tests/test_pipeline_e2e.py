@@ -230,3 +230,83 @@ def test_mmcore_never_imports_prefect_or_mlflow():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('prefect', 'mlflow')]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _stage_file(summary: dict, stage: str, name: str) -> Path:
+    return Path(summary["stages"][stage]["path"]) / name
+
+
+def test_a_truncated_output_misses_naming_the_file_and_only_its_stage_reruns(cold, run_dir):
+    """Half of fusion's Parquet file cut off, its marker left in place: status and the run name
+    the file; fusion runs again, and the stages after it are hits because its rebuilt output is
+    bit for bit the same."""
+    from tasks.registry import status_all
+
+    cfg = load_config(overrides=[*FAST, f"run_dir={run_dir}"])
+    path = _stage_file(cold, "fusion", "shared_image.parquet")
+    size = path.stat().st_size
+    os.truncate(path, size // 2)
+    rows = {r["stage"]: r for r in status_all(cfg)}
+    assert rows["fusion"]["state"] == "miss"
+    assert rows["fusion"]["reason"] == (f"damaged output: shared_image.parquet is "
+                                        f"{size // 2:,} bytes, the marker says {size:,} "
+                                        "(truncated)")
+    assert rows["feature_extraction"]["state"] == rows["training"]["state"] == "hit"
+    again = run(run_dir)
+    assert states(again) == {"preprocessing": "hit", "feature_extraction": "hit",
+                             "fusion": "miss", "training": "hit", "testing": "hit"}
+    assert path.stat().st_size == size
+    assert again["metrics"] == cold["metrics"]
+
+
+def test_flipped_bytes_are_found_by_status_and_verify(cold, run_dir, capsys):
+    from flows.cli import main
+    from tasks.registry import status_all
+
+    cfg = load_config(overrides=[*FAST, f"run_dir={run_dir}"])
+    assert main(["verify", "--set", f"run_dir={run_dir}"]) == 0
+    path = _stage_file(cold, "preprocessing", "train.parquet")
+    original = path.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0xFF
+    path.write_bytes(bytes(flipped))
+    try:
+        rows = {r["stage"]: r for r in status_all(cfg)}
+        assert rows["preprocessing"]["reason"] == (
+            f"damaged output: train.parquet has the marker's size ({len(original):,} bytes) but "
+            "not its content (altered)")
+        capsys.readouterr()
+        assert main(["verify", "--set", f"run_dir={run_dir}"]) == 1
+        out = capsys.readouterr().out
+        assert f"damaged    preprocessing/{path.parent.name}  train.parquet has" in out
+        assert main(["verify", "--set", f"run_dir={run_dir}", "--set", "seed=99"]) == 0
+    finally:
+        path.write_bytes(original)
+    assert {r["state"] for r in status_all(cfg)} == {"hit"}  # same bytes again: trusted
+
+
+def test_an_upstream_rebuilt_with_other_content_misses_the_stages_built_on_it(cold, run_dir):
+    """Keys come from the config, so a rebuilt upstream keeps its key; its marker's content
+    digest tells the stages after it that what they were built from has changed."""
+    from mmcore.parquet_io import MARKER, mark_complete, read_marker
+    from tasks.registry import status_all
+
+    cfg = load_config(overrides=[*FAST, f"run_dir={run_dir}"])
+    folder = _stage_file(cold, "fusion", "")
+    saved = {p.name: p.read_bytes() for p in folder.iterdir()}
+    try:
+        table = pq.read_table(folder / "shared_text.parquet")
+        pq.write_table(table, folder / "shared_text.parquet", row_group_size=100)
+        marker = read_marker(folder)
+        (folder / MARKER).unlink()
+        mark_complete(folder, {k: marker[k] for k in marker if k not in ("files", "content")})
+        rows = {r["stage"]: r for r in status_all(cfg)}
+        assert {s: r["state"] for s, r in rows.items()} == {
+            "preprocessing": "hit", "feature_extraction": "hit", "fusion": "hit",
+            "training": "miss", "testing": "miss"}
+        assert rows["training"]["reason"] == ("upstream output changed: fusion was rebuilt "
+                                              "with other content")
+    finally:
+        for name, data in saved.items():
+            (folder / name).write_bytes(data)
+    assert {r["state"] for r in status_all(cfg)} == {"hit"}

@@ -1,0 +1,145 @@
+"""What verifying stage outputs costs, measured in one run of this script.
+
+(a) hash throughput of SHA-256 and BLAKE2b on this machine;
+(b) a fully cached rerun of the default pipeline (in one warm process, against a local Prefect
+    server, heartbeats off as under `mmpipe run`), and the time spent inside it verifying the
+    five stage folders against their markers (`verify_folder` timed in place), medians;
+(c) the same five folders checked in a fresh process under the run policy and fully hashed
+    (`mmpipe verify`);
+(d) a large stage folder (--large-mb of random bytes, like MNIST's samples): the run policy
+    (size and stamps) against a full hash, which is what hashing every file on every run would
+    add to each cached rerun.
+
+Usage: python benchmarks/verification.py [--repeats 5] [--large-mb 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def hash_rate(path: Path, algorithm: str, repeats: int) -> float:
+    """MB/s, median of `repeats`, file in the page cache."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with open(path, "rb") as file:
+            hashlib.file_digest(file, algorithm)
+        times.append(time.perf_counter() - start)
+    return path.stat().st_size / 1e6 / statistics.median(times)
+
+
+def check_time(folders: list[Path], full: bool, repeats: int) -> float:
+    """Seconds to check `folders` as a fresh process would (nothing hashed before)."""
+    from mmcore import integrity
+    from mmcore.parquet_io import verify_folder
+
+    times = []
+    for _ in range(repeats):
+        integrity._hashed.clear()
+        start = time.perf_counter()
+        for folder in folders:
+            _, problems = verify_folder(folder, full=full)
+            assert not problems, problems
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def cached_rerun(work: Path, repeats: int) -> tuple[float, float, list[Path]]:
+    """(median cached rerun s, median verification s inside it, the five stage folders)."""
+    from flows import environment, local_server
+
+    run_dir = environment.prepare(work / "runs")
+    local_server.use(run_dir)
+    from flows.pipeline import pipeline
+    from tasks import stage
+
+    spent: list[float] = []
+    real = stage.verify_folder
+
+    def timed_verify(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - start)
+
+    overrides = [f"run_dir={run_dir}"]
+    try:
+        with environment.without_flow_heartbeats():
+            cold = pipeline(overrides=overrides)
+            stage.verify_folder = timed_verify
+            totals, verifying = [], []
+            for _ in range(repeats):
+                from mmcore import integrity
+
+                integrity._hashed.clear()  # as a fresh `mmpipe run` process
+                spent.clear()
+                start = time.perf_counter()
+                summary = pipeline(overrides=overrides)
+                totals.append(time.perf_counter() - start)
+                verifying.append(sum(spent))
+                assert {s["state"] for s in summary["stages"].values()} == {"hit"}
+    finally:
+        stage.verify_folder = real
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()
+        local_server.stop(run_dir)
+    folders = [Path(info["path"]) for info in cold["stages"].values()]
+    return statistics.median(totals), statistics.median(verifying), folders
+
+
+def large_folder(work: Path, megabytes: int) -> Path:
+    from mmcore.parquet_io import mark_complete
+
+    folder = work / "large"
+    folder.mkdir()
+    with open(folder / "train.parquet", "wb") as file:
+        for _ in range(megabytes):
+            file.write(os.urandom(1 << 20))
+    mark_complete(folder, {"stage": "preprocessing"})
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--large-mb", type=int, default=256)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mmpipe-verify-bench-") as tmp:
+        work = Path(tmp)
+        large = large_folder(work, args.large_mb)
+        data = large / "train.parquet"
+        for algorithm in ("sha256", "blake2b"):
+            print(f"(a) {algorithm}: {hash_rate(data, algorithm, args.repeats):.0f} MB/s")
+
+        total, verifying, folders = cached_rerun(work, args.repeats)
+        size = sum(f.stat().st_size for d in folders for f in d.rglob("*") if f.is_file())
+        print(f"(b) default pipeline, cached rerun in-process: {total:.3f} s; verifying its "
+              f"5 folders ({size / 1e6:.2f} MB) inside it: {verifying * 1000:.1f} ms "
+              f"= {verifying / total:.1%} of the rerun (target <= 5%)")
+        policy = check_time(folders, False, args.repeats)
+        full = check_time(folders, True, args.repeats)
+        print(f"(c) same folders, fresh: run policy {policy * 1000:.1f} ms, full hash "
+              f"(mmpipe verify) {full * 1000:.1f} ms")
+
+        policy = check_time([large], False, args.repeats)
+        full = check_time([large], True, args.repeats)
+        print(f"(d) one {args.large_mb} MB file: run policy (size + stamps) "
+              f"{policy * 1000:.2f} ms = {policy / total:.2%} of the cached rerun; "
+              f"full hash {full * 1000:.0f} ms = {full / total:.0%} of it")
+
+
+if __name__ == "__main__":
+    main()
