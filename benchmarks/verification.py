@@ -8,7 +8,9 @@
     (`mmpipe verify`);
 (d) a large stage folder (--large-mb of random bytes, like MNIST's samples): the run policy
     (size and stamps) against a full hash, which is what hashing every file on every run would
-    add to each cached rerun.
+    add to each cached rerun;
+(e) the other per-run costs of trusting the cache: crash recovery at the flow's start (nothing
+    to recover) inside the reruns, and taking and releasing one stage lock.
 
 Usage: python benchmarks/verification.py [--repeats 5] [--large-mb 256]
 """
@@ -55,30 +57,47 @@ def check_time(folders: list[Path], full: bool, repeats: int) -> float:
     return statistics.median(times)
 
 
-def cached_rerun(work: Path, repeats: int) -> tuple[float, float, list[Path]]:
-    """(median cached rerun s, median verification s inside it, the five stage folders)."""
-    from flows import environment, local_server
-
-    run_dir = environment.prepare(work / "runs")
-    local_server.use(run_dir)
-    from flows.pipeline import pipeline
-    from tasks import stage
-
-    spent: list[float] = []
-    real = stage.verify_folder
-
-    def timed_verify(*args, **kwargs):
+def _timing(spent: list[float], real):
+    """`real`, adding the seconds each call takes to `spent`."""
+    def timed(*args, **kwargs):
         start = time.perf_counter()
         try:
             return real(*args, **kwargs)
         finally:
             spent.append(time.perf_counter() - start)
+    return timed
+
+
+def lock_time(work: Path, repeats: int = 200) -> float:
+    from tasks.locks import stage_lock
+
+    start = time.perf_counter()
+    for _ in range(repeats):
+        with stage_lock(work, "bench", "key"):
+            pass
+    return (time.perf_counter() - start) / repeats
+
+
+def cached_rerun(work: Path, repeats: int) -> tuple[float, float, float, list[Path]]:
+    """(median cached rerun s, median verification s inside it, median recovery s inside it,
+    the five stage folders)."""
+    from flows import environment, local_server
+
+    run_dir = environment.prepare(work / "runs")
+    local_server.use(run_dir)
+    from flows.pipeline import pipeline
+    from tasks import recovery, stage
+
+    spent: list[float] = []
+    recovering: list[float] = []
+    real, real_begin = stage.verify_folder, recovery.begin
 
     overrides = [f"run_dir={run_dir}"]
     try:
         with environment.without_flow_heartbeats():
             cold = pipeline(overrides=overrides)
-            stage.verify_folder = timed_verify
+            stage.verify_folder = _timing(spent, real)
+            recovery.begin = _timing(recovering, real_begin)
             totals, verifying = [], []
             for _ in range(repeats):
                 from mmcore import integrity
@@ -91,13 +110,14 @@ def cached_rerun(work: Path, repeats: int) -> tuple[float, float, list[Path]]:
                 verifying.append(sum(spent))
                 assert {s["state"] for s in summary["stages"].values()} == {"hit"}
     finally:
-        stage.verify_folder = real
+        stage.verify_folder, recovery.begin = real, real_begin
         from prefect.logging.handlers import APILogHandler
 
         APILogHandler().flush()
         local_server.stop(run_dir)
     folders = [Path(info["path"]) for info in cold["stages"].values()]
-    return statistics.median(totals), statistics.median(verifying), folders
+    return (statistics.median(totals), statistics.median(verifying),
+            statistics.median(recovering), folders)
 
 
 def large_folder(work: Path, megabytes: int) -> Path:
@@ -124,7 +144,7 @@ def main() -> None:
         for algorithm in ("sha256", "blake2b"):
             print(f"(a) {algorithm}: {hash_rate(data, algorithm, args.repeats):.0f} MB/s")
 
-        total, verifying, folders = cached_rerun(work, args.repeats)
+        total, verifying, recovering, folders = cached_rerun(work, args.repeats)
         size = sum(f.stat().st_size for d in folders for f in d.rglob("*") if f.is_file())
         print(f"(b) default pipeline, cached rerun in-process: {total:.3f} s; verifying its "
               f"5 folders ({size / 1e6:.2f} MB) inside it: {verifying * 1000:.1f} ms "
@@ -139,6 +159,9 @@ def main() -> None:
         print(f"(d) one {args.large_mb} MB file: run policy (size + stamps) "
               f"{policy * 1000:.2f} ms = {policy / total:.2%} of the cached rerun; "
               f"full hash {full * 1000:.0f} ms = {full / total:.0%} of it")
+        lock = lock_time(work)
+        print(f"(e) recovery at the start of a rerun: {recovering * 1000:.1f} ms = "
+              f"{recovering / total:.1%}; one stage lock: {lock * 1e6:.0f} us")
 
 
 if __name__ == "__main__":

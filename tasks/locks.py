@@ -32,27 +32,36 @@ def _holder() -> str:
 
 
 @contextmanager
+def _open(path: Path) -> Iterator[int]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock too
+
+
+@contextmanager
 def stage_lock(run_dir: str | Path, stage: str, key: str,
                on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold the lock of (stage, key) for the block; wait for it if another run holds it, after
     calling `on_wait(who holds it)`."""
-    path = lock_path(run_dir, stage, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as file:
+    with _open(lock_path(run_dir, stage, key)) as fd:
         try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if on_wait is not None:
-                file.seek(0)
-                on_wait(file.read().strip() or "another run")
-            fcntl.flock(file, fcntl.LOCK_EX)
-        file.truncate(0)
-        file.write(_holder())
-        file.flush()
+                on_wait(os.pread(fd, 512, 0).decode(errors="replace").strip() or "another run")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        # Overwrite in place, then cut: truncating to zero first made ext4 flush the file on
+        # close (3.7 ms per lock here, against 0.03 ms).
+        holder = _holder().encode()
+        os.pwrite(fd, holder, 0)
+        os.ftruncate(fd, len(holder))
         try:
             yield
         finally:
-            fcntl.flock(file, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -66,15 +75,13 @@ def run_dir_lock(run_dir: str | Path, name: str) -> Iterator[None]:
 @contextmanager
 def try_stage_lock(run_dir: str | Path, stage: str, key: str) -> Iterator[bool]:
     """The lock of (stage, key) if nobody holds it (True), else False; never waits."""
-    path = lock_path(run_dir, stage, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as file:
+    with _open(lock_path(run_dir, stage, key)) as fd:
         try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
         try:
             yield True
         finally:
-            fcntl.flock(file, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)

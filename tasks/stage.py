@@ -169,11 +169,11 @@ class DamagedOutput(RuntimeError):
     """A stage output that no longer matches its completion marker."""
 
 
-def verified(cfg: PipelineConfig, stage: str, key: str, full: bool = False,
+def verified(cfg: PipelineConfig, stage: str, key: str,
              ) -> tuple[dict[str, Any] | None, list[str]]:
     """(marker, problems) of the stage's output folder for `key`: (None, []) when there is no
     complete folder; problems name each missing, truncated, altered or added file."""
-    marker, problems = verify_folder(stage_dir(cfg, stage, key), full=full)
+    marker, problems = verify_folder(stage_dir(cfg, stage, key))
     return marker, [str(p) for p in problems]
 
 

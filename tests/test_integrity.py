@@ -3,7 +3,6 @@ pipeline under faults and concurrency: tests/test_crash_and_concurrency.py)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -187,50 +186,3 @@ def test_stale_temporaries_go_and_live_ones_stay(tmp_path):
         f"removed stale temporary .code-digests.json.{dead}-0123abcd.tmp"])
     assert not crashed.exists() and busy.exists()
     assert loose[f".latest.json.{os.getpid()}-0123abcd.tmp"].exists()
-
-
-def test_recover_marks_a_dead_runs_prefect_and_mlflow_runs(prefect_harness, tmp_path):
-    """A run record whose process is gone: its flow run and task run become Crashed, its
-    RUNNING MLflow runs KILLED with a note; a live run's record is left alone."""
-    from mlflow import MlflowClient
-    from prefect import flow, task
-    from prefect.client.orchestration import get_client
-    from prefect.states import Running
-
-    from tasks import tracking
-
-    @flow(name="crash-me")
-    def crash_me() -> None: ...
-
-    @task(name="stage")
-    def stage() -> None: ...
-
-    cfg = load_config(overrides=[f"run_dir={tmp_path}", "name=recovery"])
-    mlflow = MlflowClient(tracking.tracking_uri(tmp_path))
-    experiment = tracking.experiment_id(mlflow, cfg)
-    with get_client(sync_client=True) as client:
-        dead_run = client.create_flow_run(crash_me, state=Running())
-        live_run = client.create_flow_run(crash_me, state=Running())
-        task_run = client.create_task_run(stage, dead_run.id, "0", state=Running())
-    runs = {}
-    for name, flow_run_id in (("dead", dead_run.id), ("live", live_run.id)):
-        runs[name] = mlflow.create_run(experiment, tags={"prefect.flow_run_id": str(flow_run_id)})
-        owner = recovery.owner() | ({"pid": _dead_pid()} if name == "dead" else {})
-        write_json(tmp_path / "running" / f"{flow_run_id}.json", {
-            "flow_run_id": str(flow_run_id), "owner": owner,
-            "prefect_api_url": recovery._prefect_api_url(), "experiment": "recovery",
-            "tracking_uri": tracking.tracking_uri(tmp_path)})
-
-    done = recovery.recover(cfg, "new-flow-run", LOG)
-
-    assert len(done) == 3, done
-    with get_client(sync_client=True) as client:
-        assert client.read_flow_run(dead_run.id).state.name == "Crashed"
-        assert client.read_task_run(task_run.id).state.name == "Crashed"
-        assert client.read_flow_run(live_run.id).state.name == "Running"
-    killed = mlflow.get_run(runs["dead"].info.run_id)
-    assert killed.info.status == "KILLED"
-    assert "died without finishing" in killed.data.tags["mmpipe.recovery"]
-    assert mlflow.get_run(runs["live"].info.run_id).info.status == "RUNNING"
-    assert [p.stem for p in (tmp_path / "running").iterdir()] == [str(live_run.id)]
-    assert json.loads((tmp_path / "running" / f"{live_run.id}.json").read_text())

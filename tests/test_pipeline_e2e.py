@@ -310,3 +310,58 @@ def test_an_upstream_rebuilt_with_other_content_misses_the_stages_built_on_it(co
         for name, data in saved.items():
             (folder / name).write_bytes(data)
     assert {r["state"] for r in status_all(cfg)} == {"hit"}
+
+
+def test_recovery_marks_a_dead_runs_prefect_and_mlflow_runs(cold, run_dir):
+    """A run record whose process is gone: its flow run and task run become Crashed, its
+    RUNNING MLflow runs KILLED with a note; a live run's record is left alone. (Here, to share
+    the module's MLflow store: creating one takes seconds.)"""
+    import logging
+
+    from mlflow import MlflowClient
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    from mmcore.parquet_io import write_json
+    from tasks import recovery, tracking
+
+    @flow(name="crash-me")
+    def crash_me() -> None: ...
+
+    @task(name="stage")
+    def stage() -> None: ...
+
+    cfg = load_config(overrides=[f"run_dir={run_dir}", "name=recovery"])
+    mlflow = MlflowClient(tracking.tracking_uri(run_dir))
+    experiment = tracking.experiment_id(mlflow, cfg)
+    with get_client(sync_client=True) as client:
+        dead_run = client.create_flow_run(crash_me, state=Running())
+        live_run = client.create_flow_run(crash_me, state=Running())
+        task_run = client.create_task_run(stage, dead_run.id, "0", state=Running())
+    runs = {}
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead_pid = proc.pid
+    for name, flow_run_id in (("dead", dead_run.id), ("live", live_run.id)):
+        runs[name] = mlflow.create_run(experiment, tags={"prefect.flow_run_id": str(flow_run_id)})
+        owner = recovery.owner() | ({"pid": dead_pid} if name == "dead" else {})
+        write_json(run_dir / "running" / f"{flow_run_id}.json", {
+            "flow_run_id": str(flow_run_id), "owner": owner,
+            "prefect_api_url": recovery._prefect_api_url(), "experiment": "recovery",
+            "tracking_uri": tracking.tracking_uri(run_dir)})
+
+    done = recovery.recover(cfg, "new-flow-run", logging.getLogger("test"))
+
+    assert len(done) == 3, done
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(dead_run.id).state.name == "Crashed"
+        assert client.read_task_run(task_run.id).state.name == "Crashed"
+        assert client.read_flow_run(live_run.id).state.name == "Running"
+    killed = mlflow.get_run(runs["dead"].info.run_id)
+    assert killed.info.status == "KILLED"
+    assert "died without finishing" in killed.data.tags["mmpipe.recovery"]
+    assert mlflow.get_run(runs["live"].info.run_id).info.status == "RUNNING"
+    assert [p.stem for p in (run_dir / "running").iterdir()] == [str(live_run.id)]
+    recovery.end(cfg, str(live_run.id))
+    mlflow.set_terminated(runs["live"].info.run_id)
