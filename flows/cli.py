@@ -179,7 +179,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     only_config = bool(args.config) or any(not o.startswith("run_dir=") for o in args.overrides)
     rows = verify(cfg, only_config)
     for row in rows:
-        print(f"{row['state']:<10} {row['stage']}/{row['key']}  " + (
+        print(f"{row['state']:<12} {row['stage']}/{row['key']}  " + (
             f"{row['files']} files, {row['bytes']:,} bytes" if row["state"] == "ok"
             else "; ".join(row["problems"])))
     damaged = sum(row["state"] == "damaged" for row in rows)

@@ -28,7 +28,8 @@ def _folders(cfg: PipelineConfig, only_config: bool) -> list[tuple[str, Path]]:
 
 
 def verify(cfg: PipelineConfig, only_config: bool = False) -> list[dict[str, Any]]:
-    """One row per stage folder: state ok | damaged | incomplete | absent, and the problems."""
+    """One row per stage folder: state ok | damaged | unverifiable (an older marker, which
+    runs do not trust either) | incomplete | absent, and the problems."""
     rows = []
     for stage, folder in _folders(cfg, only_config):
         marker, problems = verify_folder(folder, full=True)
@@ -37,7 +38,8 @@ def verify(cfg: PipelineConfig, only_config: bool = False) -> list[dict[str, Any
             problems_text = (["no completion marker: no run uses it"] if folder.exists()
                              else ["not built yet"])
         else:
-            state = "damaged" if problems else "ok"
+            unlisted = [p for p in problems if p.kind == "unlisted"]
+            state = "unverifiable" if unlisted else "damaged" if problems else "ok"
             problems_text = [str(p) for p in problems]
         files = (marker or {}).get("files") or {}
         rows.append({"stage": stage, "key": folder.name, "path": str(folder), "state": state,

@@ -278,7 +278,7 @@ def test_flipped_bytes_are_found_by_status_and_verify(cold, run_dir, capsys):
         capsys.readouterr()
         assert main(["verify", "--set", f"run_dir={run_dir}"]) == 1
         out = capsys.readouterr().out
-        assert f"damaged    preprocessing/{path.parent.name}  train.parquet has" in out
+        assert f"damaged      preprocessing/{path.parent.name}  train.parquet has" in out
         assert main(["verify", "--set", f"run_dir={run_dir}", "--set", "seed=99"]) == 0
     finally:
         path.write_bytes(original)
