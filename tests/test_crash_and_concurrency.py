@@ -30,7 +30,7 @@ from mmcore.parquet_io import MARKER
 pytestmark = pytest.mark.slow
 
 FAST = ["features.image_epochs=3", "features.text_epochs=3", "fusion.epochs=5",
-        "training.epochs=5", "training.register_model=false"]
+        "training.epochs=5", "training.register_model=false", "data.limit=600"]
 MMPIPE = str(Path(sys.executable).with_name("mmpipe"))
 # Where each killed run dies: in preprocessing after its files are written, between fusion's
 # marker and its rename, in training's second epoch, and in testing's MLflow artifact logging.
