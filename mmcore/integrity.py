@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Files below this size are hashed on every check (4 MiB: ~7 ms at 577 MB/s here).
+# Files below this size are hashed on every check (4 MiB: ~5 ms at 900 MB/s here).
 DIGEST_ALWAYS_BELOW = 4 << 20
 
 # path -> (size, mtime_ns, ctime_ns, inode, sha256): files hashed by this process, so a folder
@@ -45,7 +45,7 @@ class Problem:
 
 
 def file_digest(path: Path, stat: os.stat_result | None = None, reuse: bool = True) -> str:
-    """SHA-256 of a file's bytes, streamed (3x faster than BLAKE2b here: 577 vs 186 MB/s)."""
+    """SHA-256 of a file's bytes, streamed (faster than BLAKE2b here: 900 vs 537 MB/s)."""
     stat = stat or path.stat()
     stamp = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
     known = _hashed.get(str(path))
