@@ -52,6 +52,17 @@ class TextNoise(_Section):
         return self
 
 
+class ImageNoise(_Section):
+    """Corruption of the built-in digits' images, so that images alone are not near-perfect.
+
+    Applied once to the raw [0, 1] pixels when the source is opened (the same on both reads of
+    preprocessing), seeded by `seed`; definitions in `mmcore.robustness`.
+    """
+
+    gaussian: float = Field(0.0, ge=0, le=1)  # std of added pixel noise, [0, 1] pixel scale
+    occlusion: float = Field(0.0, ge=0, le=1)  # share of each image hidden by one patch
+
+
 class SplitConfig(_Section):
     val: float = Field(0.15, gt=0, lt=1)
     test: float = Field(0.20, gt=0, lt=1)
@@ -82,6 +93,7 @@ class DataConfig(_Section):
     path: str | None = None  # folder (mnist, imdb) or file (manifest)
     text: Literal["source", "generated", "none"] = "source"  # where the text modality comes from
     text_noise: TextNoise = TextNoise()
+    image_noise: ImageNoise = ImageNoise()  # built-in digits only
     split: SplitConfig = SplitConfig()
     on_bad_row: Literal["skip", "fail"] = "skip"
     encoding_errors: Literal["replace", "fail"] = "replace"
