@@ -15,8 +15,8 @@ This script
      --set training.mode=unimodal` as a user would (a fresh process, the local Prefect server);
   3. reads the run back from MLflow and prints test accuracy and macro-F1 of the pipeline's
      classifier (trained on the frozen encoder's embeddings), the encoder's own test accuracy
-     (`final.image.test_acc` of feature_extraction), wall time per stage and in total, and the
-     encoder's time per epoch.
+     (`encoder_probe.image.test_acc` of feature_extraction), wall time per stage and in total,
+     and the encoder's time per epoch.
 
 Pixel bytes: the pickle stores byte / 256 (every value times 256 is a whole number, the largest
 is 255/256), so the bytes are recovered exactly as round(x * 256). Should a copy store byte / 255
@@ -206,10 +206,11 @@ def report(result: dict, total_s: float, epochs: int) -> None:
           "test accuracy: not found")
     print(f"test macro-F1 (pipeline classifier)    {f1:.4f}" if f1 is not None else
           "test macro-F1: not found")
-    if "final.image.test_acc" in fe:
-        print(f"encoder alone: final.image.test_acc    {fe['final.image.test_acc']:.4f}  "
-              f"(val {fe.get('final.image.val_acc', float('nan')):.4f}, "
-              f"train {fe.get('final.image.train_acc', float('nan')):.4f})")
+    if "encoder_probe.image.test_acc" in fe:
+        probe = fe["encoder_probe.image.test_acc"]
+        print(f"encoder alone: encoder_probe.image.test_acc {probe:.4f}  "
+              f"(val {fe.get('encoder_probe.image.val_acc', float('nan')):.4f}, "
+              f"train {fe.get('encoder_probe.image.train_acc', float('nan')):.4f})")
     print(f"target: test accuracy >= 0.99 -> "
           f"{'met' if acc is not None and acc >= 0.99 else 'NOT met'}")
     print("\nwall time per stage (MLflow child runs; the stage body, cache check excluded):")

@@ -173,6 +173,8 @@ class TrainingConfig(_Section):
 
 class TestingConfig(_Section):
     batch_size: int = Field(512, ge=1)
+    # accuracy with each test modality corrupted at levels 0, 0.1, ..., 1 (mmcore/robustness.py)
+    robustness: bool = True
 
 
 class PipelineConfig(_Section):

@@ -29,6 +29,17 @@ SAMPLE_KEYS = ("class_names", "modalities", "image_shape", "pixel_max", "image_m
                "lowercase", "max_text_tokens", "vocab_size")
 
 
+def load_encoder(model: EncoderClassifier, path: Path) -> None:
+    """An encoder's weights from feature extraction, without its training head: the chain only
+    embeds, and a label-free encoder's head (to the anchor's embedding width) has another shape."""
+    state = {k: v for k, v in torch.load(path, weights_only=True).items()
+             if not k.startswith("head.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("head.") for k in missing):
+        raise ValueError(f"{path}: not an encoder of this chain (missing {missing}, "
+                         f"unexpected {unexpected})")
+
+
 class InferenceChain(nn.Module):
     def __init__(self, spec: dict[str, Any]):
         super().__init__()
@@ -56,7 +67,7 @@ class InferenceChain(nn.Module):
                 "shared_dim": head["dim"], "plan": head["plan"], "training": head["training"]}
         chain = cls(spec)
         for m, enc in chain.encoders.items():
-            enc.load_state_dict(torch.load(features / f"encoder_{m}.pt", weights_only=True))
+            load_encoder(enc, features / f"encoder_{m}.pt")
         if chain.space is not None:
             chain.space.load_state_dict(torch.load(fusion / "projections.pt", weights_only=True))
         chain.classifier.load_state_dict(torch.load(training / "classifier.pt",

@@ -1,5 +1,6 @@
 """The five stages in order, each with its Prefect task and what its cache key needs beyond the
-config (only preprocessing: a fingerprint of the raw files)."""
+config: a fingerprint of the raw files (preprocessing), the learning mode's space (feature
+extraction and fusion, whose config sections do not say which labels they may use)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from prefect import Task
 from mmcore.config import STAGES, PipelineConfig
 from tasks import runner
 from tasks.feature_extraction import feature_extraction_task
+from tasks.feature_extraction import key_extra as feature_extraction_key_extra
 from tasks.fusion import fusion_task
+from tasks.fusion import key_extra as fusion_key_extra
 from tasks.preprocessing import key_extra as preprocessing_key_extra
 from tasks.preprocessing import preprocessing_task
 from tasks.stage import StageRef, completed
@@ -27,6 +30,9 @@ TASKS: dict[str, Task] = {
 }
 KEY_EXTRA: dict[str, Callable[[PipelineConfig], dict[str, Any]]] = {
     "preprocessing": preprocessing_key_extra,
+    # The learning mode's space: which encoders and projections see labels.
+    "feature_extraction": feature_extraction_key_extra,
+    "fusion": fusion_key_extra,
 }
 assert tuple(TASKS) == STAGES
 

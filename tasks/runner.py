@@ -48,7 +48,11 @@ def miss_reason(cfg: PipelineConfig, stage: str, key: str, upstream: dict[str, s
                     if code.get(m) != last.get("code", {}).get(m))
     if edited:
         return f"code changed: {', '.join(edited)}"
-    if last.get("extra") != json.loads(json.dumps(extra)):
+    before, now = last.get("extra") or {}, json.loads(json.dumps(extra or {}))
+    if before != now:
+        keys = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        if "space" in keys:  # feature extraction, fusion: the learning mode's space
+            return f"learning space changed: {before.get('space')} -> {now.get('space')}"
         return "raw input files changed"
     return "library versions (torch, pyarrow) changed"
 

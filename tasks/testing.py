@@ -1,5 +1,7 @@
-"""Stage 5: evaluate on the held-out test split -> predictions (Parquet), metrics, plots, and a
-comparison table beside the unimodal baselines (each encoder alone)."""
+"""Stage 5: evaluate on the held-out test split -> predictions (Parquet), metrics, plots, and
+robustness curves: accuracy with each test modality corrupted at levels 0, 0.1, ..., 1 (MLflow
+metric `robustness.<modality>.<corruption>`, step = level x 10), their areas (MultiBench's
+relative robustness) and a plot. Every result says which labels it used (`labels_used`)."""
 
 from __future__ import annotations
 
@@ -11,27 +13,32 @@ from tasks.stage import StageRun, stage_task
 STAGE = "testing"
 
 
-def comparison(features: dict, plan: dict, metrics: dict[str, float]) -> pd.DataFrame:
-    """This model beside each encoder alone (the unimodal baselines), on the test split."""
-    rows = [{"model": f"{m} encoder alone", "mode": "unimodal", "test_accuracy":
-             features["metrics"][f"final.{m}.test_acc"]}
-            for m in features["modalities"]]
-    rows.append({"model": f"{plan['mode']} ({'+'.join(plan['train'])} -> "
-                          f"{'+'.join(plan['test'])})",
-                 "mode": plan["mode"], "test_accuracy": metrics["accuracy"]})
-    return pd.DataFrame(rows)
+def result_row(plan: dict, metrics: dict[str, float]) -> pd.DataFrame:
+    """This model's result: one name per measure (mode, modalities, labels used)."""
+    return pd.DataFrame([{
+        "model": f"{plan['mode']} ({'+'.join(plan['train'])} -> {'+'.join(plan['test'])})",
+        "mode": plan["mode"], "labels_used": ",".join(plan["labels_used"]),
+        "test_accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}])
 
 
 @stage_task(STAGE, reads={"fusion": "testing"})
 def testing_task(run: StageRun) -> dict:
+    from mmcore.inference import InferenceChain  # torch: only on a miss
     from mmcore.metrics import per_class_table
-    from mmcore.stages.testing import run_testing  # torch: only on a miss
+    from mmcore.stages.testing import run_testing
 
-    fusion = run.summary("fusion")
+    cfg, fusion = run.cfg, run.summary("fusion")
+    chain = None
+    if cfg.testing.robustness:
+        chain = InferenceChain.from_stage_dirs(
+            run.path("preprocessing"), run.path("feature_extraction"), run.path("fusion"),
+            run.path("training"), cfg.features.model_dump(mode="json"))
     result = run_testing(run.path("fusion"), run.path("training"), fusion["modalities"],
-                         fusion["class_names"], run.out, run.file_meta)
+                         fusion["class_names"], run.out, run.file_meta, chain=chain,
+                         samples_dir=run.path("preprocessing"), seed=cfg.seed)
+    plan = result["plan"]
     run.log_metrics({f"test.{k}": v for k, v in result["metrics"].items()})
-    table = comparison(run.summary("feature_extraction"), result["plan"], result["metrics"])
+    table = result_row(plan, result["metrics"])
     table.to_csv(run.out / "comparison.csv", index=False)
     run.log_artifacts("confusion.png", "comparison.csv")
     # As tables too: MLflow's evaluation view shows them beside other runs' tables.
@@ -41,4 +48,16 @@ def testing_task(run: StageRun) -> dict:
     client.log_table(run.run_id, per_class_table(predictions["label"].to_numpy(),
                                                  predictions["pred"].to_numpy(),
                                                  fusion["class_names"]), "per_class.json")
-    return {"plan": result["plan"], "comparison": table.to_dict(orient="records")}
+    robustness = result.get("robustness")
+    if robustness:
+        for name, accuracies in robustness["series"].items():  # step = level index
+            for step, accuracy in enumerate(accuracies):
+                run.epochs(step, {name: accuracy}, prefix="")
+        run.log_metrics(robustness["relative"])
+        run.log_artifacts("robustness.png")
+    run.set_tags({"mode": plan["mode"], "labels_used": ",".join(plan["labels_used"]),
+                  "train_modalities": ",".join(plan["train"]),
+                  "test_modalities": ",".join(plan["test"])})
+    return {"plan": plan, "labels_used": plan["labels_used"],
+            "comparison": table.to_dict(orient="records"),
+            "robustness": robustness["series"] if robustness else {}}

@@ -30,8 +30,10 @@ def training_task(run: StageRun) -> dict:
                           tracking.tracking_uri(cfg.run_dir))
     run.log_metrics({"final.val_acc": result["val_acc"],
                      **{f"fusion_weight.{m}": w for m, w in result["fusion_weights"].items()}})
-    run.set_tags({"mode": result["plan"]["mode"], "model.uri": model_uri})
-    return {"plan": result["plan"], "modalities": fusion["modalities"],
+    plan = result["plan"]
+    run.set_tags({"mode": plan["mode"], "model.uri": model_uri,
+                  "labels_used": ",".join(plan["labels_used"]), "space": plan["space"]})
+    return {"plan": plan, "labels_used": plan["labels_used"], "modalities": fusion["modalities"],
             "class_names": fusion["class_names"], "model_uri": model_uri,
             "content_digest": chain_digest(chain)}
 

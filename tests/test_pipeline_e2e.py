@@ -98,7 +98,7 @@ def test_mlflow_has_parent_and_five_child_runs(cold, run_dir):
     assert set(by_stage) == set(STAGES)
     assert all(r.data.tags["cache"] == "miss" for r in children)
     fe_run = by_stage["feature_extraction"].info.run_id
-    assert "final.image.test_acc" in by_stage["feature_extraction"].data.metrics
+    assert "encoder_probe.image.test_acc" in by_stage["feature_extraction"].data.metrics
     # One point per encoder epoch: the final scores have keys of their own.
     assert [m.step for m in c.get_metric_history(fe_run, "image.val_acc")] == [0, 1, 2]
     history = c.get_metric_history(by_stage["training"].info.run_id, "train_loss")

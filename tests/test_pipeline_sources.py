@@ -82,7 +82,8 @@ def test_mnist_image_only_runs_as_unimodal_image_learning(tmp_path, mnist_dir, p
     assert q["splits"]["test"] == 80  # the t10k files stay the test split
     assert sorted(p.name for p in outputs(summary, "feature_extraction").glob("*.parquet")) == \
         ["image.parquet"]
-    assert summary["plan"] == {"mode": "unimodal", "train": ["image"], "test": ["image"]}
+    assert summary["plan"] == {"mode": "unimodal", "train": ["image"], "test": ["image"],
+                               "space": "joint", "labels_used": ["image"]}
     shared = pq.read_table(outputs(summary, "fusion") / "shared_image.parquet")
     assert shared.schema.field("embedding").type.list_size == 64  # pass-through: encoder dim
     images, _ = written["test"]
@@ -98,7 +99,8 @@ def test_imdb_text_only_runs_as_unimodal_text_learning(tmp_path, prefect_harness
     root = write_imdb(tmp_path / "imdb", per_class=12)
     summary = run(tmp_path, "data.source=imdb", f"data.path={root}", "name=imdb",
                   "training.model_name=imdb-model")
-    assert summary["plan"] == {"mode": "unimodal", "train": ["text"], "test": ["text"]}
+    assert summary["plan"] == {"mode": "unimodal", "train": ["text"], "test": ["text"],
+                               "space": "joint", "labels_used": ["text"]}
     q = quality(summary)
     assert q["rows_in"] == 48 and q["splits"]["test"] == 24
     texts = pq.read_table(outputs(summary, "preprocessing") / "train.parquet").column("text")

@@ -1,6 +1,9 @@
 """Feature extraction: train one encoder per modality on its own train split, then embed every
 split into `<modality>.parquet` (id, split, label, embedding as fixed_size_list<float32>).
 
+An encoder learns with labels, or, in an anchored space (`mmcore.learning_plan`), label-free
+from the pairs (`mmcore.stages.paired_encoder`); a label-free encoder's file has a null label.
+
 Training streams row groups from the samples files and embedding streams 1,024-row slices of
 them, so memory stays bounded whatever the size of the data.
 """
@@ -19,9 +22,17 @@ import torch
 from mmcore.config import FeaturesConfig
 from mmcore.data.validation import SPLITS
 from mmcore.encoders.encoder_classifier import EncoderClassifier
+from mmcore.learning_plan import JOINT, LABELS, encoder_recipe, labelled
 from mmcore.losses import classification_loss
 from mmcore.modalities import MODALITIES
-from mmcore.parquet_io import atomic_writer, embedding_schema, embedding_table, read_metadata
+from mmcore.parquet_io import (
+    atomic_writer,
+    embedding_schema,
+    embedding_table,
+    read_embeddings,
+    read_metadata,
+)
+from mmcore.stages.paired_encoder import label_free_columns, pair_loss_on, train_paired_encoder
 from mmcore.training import ParquetBatches, fit, resolve_device, seed_everything, to_device
 from mmcore.training.batches import sample_decoder
 from mmcore.training.loop import Progress
@@ -72,47 +83,127 @@ def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
 
 
 def embed_splits(model: EncoderClassifier, samples: Path, out: Path, meta: dict[str, Any],
-                 file_meta: dict[str, Any], rows_per_pass: int = EMBED_ROWS) -> dict[str, float]:
+                 file_meta: dict[str, Any], rows_per_pass: int = EMBED_ROWS,
+                 with_labels: bool = True) -> dict[str, float]:
     """Write embeddings of every split; return the encoder's own accuracy per split.
 
     At most `rows_per_pass` rows go through the encoder at once: a whole row group (8,192 rows
     of 28x28) in one forward pass peaked at 3.3 GB, 1,024 rows at ~1 GB, and is no slower.
+    A label-free encoder (`with_labels=False`) reads no label and writes a null one.
     """
-    decode = sample_decoder(model.modality, meta)
+    columns = _columns(model.modality) if with_labels else label_free_columns(model.modality)
+    spec = MODALITIES[model.modality]
     device = next(model.parameters()).device
     scores = {}
     with atomic_writer(out, embedding_schema(model.encoder.dim), file_meta) as writer:
         for split in SPLITS:
             file = pq.ParquetFile(samples / f"{split}.parquet")
             correct = 0
-            for chunk in file.iter_batches(rows_per_pass, columns=_columns(model.modality)):
+            for chunk in file.iter_batches(rows_per_pass, columns=columns):
                 table = pa.Table.from_batches([chunk])
                 with torch.no_grad():
-                    batch = to_device(decode(table), device)
-                    emb = model.embed(batch)
-                    correct += (model.head(emb).argmax(1) == batch["label"]).sum().item()
+                    emb = model.embed(to_device(spec.from_table(table, meta), device))
+                if with_labels:
+                    labels = table.column("label")
+                    pred = model.head(emb).argmax(1).cpu().numpy()
+                    correct += int((pred == labels.to_numpy()).sum())
+                else:
+                    labels = pa.nulls(table.num_rows, pa.int64())
                 writer.write_table(embedding_table(
-                    table.column("id"), table.column("split"), table.column("label"),
-                    emb.cpu().numpy()))
-            scores[f"{split}_acc"] = correct / max(file.metadata.num_rows, 1)
+                    table.column("id"), table.column("split"), labels, emb.cpu().numpy()))
+            if with_labels:
+                scores[f"{split}_acc"] = correct / max(file.metadata.num_rows, 1)
+    return scores
+
+
+def teacher_scores(model: EncoderClassifier, features: Path) -> dict[str, Any]:
+    """What a label-free encoder of another modality learns to predict: this encoder's class
+    scores (its linear head on its embeddings) for every row. The scores carry what the
+    embedding says about the class, without the wording or style that no other modality can
+    predict (regressing the raw text embedding, an image encoder learned 12% of its variance and
+    transferred at 0.30; the class scores, see docs/decisions.md)."""
+    rows = read_embeddings(features)
+    with torch.no_grad():
+        scores = model.head(torch.from_numpy(rows["embedding"]).to(
+            next(model.parameters()).device)).cpu().numpy()
+    return {**rows, "embedding": scores}
+
+
+def _supervised(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
+                meta: dict[str, Any], on_epoch: OnEpoch | None, device: torch.device,
+                reuse: Path | None, on_progress: OnProgress | None) -> EncoderClassifier:
+    """The modality's label-trained encoder: loaded from `reuse` (another output of this stage
+    for the same samples, config and seed) when it has one, else trained. Either way the same
+    weights: the training is seeded and depends on nothing else."""
+    weights = reuse / f"encoder_{modality}.pt" if reuse is not None else None
+    if weights is None or not weights.exists():
+        return train_encoder(modality, samples, cfg, seed, meta, on_epoch, device, on_progress)
+    model = EncoderClassifier(modality, cfg, meta, len(meta["class_names"]))
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    return model.to(device).eval()
+
+
+def extract_labelled(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
+                     out_dir: Path, file_meta: dict[str, Any], on_epoch: OnEpoch | None = None,
+                     device: torch.device | str = "cpu", reuse: Path | None = None,
+                     on_progress: OnProgress | None = None,
+                     ) -> tuple[dict[str, float], dict[str, Any]]:
+    """An encoder trained with labels: writes its embeddings and weights; returns its own
+    head's accuracies and its class scores per row (what a label-free encoder learns from)."""
+    meta = read_metadata(samples / "train.parquet")
+    model = _supervised(modality, samples, cfg, seed, meta, on_epoch, resolve_device(device),
+                        reuse, on_progress)
+    features = out_dir / f"{modality}.parquet"
+    scores = embed_splits(model, samples, features, meta,
+                          {**file_meta, "modality": modality, "learned_from": LABELS,
+                           "dim": model.encoder.dim})
+    teacher = teacher_scores(model, features)
+    torch.save(model.cpu().state_dict(), out_dir / f"encoder_{modality}.pt")
+    return scores, teacher
+
+
+def extract_label_free(modality: str, samples: Path, teacher: dict[str, Any], anchor: str,
+                       cfg: FeaturesConfig, seed: int, out_dir: Path, file_meta: dict[str, Any],
+                       on_epoch: OnEpoch | None = None, device: torch.device | str = "cpu",
+                       on_progress: OnProgress | None = None) -> dict[str, float]:
+    """An encoder trained from the pairs alone (B side): reads no label from `samples`, writes
+    its embeddings (null label) and weights; returns its val pair loss."""
+    meta = read_metadata(samples / "train.parquet")
+    model = train_paired_encoder(modality, samples, teacher, cfg, seed, meta, on_epoch,
+                                 resolve_device(device), on_progress)
+    embed_splits(model, samples, out_dir / f"{modality}.parquet", meta,
+                 {**file_meta, "modality": modality, "learned_from": f"pairs:{anchor}",
+                  "dim": model.encoder.dim}, with_labels=False)
+    scores = {"val_pair_loss": pair_loss_on(model, samples, "val", teacher, meta)}
+    torch.save(model.cpu().state_dict(), out_dir / f"encoder_{modality}.pt")
     return scores
 
 
 def run_feature_extraction(samples: Path, cfg: FeaturesConfig, seed: int, out_dir: Path,
                            file_meta: dict[str, Any], on_epoch: OnEpoch | None = None,
-                           device: str = "cpu", on_progress: OnProgress | None = None,
+                           device: str = "cpu", space: str = JOINT,
+                           reuse: Path | None = None, on_progress: OnProgress | None = None,
                            ) -> dict[str, Any]:
-    """Encoders for every modality the samples have; writes `<modality>.parquet` and
-    `encoder_<modality>.pt` (a state dict). Returns per-modality accuracies (the baselines)."""
+    """Encoders for every modality the samples have, each learning as the space's recipe says
+    (`mmcore.learning_plan.encoder_recipe`): with labels, or label-free from the class scores
+    the anchor's encoder gives the paired rows. Writes `<modality>.parquet` and
+    `encoder_<modality>.pt` (a state dict); returns each labelled encoder's accuracies (its own
+    linear head: a diagnostic) and each label-free one's val pair loss."""
     meta = read_metadata(samples / "train.parquet")
+    recipe = encoder_recipe(space, meta["modalities"])
     results: dict[str, Any] = {}
-    target = resolve_device(device)
-    for modality in meta["modalities"]:
-        model = train_encoder(modality, samples, cfg, seed, meta, on_epoch, target, on_progress)
-        scores = embed_splits(model, samples, out_dir / f"{modality}.parquet", meta,
-                              {**file_meta, "modality": modality, "dim": model.encoder.dim})
-        torch.save(model.cpu().state_dict(), out_dir / f"encoder_{modality}.pt")
-        results[modality] = scores
+    teachers: dict[str, dict[str, Any]] = {}
+    # Labelled encoders first: a label-free one learns from their outputs.
+    for modality in sorted(recipe, key=lambda m: (recipe[m] != LABELS, m)):
+        if recipe[modality] == LABELS:
+            results[modality], teachers[modality] = extract_labelled(
+                modality, samples, cfg, seed, out_dir, file_meta, on_epoch, device, reuse,
+                on_progress)
+        else:
+            anchor = recipe[modality].split(":")[1]
+            results[modality] = extract_label_free(modality, samples, teachers[anchor], anchor,
+                                                   cfg, seed, out_dir, file_meta, on_epoch,
+                                                   device, on_progress)
     return {"modalities": meta["modalities"], "scores": results,
-            "class_names": meta["class_names"]}
-
+            "class_names": meta["class_names"], "encoders": recipe,
+            "labels_used": labelled(space, meta["modalities"])}

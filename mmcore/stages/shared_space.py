@@ -8,6 +8,10 @@ sending everything to a single point; the shared classifier term keeps classes a
 two modalities put each class in the same region (docs/decisions.md). InfoNCE is the stronger
 alternative (`fusion.loss=infonce`): it pushes unpaired rows apart by itself.
 
+That is the `joint` space of multimodal learning. Unimodal and cross-modal learning use an
+`anchored:A` space instead, which only A's labels reach (`mmcore.stages.anchored_space`); a
+modality trained without labels gets a null label in its shared file.
+
 With one modality there is nothing to align: fusion is a pass-through (shared = features).
 """
 
@@ -18,15 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mmcore.config import FusionConfig
 from mmcore.fusion import ProjectionHead
+from mmcore.learning_plan import JOINT, anchor_of, labelled
 from mmcore.losses import info_nce_loss, l2_alignment_loss
 from mmcore.metrics import paired_distances, retrieval_at_1
 from mmcore.parquet_io import embedding_table, read_embeddings, write_table
+from mmcore.stages.anchored_space import fit_anchor_side, fit_student_side, project
 from mmcore.training import ArrayBatches, fit, resolve_device, seed_everything
 
 
@@ -64,39 +71,87 @@ def _project(model: SharedSpace, feats: dict[str, np.ndarray]) -> dict[str, np.n
 def run_fusion(features_dir: Path, modalities: list[str], n_classes: int, cfg: FusionConfig,
                seed: int, out_dir: Path, file_meta: dict[str, Any],
                on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-               device: str = "cpu") -> dict[str, Any]:
-    """Learn the shared space; write `shared_<modality>.parquet` and `projections.pt`."""
+               device: str = "cpu", space: str = JOINT) -> dict[str, Any]:
+    """Learn the shared space; write `shared_<modality>.parquet` and `projections.pt`. The space
+    is `joint`, or `anchored:A` (`mmcore.stages.anchored_space`)."""
     feats = {m: read_embeddings(features_dir / f"{m}.parquet") for m in modalities}
     first = feats[modalities[0]]
     for m in modalities[1:]:
         if not np.array_equal(feats[m]["id"], first["id"]):
             raise ValueError(f"features of '{m}' and '{modalities[0]}' are not row-aligned")
+    anchor = anchor_of(space)
+    seed_everything(seed)
     if len(modalities) == 1:
         shared = {modalities[0]: first["embedding"]}
         metrics: dict[str, Any] = {"pass_through": 1.0}
+    elif anchor is None:
+        shared, metrics = _joint(feats, n_classes, cfg, seed, out_dir, on_epoch, device)
     else:
-        seed_everything(seed)
-        model = SharedSpace({m: f["embedding"].shape[1] for m, f in feats.items()},
-                            cfg.shared_dim, n_classes)
-        train = first["split"] == "train"
-        val = first["split"] == "val"
-        arrays = {m: f["embedding"][train] for m, f in feats.items()}
-        arrays["label"] = first["label"][train]
-
-        def evaluate(m: SharedSpace) -> dict[str, float]:
-            z = _project(m, {k: f["embedding"][val] for k, f in feats.items()})
-            a, b = (z[k] for k in m.modalities)
-            return paired_distances(a, b, seed)
-
-        history = fit(model, ArrayBatches(arrays, cfg.batch_size, seed=seed),
-                      _alignment_loss(cfg), epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate,
-                      on_epoch_end=on_epoch, device=resolve_device(device))
-        shared = _project(model, {m: f["embedding"] for m, f in feats.items()})
-        torch.save(model.cpu().state_dict(), out_dir / "projections.pt")
-        a, b = (shared[m][val] for m in model.modalities)
-        metrics = {**history[-1], "val_retrieval_at_1": retrieval_at_1(a, b, first["label"][val])}
+        shared, metrics = _anchored(feats, anchor, n_classes, cfg, seed, out_dir, on_epoch,
+                                    device)
+    used = labelled(space, modalities)
     for m, matrix in shared.items():
-        table = embedding_table(first["id"], first["split"], first["label"], matrix)
+        labels = feats[m]["label"] if m in used else pa.nulls(len(matrix), pa.int64())
+        table = embedding_table(first["id"], first["split"], labels, matrix)
         write_table(out_dir / f"shared_{m}.parquet", table,
-                    {**file_meta, "modality": m, "dim": int(matrix.shape[1])})
-    return {"metrics": metrics, "shared_dim": int(next(iter(shared.values())).shape[1])}
+                    {**file_meta, "modality": m, "dim": int(matrix.shape[1]), "space": space})
+    return {"metrics": metrics, "shared_dim": int(next(iter(shared.values())).shape[1]),
+            "labels_used": used}
+
+
+def _joint(feats: dict[str, dict[str, Any]], n_classes: int, cfg: FusionConfig, seed: int,
+           out_dir: Path, on_epoch, device: str) -> tuple[dict[str, np.ndarray], dict]:
+    """Both projections and the shared classifier: alignment + class term on both modalities."""
+    first = next(iter(feats.values()))
+    model = SharedSpace({m: f["embedding"].shape[1] for m, f in feats.items()},
+                        cfg.shared_dim, n_classes)
+    train = first["split"] == "train"
+    val = first["split"] == "val"
+    arrays = {m: f["embedding"][train] for m, f in feats.items()}
+    arrays["label"] = first["label"][train]
+
+    def evaluate(m: SharedSpace) -> dict[str, float]:
+        z = _project(m, {k: f["embedding"][val] for k, f in feats.items()})
+        a, b = (z[k] for k in m.modalities)
+        return paired_distances(a, b, seed)
+
+    history = fit(model, ArrayBatches(arrays, cfg.batch_size, seed=seed),
+                  _alignment_loss(cfg), epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate,
+                  on_epoch_end=on_epoch, device=resolve_device(device))
+    shared = _project(model, {m: f["embedding"] for m, f in feats.items()})
+    torch.save(model.cpu().state_dict(), out_dir / "projections.pt")
+    a, b = (shared[m][val] for m in model.modalities)
+    return shared, {**history[-1],
+                    "val_retrieval_at_1": retrieval_at_1(a, b, first["label"][val])}
+
+
+def _anchored(feats: dict[str, dict[str, Any]], anchor: str, n_classes: int, cfg: FusionConfig,
+              seed: int, out_dir: Path, on_epoch, device: str,
+              ) -> tuple[dict[str, np.ndarray], dict]:
+    """A's side with A's labels, then each other modality fitted label-free onto it."""
+    target = resolve_device(device)
+    model = SharedSpace({m: f["embedding"].shape[1] for m, f in feats.items()},
+                        cfg.shared_dim, n_classes).to(target)
+    a = feats[anchor]
+
+    def prefixed(modality: str):
+        return (lambda e, r: on_epoch(e, {f"{modality}.{k}": v for k, v in r.items()})
+                ) if on_epoch else None
+
+    history = fit_anchor_side(model, anchor, a["embedding"], a["label"], a["split"], cfg, seed,
+                              target, prefixed(anchor))
+    metrics: dict[str, Any] = {f"{anchor}.{k}": v for k, v in history[-1].items()}
+    z_anchor = project(model, {anchor: a})[anchor]
+    val = a["split"] == "val"
+    for student in sorted(set(feats) - {anchor}):
+        b = feats[student]
+        history = fit_student_side(model, student, b["embedding"], z_anchor, a["split"], cfg,
+                                   seed, target, on_epoch)
+        metrics.update({f"{student}.{k}": v for k, v in history[-1].items()})
+    shared = project(model, feats)
+    torch.save(model.cpu().state_dict(), out_dir / "projections.pt")
+    for student in sorted(set(feats) - {anchor}):
+        metrics.update(paired_distances(shared[anchor][val], shared[student][val], seed))
+        metrics["val_retrieval_at_1"] = retrieval_at_1(shared[student][val],
+                                                       shared[anchor][val], a["label"][val])
+    return shared, metrics

@@ -1,9 +1,10 @@
-"""Training: a classifier on the shared embeddings, for one learning mode.
+"""Training: a classifier on the shared embeddings, for one learning mode
+(`mmcore.learning_plan`).
 
-- multimodal: fuse the modalities (concat or mean), train and test on the fusion;
-- unimodal: one modality's shared embedding alone;
-- cross_modal: train on `training.modality`, validate and test on the other modality, which
-  works only because both live in one shared space.
+- multimodal: fuse the modalities (the `training.fusion` operator), train and test on both;
+- unimodal A: A's shared embedding alone, in the space anchored on A;
+- cross_modal A -> B: train and validate on A (A's labels only), test on B, which works only
+  because B was fitted, label-free, into A's space.
 """
 
 from __future__ import annotations
@@ -17,29 +18,25 @@ import torch
 
 from mmcore.config import TrainingConfig
 from mmcore.fusion.fusion_classifier import build_classifier
+from mmcore.learning_plan import plan_for
 from mmcore.losses import classification_loss
 from mmcore.parquet_io import read_embeddings, write_json
 from mmcore.training import ArrayBatches, fit, resolve_device, seed_everything
 
 
 def mode_plan(cfg: TrainingConfig, modalities: list[str]) -> dict[str, Any]:
-    """Which modalities a mode trains on and tests on."""
-    if cfg.mode == "multimodal" and len(modalities) > 1:
-        return {"mode": "multimodal", "train": sorted(modalities), "test": sorted(modalities)}
-    if cfg.mode == "multimodal":  # a one-modality dataset: multimodal is unimodal
-        return {"mode": "unimodal", "train": list(modalities), "test": list(modalities)}
-    if cfg.modality not in modalities:
-        raise ValueError(f"training.modality={cfg.modality} but the data has only {modalities}")
-    if cfg.mode == "cross_modal":
-        others = [m for m in modalities if m != cfg.modality]
-        if not others:
-            raise ValueError("cross_modal learning needs two modalities")
-        return {"mode": "cross_modal", "train": [cfg.modality], "test": [others[0]]}
-    return {"mode": "unimodal", "train": [cfg.modality], "test": [cfg.modality]}
+    """Which modalities a mode trains on and tests on, its space and the labels it uses."""
+    return plan_for(cfg, modalities).to_dict()
 
 
 def load_shared(shared_dir: Path, modalities: list[str]) -> dict[str, dict[str, Any]]:
     return {m: read_embeddings(shared_dir / f"shared_{m}.parquet") for m in modalities}
+
+
+def labels_of(shared: dict[str, dict[str, Any]], plan: dict[str, Any]) -> np.ndarray:
+    """The label column, from a modality the plan uses labels of (the others' files have none:
+    reading them would be label use too). Used for training, validation and scoring."""
+    return shared[plan["labels_used"][0]]["label"].astype(np.int64)
 
 
 def _inputs(shared: dict[str, dict[str, Any]], use: list[str], rows: np.ndarray,
@@ -50,14 +47,15 @@ def _inputs(shared: dict[str, dict[str, Any]], use: list[str], rows: np.ndarray,
 
 
 def predict_proba(model: torch.nn.Module, shared: dict[str, dict[str, Any]], plan: dict[str, Any],
-                  split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities and labels on one split, with the plan's test modalities."""
+                  split: str, use: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and labels on one split, with the modalities `use` (default: the
+    plan's test modalities)."""
     first = next(iter(shared.values()))
     rows = np.flatnonzero(first["split"] == split)
     device = next(model.parameters()).device
     with torch.no_grad():
-        logits = model(_inputs(shared, plan["test"], rows, plan["train"], device))
-    return torch.softmax(logits, dim=1).cpu().numpy(), first["label"][rows]
+        logits = model(_inputs(shared, use or plan["test"], rows, plan["train"], device))
+    return torch.softmax(logits, dim=1).cpu().numpy(), labels_of(shared, plan)[rows]
 
 
 def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: TrainingConfig,
@@ -73,10 +71,11 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
     model = build_classifier(cfg, plan["train"], dim, n_classes)
     train = np.flatnonzero(first["split"] == "train")
     arrays = {m: shared[m]["embedding"][train] for m in plan["train"]}
-    arrays["label"] = first["label"][train]
+    arrays["label"] = labels_of(shared, plan)[train]
 
+    # Validation sees what training sees: a cross-modal model is chosen on A, never on B's labels.
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
-        probs, labels = predict_proba(m, shared, plan, "val")
+        probs, labels = predict_proba(m, shared, plan, "val", use=plan["train"])
         loss = torch.nn.functional.nll_loss(torch.log(torch.from_numpy(probs) + 1e-12),
                                             torch.from_numpy(labels)).item()
         return {"val_loss": loss, "val_acc": float((probs.argmax(1) == labels).mean())}
@@ -88,9 +87,9 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
     if hasattr(model, "calibrate"):  # late fusion: fit the modalities' weights on val
         rows = np.flatnonzero(first["split"] == "val")
         target = next(model.parameters()).device
-        weights = model.calibrate(_inputs(shared, plan["test"], rows, plan["train"], target),
-                                  torch.from_numpy(first["label"][rows]).to(target))
-    probs, labels = predict_proba(model, shared, plan, "val")
+        weights = model.calibrate(_inputs(shared, plan["train"], rows, plan["train"], target),
+                                  torch.from_numpy(labels_of(shared, plan)[rows]).to(target))
+    probs, labels = predict_proba(model, shared, plan, "val", use=plan["train"])
     torch.save(model.cpu().state_dict(), out_dir / "classifier.pt")
     spec = {"plan": plan, "dim": dim, "n_classes": n_classes,
             "training": cfg.model_dump(mode="json")}

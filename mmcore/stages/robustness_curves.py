@@ -1,0 +1,153 @@
+"""Robustness at test time: the trained chain's accuracy when one test modality is corrupted, at
+each level of `mmcore.robustness.LEVELS`, for each corruption of that modality.
+
+The corruption acts on the stored test samples (pixels on the unit scale, token ids), which then
+go through the same encoder, projection and classifier as the clean ones. `missing` removes the
+modality from a `level` share of the rows: the fusion operator then works without it (each
+operator's rule, `mmcore/fusion/`); a model with no other input predicts the train split's most
+frequent class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from mmcore.modalities import MODALITIES
+from mmcore.parquet_io import embedding_array, read_metadata, to_matrix
+from mmcore.robustness import (
+    CORRUPTIONS,
+    IMAGE_CORRUPTIONS,
+    LEVELS,
+    TEXT_CORRUPTIONS,
+    Ragged,
+    missing_rows,
+    relative_robustness,
+)
+
+COLUMNS = ["modality", "corruption", "level_index", "level", "accuracy"]
+
+
+def _corrupt_images(column: pa.Array, name: str, level: float, seed: int,
+                    meta: dict[str, Any]) -> pa.Array:
+    pixels = to_matrix(column).reshape(-1, *meta["image_shape"])
+    out = IMAGE_CORRUPTIONS[name](pixels, level, seed)
+    return embedding_array(out.reshape(len(out), -1))
+
+
+def _corrupt_tokens(column: pa.Array, name: str, level: float, seed: int,
+                    meta: dict[str, Any]) -> pa.Array:
+    texts = Ragged(column.values.to_numpy(zero_copy_only=False).astype(np.int64),
+                   column.offsets.to_numpy().astype(np.int64))
+    fn = TEXT_CORRUPTIONS[name]
+    out = (fn(texts, level, seed, meta["vocab_size"]) if name == "token_replacement"
+           else fn(texts, level, seed))
+    return pa.ListArray.from_arrays(pa.array(out.offsets, pa.int32()),
+                                    pa.array(out.values, pa.int32()))
+
+
+# modality -> (stored column, how a corruption of that modality rewrites it)
+COLUMN_CORRUPTERS = {"image": ("image", _corrupt_images), "text": ("tokens", _corrupt_tokens)}
+
+
+class _Evaluator:
+    """The chain's pieces applied to stored test samples, and the classifier on a dict of them."""
+
+    def __init__(self, chain: torch.nn.Module, plan: dict[str, Any], meta: dict[str, Any]):
+        self.chain, self.plan, self.meta = chain, plan, meta
+
+    @torch.no_grad()
+    def embed(self, modality: str, table: pa.Table) -> torch.Tensor:
+        batch = MODALITIES[modality].from_table(table, self.meta)
+        z = self.chain.encoders[modality].embed(batch)
+        return self.chain.space.heads[modality](z) if self.chain.space is not None else z
+
+    @torch.no_grad()
+    def predict(self, z: dict[str, torch.Tensor], n: int, fallback: int) -> np.ndarray:
+        """Predicted classes of n rows from the test modalities present in `z` (renamed to the
+        train modalities, as for cross-modal models); `fallback` when none is."""
+        inputs = {train: z[test] for train, test in zip(self.plan["train"], self.plan["test"],
+                                                        strict=True) if test in z}
+        if not inputs:
+            return np.full(n, fallback, dtype=np.int64)
+        return self.chain.classifier(inputs).argmax(1).numpy()
+
+
+def _missing_accuracy(ev: _Evaluator, clean: dict[str, torch.Tensor], modality: str,
+                      level: float, seed: int, labels: np.ndarray, fallback: int) -> float:
+    lost = missing_rows(len(labels), level, seed)
+    preds = np.empty(len(labels), dtype=np.int64)
+    if (~lost).any():
+        preds[~lost] = ev.predict({m: v[~lost] for m, v in clean.items()}, int((~lost).sum()),
+                                  fallback)
+    if lost.any():
+        rest = {m: v[lost] for m, v in clean.items() if m != modality}
+        preds[lost] = ev.predict(rest, int(lost.sum()), fallback)
+    return float((preds == labels).mean())
+
+
+def robustness_curves(chain: torch.nn.Module, samples: Path, plan: dict[str, Any],
+                      labels: pd.Series, fallback: int, seed: int) -> pd.DataFrame:
+    """Accuracy per (test modality, corruption, level) on the test split.
+
+    `labels`: the test labels by sample id; `fallback`: the class predicted with no input left.
+    """
+    meta = read_metadata(samples / "train.parquet")
+    columns = sorted({COLUMN_CORRUPTERS[m][0] for m in plan["test"]})
+    table = pq.read_table(samples / "test.parquet", columns=["id", *columns])
+    truth = labels.loc[table.column("id").to_pylist()].to_numpy().astype(np.int64)
+    ev = _Evaluator(chain.eval(), plan, meta)
+    clean = {m: ev.embed(m, table) for m in plan["test"]}
+    rows = []
+    for modality in plan["test"]:
+        column, corrupt = COLUMN_CORRUPTERS[modality]
+        for name in CORRUPTIONS[modality]:
+            for index, level in enumerate(LEVELS):
+                if name == "missing":
+                    acc = _missing_accuracy(ev, clean, modality, level, seed, truth, fallback)
+                else:
+                    changed = table.set_column(
+                        table.schema.get_field_index(column), column,
+                        corrupt(table.column(column).combine_chunks(), name, level, seed, meta))
+                    preds = ev.predict({**clean, modality: ev.embed(modality, changed)},
+                                       len(truth), fallback)
+                    acc = float((preds == truth).mean())
+                rows.append((modality, name, index, level, acc))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def robustness_metrics(curves: pd.DataFrame) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Per curve `robustness.<modality>.<corruption>`: its accuracies in level order (MLflow
+    steps 0..10), and its relative robustness (area under the curve)."""
+    series, areas = {}, {}
+    for (modality, name), curve in curves.groupby(["modality", "corruption"], sort=True):
+        acc = curve.sort_values("level_index")["accuracy"].tolist()
+        series[f"robustness.{modality}.{name}"] = acc
+        areas[f"robustness.{modality}.{name}.relative"] = relative_robustness(acc)
+    return series, areas
+
+
+def plot_robustness(curves: pd.DataFrame, path: Path, title: str) -> Path:
+    """Accuracy against corruption level, one line per (modality, corruption)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (modality, name), curve in curves.groupby(["modality", "corruption"], sort=True):
+        curve = curve.sort_values("level")
+        ax.plot(curve["level"], curve["accuracy"], marker="o", ms=3, label=f"{modality}: {name}")
+    ax.set(xlabel="corruption level", ylabel="test accuracy", ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,173 @@
+"""The label-free cross-modal protocol, proved: in cross-modal image -> text learning, hide the
+label column from every text-side step (replace it with a sentinel there) and every output stays
+bit-identical. A control shows the comparison can fail: a step that does read labels changes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from mmcore.config import load_config
+from mmcore.data.registry import open_source
+from mmcore.inference import InferenceChain
+from mmcore.learning_plan import space_of
+from mmcore.stages.feature_extraction import (
+    extract_label_free,
+    extract_labelled,
+    run_feature_extraction,
+    train_encoder,
+)
+from mmcore.stages.preprocessing import run_preprocessing
+from mmcore.stages.shared_space import run_fusion
+from mmcore.stages.testing import run_testing
+from mmcore.stages.training import run_training
+
+FAST = ["data.limit=300", "features.image_epochs=2", "features.text_epochs=2",
+        "features.image_channels=8", "features.text_hidden=16", "features.image_dim=16",
+        "features.text_dim=16", "fusion.shared_dim=8", "training.hidden=16",
+        "fusion.epochs=3", "training.epochs=3", "training.mode=cross_modal",
+        "training.modality=image"]
+SENTINEL = 0  # a valid class: a step that read it would silently learn something else
+
+
+def with_sentinel_labels(path: Path) -> None:
+    """Overwrite a Parquet file's label column with the sentinel, keeping its schema."""
+    table = pq.read_table(path)
+    labels = pa.array([SENTINEL] * table.num_rows, pa.int64())
+    table = table.set_column(table.schema.get_field_index("label"),
+                             table.schema.field("label"), labels)
+    pq.write_table(table, path)
+
+
+def stage_dirs(root: Path) -> dict[str, Path]:
+    dirs = {n: root / n for n in ("features", "shared", "model", "test")}
+    for d in dirs.values():
+        d.mkdir(parents=True)
+    return dirs
+
+
+def train_then_test(cfg, samples: Path, dirs: dict[str, Path], names: list[str]) -> dict:
+    modalities = ["image", "text"]
+    run_training(dirs["shared"], modalities, len(names), cfg.training, cfg.seed, dirs["model"])
+    chain = InferenceChain.from_stage_dirs(samples, dirs["features"], dirs["shared"],
+                                           dirs["model"], cfg.features.model_dump(mode="json"))
+    return run_testing(dirs["shared"], dirs["model"], modalities, names, dirs["test"], {},
+                       chain=chain, samples_dir=samples, seed=cfg.seed)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    cfg = load_config(overrides=FAST)
+    space = space_of(cfg.training)
+    root = tmp_path_factory.mktemp("label_free")
+    samples = root / "samples"
+    samples.mkdir()
+    run_preprocessing(open_source(cfg.data, cfg.seed), cfg.data, cfg.seed, samples, {})
+    hidden_samples = root / "samples_sentinel"  # what every text-side step gets below
+    shutil.copytree(samples, hidden_samples)
+    for split in ("train", "val", "test"):
+        with_sentinel_labels(hidden_samples / f"{split}.parquet")
+
+    # As the pipeline runs it.
+    honest = stage_dirs(root / "honest")
+    feats = run_feature_extraction(samples, cfg.features, cfg.seed, honest["features"], {},
+                                   space=space)
+    names = feats["class_names"]
+    run_fusion(honest["features"], ["image", "text"], len(names), cfg.fusion, cfg.seed,
+               honest["shared"], {}, space=space)
+    honest_result = train_then_test(cfg, samples, honest, names)
+
+    # The same, with the label column hidden from every text-side step.
+    hidden = stage_dirs(root / "hidden")
+    _, teacher = extract_labelled("image", samples, cfg.features, cfg.seed, hidden["features"],
+                                  {})
+    extract_label_free("text", hidden_samples, teacher, "image", cfg.features, cfg.seed,
+                       hidden["features"], {})
+    text_features = hidden["features"] / "text.parquet"
+    pristine = pq.read_table(text_features)
+    with_sentinel_labels(text_features)
+    run_fusion(hidden["features"], ["image", "text"], len(names), cfg.fusion, cfg.seed,
+               hidden["shared"], {}, space=space)
+    pq.write_table(pristine, text_features)  # the file as written, to compare below
+    with_sentinel_labels(hidden["shared"] / "shared_text.parquet")
+    hidden_result = train_then_test(cfg, hidden_samples, hidden, names)
+    return {"cfg": cfg, "samples": samples, "hidden_samples": hidden_samples,
+            "honest": (honest, honest_result), "hidden": (hidden, hidden_result)}
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_text_side_is_bit_identical_without_labels(runs):
+    honest, honest_result = runs["honest"]
+    hidden, hidden_result = runs["hidden"]
+    for name in ("encoder_text.pt", "encoder_image.pt"):
+        assert _same_weights(honest["features"] / name, hidden["features"] / name), name
+    assert pq.read_table(honest["features"] / "text.parquet").equals(
+        pq.read_table(hidden["features"] / "text.parquet"))
+    assert _same_weights(honest["shared"] / "projections.pt", hidden["shared"] / "projections.pt")
+    for name in ("shared_image.parquet", "shared_text.parquet"):
+        a = pq.read_table(honest["shared"] / name).drop_columns(["label"])
+        b = pq.read_table(hidden["shared"] / name).drop_columns(["label"])
+        assert a.equals(b), name
+    assert _same_weights(honest["model"] / "classifier.pt", hidden["model"] / "classifier.pt")
+    assert pq.read_table(honest["test"] / "predictions.parquet").equals(
+        pq.read_table(hidden["test"] / "predictions.parquet"))
+    assert pq.read_table(honest["test"] / "robustness.parquet").equals(
+        pq.read_table(hidden["test"] / "robustness.parquet"))
+    assert honest_result["metrics"] == hidden_result["metrics"]
+
+
+def test_text_side_files_carry_no_label(runs):
+    honest, result = runs["honest"]
+    assert pq.read_table(honest["features"] / "text.parquet").column("label").null_count == \
+        pq.read_metadata(honest["features"] / "text.parquet").num_rows
+    assert pq.read_table(honest["shared"] / "shared_text.parquet").column("label").null_count > 0
+    assert pq.read_table(honest["shared"] / "shared_image.parquet").column("label").null_count == 0
+    plan = result["plan"]
+    assert plan == {"mode": "cross_modal", "train": ["image"], "test": ["text"],
+                    "space": "anchored:image", "labels_used": ["image"]}
+    assert 0.0 <= result["metrics"]["accuracy"] <= 1.0
+
+
+def test_control_a_step_that_reads_labels_changes(runs):
+    """The comparison above can fail: the text encoder trained *with* labels differs when the
+    labels are the sentinel."""
+    cfg = runs["cfg"]
+    from mmcore.parquet_io import read_metadata
+
+    meta = read_metadata(runs["samples"] / "train.parquet")
+    real = train_encoder("text", runs["samples"], cfg.features, cfg.seed, meta)
+    fake = train_encoder("text", runs["hidden_samples"], cfg.features, cfg.seed, meta)
+    assert not all(torch.equal(a, b) for a, b in zip(real.state_dict().values(),
+                                                     fake.state_dict().values(), strict=True))
+
+
+def test_robustness_curves_of_the_cross_modal_model(runs):
+    """Every curve starts at the clean test accuracy; with the only input missing the model
+    predicts the train split's most frequent class."""
+    honest, result = runs["honest"]
+    curves = pq.read_table(honest["test"] / "robustness.parquet").to_pandas()
+    assert list(curves.columns) == ["modality", "corruption", "level_index", "level", "accuracy"]
+    assert set(curves["corruption"]) == {"token_dropout", "token_replacement", "missing"}
+    assert set(curves["modality"]) == {"text"} and len(curves) == 3 * 11
+    clean = curves[curves["level_index"] == 0]["accuracy"]
+    assert (clean == result["metrics"]["accuracy"]).all()
+    labels = pq.read_table(runs["samples"] / "test.parquet", columns=["label"]).column("label")
+    train = pq.read_table(runs["samples"] / "train.parquet", columns=["label"]).column("label")
+    majority = pa.compute.mode(train)[0]["mode"].as_py()
+    share = sum(v == majority for v in labels.to_pylist()) / len(labels)
+    gone = curves[(curves["corruption"] == "missing") & (curves["level_index"] == 10)]
+    assert gone["accuracy"].item() == pytest.approx(share)
+    series = result["robustness"]["series"]["robustness.text.token_dropout"]
+    assert len(series) == 11 and series[0] == result["metrics"]["accuracy"]
+    area = result["robustness"]["relative"]["robustness.text.token_dropout.relative"]
+    assert 0.0 <= area <= 1.0
