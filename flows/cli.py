@@ -3,7 +3,7 @@
     mmpipe run [--config FILE] [--set key=value ...] [--stages a,b] [--refresh STAGE]
     mmpipe status [--config FILE] [--set key=value ...]
     mmpipe verify [--config FILE] [--set key=value ...]
-    mmpipe compare [--config FILE] [--set key=value ...]
+    mmpipe compare [--config FILE] [--set key=value ...] [--seeds 0 1 2] [--fusions all|a,b]
     mmpipe promote VERSION [--config FILE] [--set key=value ...]
     mmpipe serve
     mmpipe deploy [--api-url URL] [--crash-after SECONDS]
@@ -62,9 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
                                  "exit 1 if one is damaged (with --config or --set other than "
                                  "run_dir: only that config's stages)")
     _config_args(verify)
-    compare = sub.add_parser("compare", help="unimodal, multimodal and cross-modal side by side",
-                             parents=[debug])
+    compare = sub.add_parser("compare", parents=[debug],
+                             help="unimodal, multimodal and cross-modal side by side, over "
+                                  "seeds, as one MLflow experiment")
     _config_args(compare)
+    compare.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
+                         help="seeds to run every cell with (default: 0 1 2)")
+    compare.add_argument("--fusions", default="all", metavar="all|a,b",
+                         help="multimodal fusion operators to compare (default: all)")
     promote = sub.add_parser("promote", parents=[debug],
                              help="point the registered model's @champion at VERSION")
     promote.add_argument("version")
@@ -189,18 +194,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from mmcore.config import FUSION_NAMES
+
+    if args.fusions != "all":
+        unknown = [f for f in args.fusions.split(",") if f.strip() not in FUSION_NAMES]
+        if unknown:  # before any work
+            raise errors.UsageError(f"--fusions: unknown operator(s) {unknown}; choose from "
+                                    f"{', '.join(FUSION_NAMES)} or 'all'")
     cfg, overrides = _resolved_config(args, server=True)
     environment.create_tracking_store(Path(cfg.run_dir))
-    from flows.pipeline import compare_modes
+    from flows.compare import compare
 
     if not args.debug:
         errors.console_without_input_tracebacks()
     with environment.without_flow_heartbeats():
-        rows = compare_modes(config=args.config, overrides=overrides)
-    print(f"\n{'mode':<12} {'train':<11} {'test':<11} {'accuracy':>9} {'macro F1':>9}")
-    for row in rows:
-        print(f"{row['mode']:<12} {row['train']:<11} {row['test']:<11} "
-              f"{row['test.accuracy']:>9.4f} {row['test.macro_f1']:>9.4f}")
+        report = compare(config=args.config, overrides=overrides, seeds=args.seeds,
+                         fusions=args.fusions)
+    print("\n" + report["table"])
+    print(f"\nreport.json and plots: MLflow run {report['compare_run_id']} "
+          f"(experiment '{report['config']}')")
     return 0
 
 

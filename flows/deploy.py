@@ -31,7 +31,7 @@ from flows.errors import UsageError
 
 PROJECT = Path(__file__).resolve().parent.parent
 PROJECT_ENV = "MMPIPE_PROJECT_DIR"
-# The flows prefect.yaml deploys (compare_modes runs `mmpipe` flows as subflows).
+# The flows prefect.yaml deploys (flows/compare.py:compare runs `mmpipe` flows as subflows).
 FLOW_NAMES = ["mmpipe", "mmpipe-compare"]
 CRASH_AUTOMATION = "mmpipe: runs whose heartbeats stopped are Crashed"
 # Prefect 3.9 flow runs send a heartbeat every 180 s: three missed ones, as Prefect Cloud's

@@ -40,16 +40,19 @@ def _flow_run_name() -> str:
 @flow(name="mmpipe", log_prints=True, flow_run_name=_flow_run_name)
 def pipeline(config: str | None = None, overrides: list[str] | None = None,
              stages: list[str] | None = None, refresh: list[str] | None = None,
-             role: str = "pipeline") -> dict[str, Any]:
+             role: str = "pipeline", parent_run_id: str | None = None,
+             run_name: str | None = None) -> dict[str, Any]:
     """Run the pipeline for a config file (or the defaults) plus `key=value` overrides. `role`
     says who runs it (`pipeline`, `comparison`, `sweep`): only the pipeline's own default-mode
-    runs move the registry's aliases."""
+    runs move the registry's aliases. `parent_run_id`/`run_name`: nest its MLflow run under
+    another (a comparison's cell)."""
     logger = get_run_logger()
     cfg = load_config(config, overrides)
     wanted, first_refresh = select(stages, refresh)
     recovery.begin(cfg, flow_run.get_id(), logger)  # first: clean up after crashed runs
     _tag_flow_run(["mmpipe", cfg.name, cfg.training.mode, role])
-    parent = tracking.start_parent_run(cfg, flow_run.get_id(), wanted)
+    parent = tracking.start_parent_run(cfg, flow_run.get_id(), wanted, parent=parent_run_id,
+                                       run_name=run_name)
     refs: dict[str, StageRef] = {}
     report: dict[str, dict[str, str]] = {}
     try:
@@ -69,6 +72,10 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
         model = _register(cfg, refs, role)
         metrics = refs["testing"].summary["metrics"] if "testing" in refs else {}
         tracking.log_metrics(cfg, parent, metrics)
+        plan = refs["training"].summary["plan"] if "training" in refs else None
+        if plan:
+            tracking.set_tags(cfg, parent, {"mode": plan["mode"],
+                                            "labels_used": ",".join(plan["labels_used"])})
         run_url = _describe(cfg, parent, refs, report, metrics, model)
     except BaseException:
         tracking.end_run(cfg, parent, "FAILED")
@@ -79,8 +86,8 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
     return {"config": cfg.name, "run_dir": cfg.run_dir, "parent_run_id": parent,
             "run_url": run_url,
             "tracking_uri": tracking.tracking_uri(cfg.run_dir), "stages": report,
-            "metrics": metrics,
-            "plan": refs["training"].summary["plan"] if "training" in refs else None,
+            "metrics": metrics, "plan": plan,
+            "labels_used": plan["labels_used"] if plan else None,
             "quality": refs["preprocessing"].summary["metrics"],
             "comparison": refs["testing"].summary.get("comparison") if "testing" in refs
             else None, "model": model}
@@ -126,28 +133,3 @@ def _register(cfg: PipelineConfig, refs: dict[str, StageRef], role: str) -> dict
             "new_version": registration.created, "candidate": registration.candidate,
             "champion": decision.champion if decision else None,
             "decision": decision.reason if decision else "not tested in this run"}
-
-
-# (mode, modality) pairs compared side by side; upstream stages are shared through the cache.
-MODES = [("unimodal", "image"), ("unimodal", "text"), ("multimodal", "image"),
-         ("cross_modal", "image"), ("cross_modal", "text")]
-
-
-@flow(name="mmpipe-compare")
-def compare_modes(config: str | None = None, overrides: list[str] | None = None,
-                  ) -> list[dict[str, Any]]:
-    """The three ways to learn on one config: only training and testing run per mode."""
-    cfg = load_config(config, overrides)
-    recovery.begin(cfg, flow_run.get_id(), get_run_logger())
-    rows: list[dict[str, Any]] = []
-    for mode, modality in MODES:
-        summary = pipeline(config=config, overrides=[*(overrides or []), f"training.mode={mode}",
-                                                     f"training.modality={modality}"],
-                           role="comparison")
-        plan = summary["plan"]
-        if rows and any(r["plan"] == plan for r in rows):
-            continue  # e.g. a one-modality dataset: multimodal falls back to unimodal
-        rows.append({"mode": plan["mode"], "train": "+".join(plan["train"]),
-                     "test": "+".join(plan["test"]), "plan": plan, **summary["metrics"]})
-    recovery.end(cfg, flow_run.get_id())
-    return rows

@@ -112,11 +112,12 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start_parent_run(cfg: PipelineConfig, flow_run_id: str | None, stages: list[str]) -> str:
-    """The pipeline run: whole resolved config as params; flow-run id, commit, digest as tags."""
+def start_parent_run(cfg: PipelineConfig, flow_run_id: str | None, stages: list[str],
+                     parent: str | None = None, run_name: str | None = None) -> str:
+    """The pipeline run: whole resolved config as params; flow-run id, commit, digest as tags.
+    `parent`: the run it is nested under (a comparison's cell is a child of the comparison)."""
     client = client_for(cfg)
-    run = client.create_run(experiment_id(client, cfg),
-                            run_name=f"{cfg.name} · {cfg.training.mode}", tags={
+    tags = {
         "prefect.flow_run_id": flow_run_id or "",
         "git.commit": git_commit(),
         "config.digest": cfg.digest(),
@@ -125,7 +126,10 @@ def start_parent_run(cfg: PipelineConfig, flow_run_id: str | None, stages: list[
         # this host, or on the shared folder that a team or a cluster uses as run folder.
         "mmpipe.run_dir": str(Path(cfg.run_dir).resolve()),
         "mmpipe.host": socket.gethostname(),
-    })
+        **({MLFLOW_PARENT_RUN_ID: parent} if parent else {}),
+    }
+    run = client.create_run(experiment_id(client, cfg),
+                            run_name=run_name or f"{cfg.name} · {cfg.training.mode}", tags=tags)
     log_params_and_metrics(client, run.info.run_id, cfg.flat())
     return run.info.run_id
 

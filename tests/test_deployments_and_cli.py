@@ -11,8 +11,9 @@ import threading
 import pytest
 
 from flows import cli, deploy, serve
+from flows.compare import compare
 from flows.errors import UsageError
-from flows.pipeline import compare_modes, pipeline, select
+from flows.pipeline import pipeline, select
 
 
 def test_every_deployment_in_prefect_yaml_serves_as_local_name_with_its_schedules():
@@ -26,7 +27,7 @@ def test_every_deployment_in_prefect_yaml_serves_as_local_name_with_its_schedule
         assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == [
             (s["cron"], s["timezone"]) for s in spec["schedules"]]
         assert deployment.work_pool_name is None
-        flow = pipeline if spec["entrypoint"].endswith(":pipeline") else compare_modes
+        flow = pipeline if spec["entrypoint"].endswith(":pipeline") else compare
         allowed = set(inspect.signature(flow.fn).parameters)
         assert set(spec.get("parameters", {})) <= allowed
         stages = spec.get("parameters", {}).get("stages")

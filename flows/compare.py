@@ -1,0 +1,131 @@
+"""`mmpipe compare`: every cell (mode x train modality x test modality x fusion operator x seed)
+through the cached pipeline, as ONE MLflow experiment: a compare parent run, each cell a child.
+
+Cells of one seed share their upstream stages through the cache: unimodal A and cross-modal
+A -> B share feature extraction and fusion (the space anchored on A), every fusion operator shares
+the joint space. `run_cells` maps cells to results and takes the executor as an argument, so a
+distributed runner can replace the sequential default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from mmcore.config import FUSION_NAMES, load_config
+from tasks import recovery, tracking
+from tasks.compare import finish_report, start_compare_run, tag_cell
+
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the comparison: a learning mode on one seed (and operator, if multimodal)."""
+
+    mode: str
+    modality: str  # unimodal: the modality; cross_modal: the training one; multimodal: unused
+    fusion: str | None  # multimodal only
+    seed: int
+
+    @property
+    def name(self) -> str:
+        what = {"multimodal": f"multimodal-{self.fusion}", "unimodal": f"unimodal-{self.modality}",
+                "cross_modal": f"cross_modal-{self.modality}"}[self.mode]
+        return f"{what}-seed{self.seed}"
+
+    def overrides(self) -> list[str]:
+        # Comparisons never register a model (only the project's default runs move aliases).
+        extra = [f"training.fusion={self.fusion}"] if self.fusion else []
+        return [f"seed={self.seed}", f"training.mode={self.mode}",
+                f"training.modality={self.modality}", "training.register_model=false", *extra]
+
+
+def plan_cells(seeds: Iterable[int], fusions: Iterable[str],
+               modalities: Iterable[str] = ("image", "text")) -> list[Cell]:
+    """Every cell, seed by seed, so that a seed's cells reuse each other's cached stages; the
+    multimodal ones first: the spaces anchored on one modality then take its labelled encoder
+    from the joint space's feature extraction instead of training it again."""
+    cells = []
+    for seed in seeds:
+        cells += [Cell("multimodal", "image", fusion, seed) for fusion in fusions]
+        for modality in modalities:
+            cells.append(Cell("unimodal", modality, None, seed))
+            cells.append(Cell("cross_modal", modality, None, seed))
+    return cells
+
+
+Executor = Callable[[Callable[[Cell], dict[str, Any]], list[Cell]], Iterator[dict[str, Any]]]
+
+
+def run_cells(cells: list[Cell], run_cell: Callable[[Cell], dict[str, Any]],
+              executor: Executor = map) -> list[dict[str, Any]]:
+    """cells -> results, in the cells' order. `executor(fn, cells)` is `map` here; a pool's or
+    a cluster's map runs them elsewhere."""
+    return list(executor(run_cell, cells))
+
+
+def parse_fusions(text: str | None, default: str) -> list[str]:
+    """`all`, a comma-separated list of operators, or None (the config's operator)."""
+    if not text:
+        return [default]
+    names = list(FUSION_NAMES) if text == "all" else [f.strip() for f in text.split(",")]
+    unknown = [f for f in names if f not in FUSION_NAMES]
+    if unknown or not names:
+        raise ValueError(f"unknown fusion operator(s) {unknown}; choose from "
+                         f"{', '.join(FUSION_NAMES)} or 'all'")
+    return names
+
+
+def cell_runner(config: str | None, overrides: list[str], parent: str,
+                ) -> Callable[[Cell], dict[str, Any]]:
+    """The function that runs one cell: the pipeline flow, nested under the compare run."""
+    from flows.pipeline import pipeline
+
+    def run(cell: Cell) -> dict[str, Any]:
+        summary = pipeline(config=config, overrides=[*overrides, *cell.overrides()],
+                           role="comparison", parent_run_id=parent, run_name=cell.name)
+        plan, metrics = summary["plan"], summary["metrics"]
+        testing = Path(summary["stages"]["testing"]["path"])
+        result = {
+            "cell": cell.name, "mode": plan["mode"], "fusion": cell.fusion, "seed": cell.seed,
+            "train_modalities": plan["train"], "test_modalities": plan["test"],
+            "labels_used": plan["labels_used"], "test_accuracy": metrics["test.accuracy"],
+            "macro_f1": metrics["test.macro_f1"], "run_id": summary["parent_run_id"],
+            "predictions": str(testing / "predictions.parquet"),
+            "robustness": str(testing / "robustness.parquet")
+            if (testing / "robustness.parquet").exists() else None,
+        }
+        tag_cell(load_config(config, overrides), summary["parent_run_id"], result)
+        return result
+    return run
+
+
+@flow(name="mmpipe-compare")
+def compare(config: str | None = None, overrides: list[str] | None = None,
+            seeds: list[int] | None = None, fusions: str | None = "all") -> dict[str, Any]:
+    """Unimodal, multimodal (each fusion operator) and cross-modal learning over seeds, as one
+    MLflow experiment; returns the report (also `report.json` on the compare run)."""
+    overrides = list(overrides or [])
+    cfg = load_config(config, overrides)
+    seeds = list(seeds if seeds is not None else DEFAULT_SEEDS)
+    operators = parse_fusions(fusions, cfg.training.fusion)
+    recovery.begin(cfg, flow_run.get_id(), get_run_logger())  # first: clean up after crashes
+    parent = start_compare_run(cfg, flow_run.get_id(), seeds, operators)
+    try:
+        results = run_cells(plan_cells(seeds, operators), cell_runner(config, overrides, parent))
+        reference = cfg.training.fusion if cfg.training.fusion in operators else operators[0]
+        rep = finish_report(cfg, parent, results, reference,
+                            {"config": cfg.name, "seeds": seeds, "fusions": operators})
+    except BaseException:
+        tracking.end_run(cfg, parent, "FAILED")
+        recovery.end(cfg, flow_run.get_id())
+        raise
+    tracking.end_run(cfg, parent)
+    recovery.end(cfg, flow_run.get_id())
+    return rep

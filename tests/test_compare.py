@@ -1,0 +1,159 @@
+"""`mmpipe compare` end to end: every cell through the real Prefect flow into one MLflow
+experiment (real SQLite store, read back with MlflowClient), report.json as described, cells of
+a seed sharing their upstream stages through the cache."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from flows.compare import Cell, parse_fusions, plan_cells, run_cells
+
+FAST = ["data.limit=500", "features.image_epochs=2", "features.text_epochs=2",
+        "features.image_channels=8", "features.text_hidden=16", "fusion.epochs=4",
+        "training.epochs=4"]
+SEEDS = [0, 1]
+FUSIONS = "late,concat"
+CELL_FIELDS = {"mode", "train_modalities", "test_modalities", "fusion", "seed", "test_accuracy",
+               "macro_f1", "labels_used", "run_id"}
+
+
+def test_plan_cells_and_run_cells_keep_order():
+    cells = plan_cells([3], ["late", "gmu"])
+    assert [c.name for c in cells] == [
+        "multimodal-late-seed3", "multimodal-gmu-seed3", "unimodal-image-seed3",
+        "cross_modal-image-seed3", "unimodal-text-seed3", "cross_modal-text-seed3"]
+    assert Cell("multimodal", "image", "gmu", 1).overrides() == [
+        "seed=1", "training.mode=multimodal", "training.modality=image",
+        "training.register_model=false", "training.fusion=gmu"]
+    # Any map-like executor: the default runs them here, a pool's map elsewhere.
+    assert run_cells(cells, lambda c: c.name) == [c.name for c in cells]
+    with ThreadPoolExecutor(2) as pool:
+        assert run_cells(cells, lambda c: c.name, pool.map) == [c.name for c in cells]
+
+
+def test_parse_fusions():
+    assert parse_fusions(None, "late") == ["late"]
+    assert parse_fusions("late, gmu", "late") == ["late", "gmu"]
+    assert len(parse_fusions("all", "late")) == 8
+    with pytest.raises(ValueError, match="unknown fusion operator"):
+        parse_fusions("late,fancy", "late")
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, prefect_harness) -> tuple[dict, Path]:
+    from flows.compare import compare
+
+    run_dir = tmp_path_factory.mktemp("compare")
+    report = compare(overrides=[*FAST, f"run_dir={run_dir}"], seeds=SEEDS, fusions=FUSIONS)
+    return report, run_dir
+
+
+@pytest.mark.slow  # 12 cells through the real flow: ~2 min on an idle 2-core machine
+def test_report_cells(compared):
+    report, _ = compared
+    cells = report["cells"]
+    assert len(cells) == len(SEEDS) * (4 + 2)
+    assert all(set(c) == CELL_FIELDS for c in cells)
+    kinds = {(c["mode"], tuple(c["train_modalities"]), tuple(c["test_modalities"]), c["fusion"])
+             for c in cells}
+    assert kinds == {
+        ("unimodal", ("image",), ("image",), None), ("unimodal", ("text",), ("text",), None),
+        ("cross_modal", ("image",), ("text",), None), ("cross_modal", ("text",), ("image",), None),
+        ("multimodal", ("image", "text"), ("image", "text"), "late"),
+        ("multimodal", ("image", "text"), ("image", "text"), "concat")}
+    for c in cells:
+        assert 0.0 <= c["test_accuracy"] <= 1.0 and 0.0 <= c["macro_f1"] <= 1.0
+        if c["mode"] == "cross_modal":  # never the labels of what it is tested on
+            assert c["labels_used"] == c["train_modalities"]
+            assert not set(c["labels_used"]) & set(c["test_modalities"])
+        if c["mode"] == "multimodal":
+            assert c["labels_used"] == ["image", "text"]
+    assert {s["fusion"] for s in report["significance"]} == {"late", "concat"}
+    assert all(0.0 <= s["p_value"] <= 1.0 and s["seeds"] == SEEDS
+               for s in report["significance"])
+    assert "±" in report["table"] and "McNemar" in report["table"]
+
+
+@pytest.mark.slow
+def test_transfer_matrix_and_robustness(compared):
+    report, _ = compared
+    matrix = report["transfer_matrix"]
+    assert matrix["rows"] == matrix["columns"] == ["image", "text", "image+text"]
+    acc = matrix["accuracy"]
+    assert acc[0][2] is None and acc[1][2] is None  # one modality in training, both in test
+    assert all(v is not None for row in acc for v in row[:2]) and acc[2][2] is not None
+    figures = {(r["mode"], r["fusion"], r["modality"], r["corruption"])
+               for r in report["robustness"]}
+    for fusion in ("late", "concat"):
+        for modality, corruption in [("image", "gaussian_noise"), ("image", "occlusion"),
+                                     ("image", "missing"), ("text", "token_dropout"),
+                                     ("text", "token_replacement"), ("text", "missing")]:
+            assert ("multimodal", fusion, modality, corruption) in figures
+    late = [r for r in report["robustness"] if r["mode"] == "multimodal" and r["fusion"] == "late"]
+    assert all(r["effective_robustness"] == pytest.approx(0.0) for r in late)  # its own reference
+    assert all(0.0 <= r["relative_robustness"] <= 1.0 for r in report["robustness"])
+
+
+@pytest.mark.slow
+def test_one_mlflow_experiment_with_cells_as_children(compared):
+    report, run_dir = compared
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    parent = client.get_run(report["compare_run_id"])
+    assert parent.data.tags["kind"] == "compare" and parent.info.status == "FINISHED"
+    experiment = parent.info.experiment_id
+    children = client.search_runs([experiment],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.info.run_id for r in children) == sorted(c["run_id"] for c in report["cells"])
+    for run in children:
+        tags = run.data.tags
+        assert tags["kind"] == "compare-cell" and "labels_used" in tags
+        stages = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+        assert {s.data.tags["stage"] for s in stages} == {
+            "preprocessing", "feature_extraction", "fusion", "training", "testing"}
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.json", "transfer_matrix.png", "fusion_operators.png", "robustness_image.png",
+            "robustness_text.png", "transfer_matrix.json", "fusion_operators.json"} <= artifacts
+    saved = json.loads(Path(client.download_artifacts(parent.info.run_id, "report.json",
+                                                      str(run_dir))).read_text())
+    assert saved["cells"] == json.loads(json.dumps(report["cells"]))
+    assert parent.data.metrics["multimodal.late.test_accuracy_mean"] == pytest.approx(
+        next(s["test_accuracy_mean"] for s in report["summary"]
+             if s["mode"] == "multimodal" and s["fusion"] == "late"))
+
+
+@pytest.mark.slow
+def test_cells_of_a_seed_share_upstream_stages(compared):
+    report, run_dir = compared
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    experiment = client.get_run(report["compare_run_id"]).info.experiment_id
+
+    def stages(cell: dict) -> dict:
+        runs = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{cell['run_id']}'")
+        return {r.data.tags["stage"]: r.data.tags for r in runs}
+
+    by = {(c["mode"], c["train_modalities"][0], c["fusion"], c["seed"]): c
+          for c in report["cells"]}
+    uni = stages(by["unimodal", "image", None, 0])
+    cross = stages(by["cross_modal", "image", None, 0])
+    for stage in ("preprocessing", "feature_extraction", "fusion"):
+        assert uni[stage]["cache.key"] == cross[stage]["cache.key"]
+        assert cross[stage]["cache"] == "hit"
+    assert uni["training"]["cache.key"] != cross["training"]["cache.key"]
+    # The anchored space took the labelled image encoder from the joint space's output.
+    assert uni["feature_extraction"]["encoders.reused_from"].endswith(
+        stages(by["multimodal", "image", "late", 0])["feature_extraction"]["cache.key"])
+    late = stages(by["multimodal", "image", "late", 0])
+    concat = stages(by["multimodal", "image", "concat", 0])
+    assert late["fusion"]["cache.key"] == concat["fusion"]["cache.key"]
+    assert late["fusion"]["cache.key"] != uni["fusion"]["cache.key"]
+    assert concat["fusion"]["cache"] == "hit"
+    cell = by["multimodal", "image", "late", 0]["run_id"]
+    testing = client.search_runs(
+        [experiment], f"tags.mlflow.parentRunId = '{cell}' and tags.stage = 'testing'")
+    history = client.get_metric_history(testing[0].info.run_id, "robustness.image.occlusion")
+    assert [m.step for m in history] == list(range(11))
