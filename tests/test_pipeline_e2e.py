@@ -81,7 +81,9 @@ def test_cold_run_misses_everywhere_and_writes_documented_outputs(cold):
     probs = np.asarray(preds.column("probs").combine_chunks().flatten()).reshape(-1, 10)
     assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
     assert (paths["testing"] / "confusion.png").stat().st_size > 1000
-    assert 0.8 < cold["metrics"]["test.accuracy"] <= 1.0
+    # Occluded, noisy default images (data.image_noise) and 3 encoder epochs: well above the
+    # 0.1 of chance, below the ~0.9 of the full defaults.
+    assert 0.6 < cold["metrics"]["test.accuracy"] <= 1.0
 
 
 def test_mlflow_has_parent_and_five_child_runs(cold, run_dir):
@@ -123,7 +125,11 @@ def test_registered_model_predicts_from_raw_inputs(cold, run_dir):
                          columns=["id", "text"]).slice(0, 20).to_pandas()
     expected = pq.read_table(Path(cold["stages"]["testing"]["path"]) / "predictions.parquet"
                              ).to_pandas().set_index("id").loc[test["id"]]
-    images = load_digits().images[[int(i.split("-")[1]) for i in test["id"]]]
+    from mmcore.data.digits import corrupt_digits
+
+    # The raw scans as the default source yields them: occluded and noised (data.image_noise).
+    scans = corrupt_digits(load_digits().images / 16.0, load_config().data.image_noise, 0) * 16
+    images = scans[[int(i.split("-")[1]) for i in test["id"]]]
     with using_tracking_uri(f"sqlite:///{run_dir / 'mlflow.db'}"):
         model = mlflow.pyfunc.load_model("models:/mmpipe-classifier@champion")
     out = model.predict(pd.DataFrame({"image": list(images), "text": test["text"]}))

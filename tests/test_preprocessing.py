@@ -122,8 +122,9 @@ def test_digits_schema_metadata(digits):
         assert meta["class_names"] == WORDS
         assert meta["image_shape"] == [1, 8, 8]
         assert len(meta["image_mean"]) == len(meta["image_std"]) == 1
-        assert meta["image_mean"][0] == pytest.approx(0.3054, abs=1e-3)
-        assert meta["image_std"][0] == pytest.approx(0.3762, abs=1e-3)
+        # the default digits: occluded and noised (data.image_noise), seed 0
+        assert meta["image_mean"][0] == pytest.approx(0.2748, abs=1e-3)
+        assert meta["image_std"][0] == pytest.approx(0.3317, abs=1e-3)
         assert meta["pixel_max"] == 16.0
         assert meta["modalities"] == ["image", "text"]
         assert meta["max_text_tokens"] == 32 and meta["lowercase"] is True
@@ -170,7 +171,10 @@ def test_digits_images_are_stored_on_the_unit_scale_with_train_statistics(digits
     assert meta["image_std"][0] == pytest.approx(float(train.std()), abs=1e-4)
     from sklearn.datasets import load_digits
 
-    raw = load_digits().images.reshape(-1, 64) / 16.0
+    from mmcore.data.digits import corrupt_digits
+
+    raw = corrupt_digits(load_digits().images / 16.0, load_config().data.image_noise, 0)
+    raw = raw.reshape(-1, 64)
     table = _read(out, "train")
     row = int(table.column("id")[0].as_py().split("-")[1])
     np.testing.assert_allclose(train[0], raw[row], atol=1e-6)
