@@ -152,7 +152,8 @@ def print_summary(summary: dict) -> None:
     if summary["metrics"]:
         print("test metrics:", json.dumps(summary["metrics"]))
     for row in summary.get("comparison") or []:
-        print(f"  {row['model']:<40} test accuracy {row['test_accuracy']:.4f}")
+        print(f"  {row['model']:<40} labels used: {row.get('labels_used', '?'):<11} "
+              f"test accuracy {row['test_accuracy']:.4f}")
     if model := summary.get("model"):
         print(f"model: {model['name']} version {model['version']}"
               f"{'' if model['new_version'] else ' (unchanged: no new version)'}"

@@ -28,10 +28,11 @@ from mmcore.stages.shared_space import run_fusion
 from mmcore.stages.testing import run_testing
 from mmcore.stages.training import run_training
 
-FAST = ["data.limit=300", "features.image_epochs=2", "features.text_epochs=2",
+# Tiny and short: bit-identity does not need a good model.
+FAST = ["data.limit=200", "features.image_epochs=1", "features.text_epochs=2",
         "features.image_channels=8", "features.text_hidden=16", "features.image_dim=16",
         "features.text_dim=16", "fusion.shared_dim=8", "training.hidden=16",
-        "fusion.epochs=3", "training.epochs=3", "training.mode=cross_modal",
+        "fusion.epochs=2", "training.epochs=2", "training.mode=cross_modal",
         "training.modality=image"]
 SENTINEL = 0  # a valid class: a step that read it would silently learn something else
 
