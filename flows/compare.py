@@ -40,10 +40,9 @@ class Cell:
         return f"{what}-seed{self.seed}"
 
     def overrides(self) -> list[str]:
-        # Comparisons never register a model (only the project's default runs move aliases).
         extra = [f"training.fusion={self.fusion}"] if self.fusion else []
         return [f"seed={self.seed}", f"training.mode={self.mode}",
-                f"training.modality={self.modality}", "training.register_model=false", *extra]
+                f"training.modality={self.modality}", *extra]
 
 
 def plan_cells(seeds: Iterable[int], fusions: Iterable[str],
@@ -84,7 +83,8 @@ def parse_fusions(text: str | None, default: str) -> list[str]:
 
 def cell_runner(config: str | None, overrides: list[str], parent: str,
                 ) -> Callable[[Cell], dict[str, Any]]:
-    """The function that runs one cell: the pipeline flow, nested under the compare run."""
+    """The function that runs one cell: the pipeline flow, nested under the compare run, in the
+    `comparison` role (its model is registered, tagged so, and never moves an alias)."""
     from flows.pipeline import pipeline
 
     def run(cell: Cell) -> dict[str, Any]:

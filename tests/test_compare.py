@@ -28,8 +28,7 @@ def test_plan_cells_and_run_cells_keep_order():
         "multimodal-late-seed3", "multimodal-gmu-seed3", "unimodal-image-seed3",
         "cross_modal-image-seed3", "unimodal-text-seed3", "cross_modal-text-seed3"]
     assert Cell("multimodal", "image", "gmu", 1).overrides() == [
-        "seed=1", "training.mode=multimodal", "training.modality=image",
-        "training.register_model=false", "training.fusion=gmu"]
+        "seed=1", "training.mode=multimodal", "training.modality=image", "training.fusion=gmu"]
     # Any map-like executor: the default runs them here, a pool's map elsewhere.
     assert run_cells(cells, lambda c: c.name) == [c.name for c in cells]
     with ThreadPoolExecutor(2) as pool:

@@ -1,0 +1,96 @@
+"""The learning-mode targets of issue 7 on the built-in data, from one `mmpipe compare`.
+
+Usage:
+  python benchmarks/modes.py [--seeds 0 1 2 3 4] [--fusions all] [--run-dir DIR] [--set k=v ...]
+  python benchmarks/modes.py --report runs/compare/<run id>/report.json   # check a finished one
+
+Runs `mmpipe compare` as a user would (a fresh process, the local Prefect server), reads its
+report.json and checks, with means over the seeds:
+  1. the fused model (the config's fusion operator) beats the best unimodal model by >= 0.03,
+     and McNemar's test on the pooled paired predictions says p < 0.05;
+  2. label-free cross-modal image -> text reaches >= 0.9 x text-only supervised accuracy;
+  3. label-free cross-modal text -> image, reported against image-only supervised accuracy.
+Prints the comparison table, the targets and the wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_compare(run_dir: Path, seeds: list[int], fusions: str, overrides: list[str]) -> Path:
+    """Run `mmpipe compare`; return the path of its report.json."""
+    cmd = [str(ROOT / ".venv" / "bin" / "mmpipe"), "compare", "--seeds", *map(str, seeds),
+           "--fusions", fusions, "--set", f"run_dir={run_dir}"]
+    for item in overrides:
+        cmd += ["--set", item]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    reports = sorted((run_dir / "compare").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+    return reports[-1]
+
+
+def _mean(report: dict, mode: str, train: str, test: str, fusion: str = "-") -> float:
+    for row in report["summary"]:
+        if (row["mode"], row["train"], row["test"], row["fusion"]) == (mode, train, test, fusion):
+            return row["test_accuracy_mean"]
+    raise KeyError(f"no {mode} {train}->{test} {fusion} cells in the report")
+
+
+def targets(report: dict, fusion: str) -> list[tuple[str, bool | None, str]]:
+    """(target, met?, figures) per target; None: reported, no threshold."""
+    image = _mean(report, "unimodal", "image", "image")
+    text = _mean(report, "unimodal", "text", "text")
+    fused = _mean(report, "multimodal", "image+text", "image+text", fusion)
+    sig = next(s for s in report["significance"] if s["fusion"] == fusion)
+    best = max(image, text)
+    image_to_text = _mean(report, "cross_modal", "image", "text")
+    text_to_image = _mean(report, "cross_modal", "text", "image")
+    return [
+        (f"fused ({fusion}) - best unimodal >= 0.03, McNemar p < 0.05",
+         fused - best >= 0.03 and sig["p_value"] < 0.05,
+         f"{fused:.4f} - {best:.4f} = {fused - best:+.4f}, p = {sig['p_value']:.2g} "
+         f"({sig['only_fused_right']} vs {sig['only_unimodal_right']} discordant, "
+         f"{len(sig['seeds'])} seeds pooled)"),
+        ("cross-modal image -> text >= 0.9 x text-only", image_to_text >= 0.9 * text,
+         f"{image_to_text:.4f} vs 0.9 x {text:.4f} = {0.9 * text:.4f} "
+         f"(ratio {image_to_text / text:.3f})"),
+        ("cross-modal text -> image, against image-only", None,
+         f"{text_to_image:.4f} vs {image:.4f} (ratio {text_to_image / image:.3f})"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--fusions", default="all")
+    parser.add_argument("--run-dir", default=str(ROOT / "runs" / "bench-modes"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--report", help="check an existing report.json instead of running")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    path = Path(args.report) if args.report else run_compare(
+        Path(args.run_dir).resolve(), args.seeds, args.fusions, args.overrides)
+    wall = time.perf_counter() - start
+    report = json.loads(path.read_text())
+    fusion = report["transfer_matrix"]["fusion"]
+    print(report["table"])
+    print(f"\nreport: {path}")
+    if not args.report:
+        print(f"wall time: {wall:.0f} s for {len(report['cells'])} cells")
+    failed = False
+    for name, met, figures in targets(report, fusion):
+        verdict = "reported" if met is None else ("MET" if met else "NOT MET")
+        failed |= met is False
+        print(f"  [{verdict}] {name}: {figures}")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
