@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from servers import mlflow_server, postgres_bin, postgres_cluster
 
 from mmcore.config import STAGES, load_config
+from mmcore.data.registry import open_source
 from tasks import tracking
 from tasks.tracking import using_tracking_uri
 
@@ -52,16 +53,18 @@ def test_default_sqlite_store_keeps_artifacts_in_the_run_folder(tmp_path):
 
 
 def predictions_for(summary: dict, rows: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """Raw inputs (8x8 pixels 0-16, text) of the first test rows, and what testing predicted."""
-    from sklearn.datasets import load_digits
-
+    """Raw inputs (8x8 pixels 0-16, text) of the first test rows, as the built-in source yields
+    them (its images corrupted by the default `data.image_noise`), and what testing predicted."""
     stages = summary["stages"]
     test = pq.read_table(Path(stages["preprocessing"]["path"]) / "test.parquet",
                          columns=["id", "text"]).slice(0, rows).to_pandas()
     expected = pq.read_table(Path(stages["testing"]["path"]) / "predictions.parquet"
                              ).to_pandas().set_index("id").loc[test["id"]]
-    images = load_digits().images[[int(i.split("-")[1]) for i in test["id"]]]
-    frame = pd.DataFrame({"image": [img.tolist() for img in images], "text": test["text"]})
+    cfg = load_config(overrides=TINY)  # the runs of this module
+    source = {row["id"]: row["image"] for batch in open_source(cfg.data, cfg.seed).batches(2048)
+              for row in batch.select(["id", "image"]).to_pylist()}
+    images = [(np.asarray(source[i]) * 16).reshape(8, 8).tolist() for i in test["id"]]
+    frame = pd.DataFrame({"image": images, "text": test["text"]})
     return frame, np.stack(expected["probs"].to_numpy())
 
 
