@@ -99,7 +99,9 @@ class DataConfig(_Section):
     split: SplitConfig = SplitConfig()
     on_bad_row: Literal["skip", "fail"] = "skip"
     encoding_errors: Literal["replace", "fail"] = "replace"
-    max_text_tokens: int = Field(32, ge=1)
+    # longer texts are cut; "auto": a high percentile of the train texts' lengths, within
+    # bounds (mmcore/data/tokenizer.py:auto_max_tokens); the quality report says what was cut
+    max_text_tokens: int | Literal["auto"] = "auto"
     lowercase: bool = True
     min_token_count: int = Field(1, ge=1)
     image_size: int | None = Field(None, ge=4)  # resize manifest images to this square size
@@ -108,6 +110,13 @@ class DataConfig(_Section):
     limit: int | None = Field(None, ge=1)  # keep at most this many rows (quick runs)
     pair: PairConfig | None = None
     batch_rows: int = Field(8192, ge=1)  # rows per streamed batch / Parquet row group
+
+    @field_validator("max_text_tokens")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be >= 1 or 'auto'")
+        return value
 
 
 class FeaturesConfig(_Section):

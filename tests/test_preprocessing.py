@@ -20,7 +20,7 @@ from mmcore.config import load_config
 from mmcore.data.digit_texts import WORDS
 from mmcore.data.registry import open_source
 from mmcore.data.source import DataError, Source, SourceInfo, raw_batch
-from mmcore.data.tokenizer import PAD, UNK, Vocabulary, split_words
+from mmcore.data.tokenizer import PAD, UNK, TextEncoding, Vocabulary, split_words
 from mmcore.parquet_io import read_metadata, to_matrix
 from mmcore.stages.preprocessing import SPLIT_CODE, assign_splits, run_preprocessing
 
@@ -127,7 +127,7 @@ def test_digits_schema_metadata(digits):
         assert meta["image_std"][0] == pytest.approx(0.3317, abs=1e-3)
         assert meta["pixel_max"] == 16.0
         assert meta["modalities"] == ["image", "text"]
-        assert meta["max_text_tokens"] == 32 and meta["lowercase"] is True
+        assert meta["max_text_tokens"] == 64 and meta["lowercase"] is True  # auto: the floor
     assert meta["vocab_size"] == pq.read_metadata(out / "vocab.parquet").num_rows
 
 
@@ -335,6 +335,51 @@ def test_min_token_count_and_truncation(tmp_path):
     assert max(lengths) == 6
     assert table.column("tokens")[table.column("id").to_pylist().index("r000")].as_py()[1:] == [
         next(r["index"] for r in vocab if r["token"] == "x")] * 5
+
+
+def test_auto_text_length_follows_the_train_split_and_reports_the_cut(tmp_path):
+    """`max_text_tokens: auto`: the 95th percentile of the train lengths (rounded up to 16, at
+    least 64); val and test texts are cut to the same length, and the registered model's
+    `TextEncoding.from_meta` cuts raw text to exactly the stored tokens."""
+    rows = _good_rows(200, split="train")
+    lengths = {}
+    for i, row in enumerate(rows):
+        lengths[row["id"]] = 20 + i  # 20 .. 219 words
+        row["text"] = " ".join(f"w{i % 7}" for i in range(20 + i))
+    rows[5]["split"], rows[6]["split"] = "val", "test"
+    rows += [{**_good_rows(1)[0], "id": "long-val", "split": "val",
+              "text": "w1 " * 500, "origin": "data/raw.csv:900"},
+             {**_good_rows(1)[0], "id": "long-test", "split": "test",
+              "text": "w2 " * 500, "origin": "data/raw.csv:901"}]
+    lengths |= {"long-val": 500, "long-test": 500}
+    quality = run_preprocessing(ListSource(rows), _cfg(), 0, tmp_path, META)
+    train = [lengths[r["id"]] for r in rows if r["split"] == "train"]
+    expected = int(-(-np.percentile(train, 95) // 16) * 16)
+    assert expected == 224  # 95th percentile 209.15 of 198 lengths (20..219, less two)
+    meta = read_metadata(tmp_path / "train.parquet")
+    assert meta["max_text_tokens"] == expected
+    text = quality["text"]
+    cut = {i: n - expected for i, n in lengths.items() if n > expected}
+    assert sorted(cut) == ["long-test", "long-val"]  # no train text is longer than 219
+    assert text["max_text_tokens"] == expected and text["chosen_by"].startswith("auto: the 95th")
+    assert text["rows_truncated"] == 2 == quality["modified"]["text_truncated"]
+    assert text["rows_truncated_by_split"] == {"train": 0, "val": 1, "test": 1}
+    assert text["tokens"] == sum(lengths.values())
+    assert text["tokens_dropped"] == sum(cut.values())
+    assert text["tokens_kept_share"] == round(1 - sum(cut.values()) / sum(lengths.values()), 4)
+    vocab = Vocabulary(pq.read_table(tmp_path / "vocab.parquet").column("token").to_pylist()[2:])
+    encoding = TextEncoding.from_meta(meta)
+    for split in SPLITS:
+        for row in _read(tmp_path, split).to_pylist():
+            assert row["tokens"] == vocab.encode(encoding.words(row["text"])[0]), row["id"]
+            assert len(row["tokens"]) == min(lengths[row["id"]], expected)
+    short = run_preprocessing(ListSource(_good_rows(40)), _cfg(), 0, tmp_path / "short", META)
+    assert short["text"]["max_text_tokens"] == 64 and short["text"]["rows_truncated"] == 0
+    assert "text_truncated" not in short["modified"]
+    fixed = run_preprocessing(ListSource(rows), _cfg("data.max_text_tokens=100"), 0,
+                              tmp_path / "fixed", META)
+    assert fixed["text"]["chosen_by"] == "data.max_text_tokens"
+    assert fixed["text"]["rows_truncated"] == sum(n > 100 for n in lengths.values())
 
 
 def test_normalisation_uses_train_statistics(tmp_path):

@@ -12,6 +12,14 @@ import numpy as np
 PAD, UNK = "<pad>", "<unk>"
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
+# `data.max_text_tokens: auto` (see `auto_max_tokens`)
+AUTO_PERCENTILE = 95
+AUTO_MIN_TOKENS = 64
+AUTO_MAX_TOKENS = 1024
+AUTO_MULTIPLE = 16
+AUTO_RULE = (f"the {AUTO_PERCENTILE}th percentile of the train texts' lengths in tokens, rounded "
+             f"up to a multiple of {AUTO_MULTIPLE}, within [{AUTO_MIN_TOKENS}, {AUTO_MAX_TOKENS}]")
+
 
 def split_words(text: str, lowercase: bool = True) -> list[str]:
     return _TOKEN.findall(text.lower() if lowercase else text)
@@ -23,7 +31,7 @@ class TextEncoding:
     one function for both, so training and serving cannot drift apart."""
 
     lowercase: bool = True
-    max_tokens: int = 32
+    max_tokens: int | None = 32  # None: keep every word (preprocessing's first pass)
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> TextEncoding:
@@ -33,7 +41,24 @@ class TextEncoding:
     def words(self, text: str) -> tuple[list[str], bool]:
         """(the first `max_tokens` words, whether the text was longer)."""
         words = split_words(text, self.lowercase)
-        return words[: self.max_tokens], len(words) > self.max_tokens
+        if self.max_tokens is None or len(words) <= self.max_tokens:
+            return words, False
+        return words[: self.max_tokens], True
+
+
+def auto_max_tokens(train_lengths: np.ndarray) -> int:
+    """`data.max_text_tokens: auto`: AUTO_RULE (the 95th percentile of the train texts' lengths
+    in tokens, rounded up to a multiple of 16, within [64, 1024]).
+
+    The percentile follows the data (a few very long texts do not set the length for all);
+    texts of up to 64 tokens are never cut, as they cost every encoder little; 1,024 bounds the
+    padded batches of long documents (figures: benchmarks/README.md).
+    """
+    if len(train_lengths) == 0:
+        return AUTO_MIN_TOKENS
+    high = float(np.percentile(train_lengths, AUTO_PERCENTILE))
+    rounded = int(-(-high // AUTO_MULTIPLE) * AUTO_MULTIPLE)
+    return min(max(rounded, AUTO_MIN_TOKENS), AUTO_MAX_TOKENS)
 
 
 class Vocabulary:

@@ -31,6 +31,8 @@ class QualityReport:
     splits: dict[str, int] = field(default_factory=dict)
     classes: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> rows
     notes: dict[str, str] = field(default_factory=dict)  # what the source reports of itself
+    # texts: the length they were cut to, how it was chosen, and how much was cut
+    text: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows_rejected(self) -> int:
@@ -54,6 +56,7 @@ class QualityReport:
             "splits": self.splits,
             "classes": self.classes,
             "source_notes": self.notes,
+            **({"text": self.text} if self.text else {}),
         }
 
     def summary(self) -> str:

@@ -1,16 +1,17 @@
 """Preprocessing: raw rows -> validated, tokenised samples, one Parquet file per split.
 
 Two streaming passes over the source, so memory is bounded by one batch plus a few numbers per
-row (id, label, split, pixel sums, token ids):
-  1. validate every row, tokenise its text with a provisional dictionary, sum its pixels;
-     then assign splits (stratified, seeded), compute normalisation stats and the vocabulary
-     from the train split only;
+row (id, label, split, pixel sums) and the token ids (int32 each):
+  1. validate every row, tokenise its whole text with a provisional dictionary, sum its pixels;
+     then assign splits (stratified, seeded), choose the text length (`data.max_text_tokens`,
+     or `auto` from the train split's lengths) and cut the token ids to it, compute
+     normalisation stats and the vocabulary from the train split only;
   2. read the source again and write the kept rows, tokenised, per split.
 
 Pixels are stored on the unit scale; the normalisation statistics go into the files' metadata and
 are applied by the model's first layer (`mmcore.modalities.image.Standardize`), so that training
 and the registered model run the same transform. Texts are tokenised by `TextEncoding`, which the
-registered model runs on raw text.
+registered model runs on raw text, with the length chosen here (recorded in the metadata).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pyarrow as pa
 
 from mmcore.config import DataConfig
 from mmcore.data.source import DataError, Source
-from mmcore.data.tokenizer import TextEncoding, Vocabulary
+from mmcore.data.tokenizer import AUTO_RULE, TextEncoding, Vocabulary, auto_max_tokens
 from mmcore.data.validation import SPLITS, QualityReport, RowValidator, image_checks
 from mmcore.parquet_io import atomic_writer, embedding_array, write_json, write_table
 
@@ -42,9 +43,18 @@ class _Pass1:
     given_split: np.ndarray  # SPLIT_CODE per kept row
     sums: np.ndarray | None  # (kept, C)
     sumsq: np.ndarray | None
-    token_values: np.ndarray  # provisional token ids, flat
+    token_values: np.ndarray  # provisional token ids, flat (whole texts until `truncate`)
     token_offsets: np.ndarray
     words: list[str]  # provisional id -> word
+
+    def truncate(self, max_tokens: int) -> None:
+        """Keep the first `max_tokens` token ids of every text (what `TextEncoding` keeps)."""
+        starts, lengths = self.token_offsets[:-1], np.diff(self.token_offsets)
+        keep = np.ones(len(self.token_values), dtype=bool)
+        for row in np.flatnonzero(lengths > max_tokens):  # only the long texts: no big index
+            keep[starts[row] + max_tokens:starts[row] + lengths[row]] = False
+        self.token_values = self.token_values[keep]
+        self.token_offsets = np.concatenate([[0], np.cumsum(np.minimum(lengths, max_tokens))])
 
 
 def _limited(source: Source, cfg: DataConfig):
@@ -65,7 +75,7 @@ def _first_pass(source: Source, cfg: DataConfig, report: QualityReport) -> _Pass
     sums, sumsq = [], []
     token_values, token_offsets = array("i"), array("q", [0])
     word_ids: dict[str, int] = {}
-    encoding = TextEncoding(cfg.lowercase, cfg.max_text_tokens)
+    encoding = TextEncoding(cfg.lowercase, max_tokens=None)  # cut once the length is chosen
     for batch in _limited(source, cfg):
         checks = image_checks(batch.column("image"), source.info)
         mask = validator.check(batch, checks)
@@ -81,9 +91,7 @@ def _first_pass(source: Source, cfg: DataConfig, report: QualityReport) -> _Pass
             for text in batch.column("text").take(rows).to_pylist():
                 if "\ufffd" in text:  # a source replaced undecodable bytes
                     report.modified["undecodable_text_replaced"] += 1
-                words, truncated = encoding.words(text)
-                if truncated:
-                    report.modified["text_truncated"] += 1
+                words, _ = encoding.words(text)
                 token_values.extend(word_ids.setdefault(w, len(word_ids)) for w in words)
                 token_offsets.append(len(token_values))
     keep_all = np.concatenate(keep) if keep else np.zeros(0, dtype=bool)
@@ -138,6 +146,34 @@ def _check_splits(split: np.ndarray, labels: np.ndarray, class_names: list[str])
                         reason="class_absent_from_train")
 
 
+def _text_length(p1: _Pass1, split: np.ndarray, setting: int | str,
+                 report: QualityReport) -> int:
+    """Choose the text length, cut every text to it, and report what was cut."""
+    lengths = np.diff(p1.token_offsets)
+    train = lengths[split == SPLIT_CODE["train"]]
+    max_tokens = auto_max_tokens(train) if setting == "auto" else int(setting)
+    cut = np.maximum(lengths - max_tokens, 0)
+    truncated = cut > 0
+    total = int(lengths.sum())
+    report.text = {
+        "max_text_tokens": max_tokens,
+        "chosen_by": f"auto: {AUTO_RULE}" if setting == "auto" else "data.max_text_tokens",
+        "train_tokens_per_text": ({"median": float(np.median(train)),
+                                   "p95": float(np.percentile(train, 95)),
+                                   "max": int(train.max())} if len(train) else {}),
+        "rows_truncated": int(truncated.sum()),
+        "rows_truncated_by_split": {name: int(truncated[split == code].sum())
+                                    for code, name in enumerate(SPLITS)},
+        "tokens": total,
+        "tokens_dropped": int(cut.sum()),
+        "tokens_kept_share": round(1 - float(cut.sum()) / total, 4) if total else 1.0,
+    }
+    if truncated.any():
+        report.modified["text_truncated"] += int(truncated.sum())
+    p1.truncate(max_tokens)
+    return max_tokens
+
+
 def _vocabulary(p1: _Pass1, split: np.ndarray, min_count: int) -> tuple[Vocabulary, np.ndarray,
                                                                          dict[str, int]]:
     """Vocabulary from train texts only, and provisional id -> final index."""
@@ -187,8 +223,9 @@ def run_preprocessing(source: Source, cfg: DataConfig, seed: int, out_dir: Path,
         mean = p1.sums[train].sum(axis=0) / (train.sum() * pixels)
         var = p1.sumsq[train].sum(axis=0) / (train.sum() * pixels) - mean**2
         std = np.sqrt(np.maximum(var, 1e-12))
-    vocab, mapping, counts = (None, None, {})
+    vocab, mapping, counts, max_tokens = (None, None, {}, None)
     if with_text:
+        max_tokens = _text_length(p1, split, cfg.max_text_tokens, report)
         vocab, mapping, counts = _vocabulary(p1, split, cfg.min_token_count)
 
     schema_meta = {
@@ -198,7 +235,7 @@ def run_preprocessing(source: Source, cfg: DataConfig, seed: int, out_dir: Path,
         "pixel_max": float(info.extra.get("pixel_max", 1.0)),
         "image_mean": mean.tolist() if mean is not None else None,
         "image_std": std.tolist() if std is not None else None,
-        "max_text_tokens": cfg.max_text_tokens,
+        "max_text_tokens": max_tokens,  # chosen above; None without texts
         "lowercase": cfg.lowercase,
         "vocab_size": len(vocab) if vocab else 0,
         "modalities": list(info.modalities),
