@@ -44,11 +44,25 @@ def _group(pgid: int) -> list[int]:
     return members
 
 
+def _started(argv: list[str]) -> subprocess.Popen:
+    """`argv` in its own process group, returned once /proc shows its command line.
+
+    Popen returns when the child's exec has closed its error pipe, but the kernel fills in the
+    new command line a moment later: read before that, /proc/<pid>/cmdline is empty (a loaded
+    machine widens the window), and `local_server.is_ours` rightly says "not ours"."""
+    process = subprocess.Popen(argv, start_new_session=True)
+    expected = "\0".join(argv).encode()
+    wait_for(f"{argv[0]}'s command line in /proc",
+             lambda: Path(f"/proc/{process.pid}/cmdline").read_bytes().startswith(expected),
+             timeout=30, interval=0.01)
+    return process
+
+
 def _stand_in() -> subprocess.Popen:
     """A process that looks like a server that stopped answering (its command line says
     prefect) in its own process group."""
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
-                             "prefect-server-stand-in"], start_new_session=True)
+    return _started([sys.executable, "-c", "import time; time.sleep(60)",
+                     "prefect-server-stand-in"])
 
 
 def test_a_recorded_server_that_no_longer_answers_is_still_stopped(tmp_path):
@@ -68,7 +82,7 @@ def test_a_recorded_server_that_no_longer_answers_is_still_stopped(tmp_path):
 
 
 def test_stop_never_kills_a_process_that_reused_the_recorded_pid(tmp_path):
-    other = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    other = _started(["sleep", "30"])
     try:
         local_server.info_path(tmp_path).write_text(json.dumps(
             {"pid": other.pid, "api_url": "http://127.0.0.1:9/api", "ui_url": ""}))
