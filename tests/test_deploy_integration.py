@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from prefect_services import (
+from servers import (
     MMPIPE,
     PROJECT,
     Api,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prefect_services import MMPIPE, service_env, wait_for
+from servers import MMPIPE, service_env, wait_for
 
 from flows import local_server
 from flows.errors import UsageError

@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from live_servers import free_port, server_process, venv_command
+from servers import free_port, server_process, venv_command, venv_env
 from sklearn.datasets import load_digits
 
 from tasks.tracking import using_tracking_uri
@@ -97,7 +97,7 @@ def server(finished_run):
     port = free_port()
     argv[0], argv[argv.index("-p") + 1] = venv_command("mlflow"), str(port)
     with server_process(argv, f"http://127.0.0.1:{port}/ping", finished_run.path / "serve.log",
-                        env={"MLFLOW_TRACKING_URI": finished_run.tracking_uri}):
+                        env=venv_env(MLFLOW_TRACKING_URI=finished_run.tracking_uri)):
         yield port
 
 

@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 from browser import artifacts_dir, chromium_page
-from live_servers import mlflow_server
 from mlflow import MlflowClient
+from servers import mlflow_server
 
 from mmcore.config import STAGES
 from tasks.run_summary import run_link as mlflow_run_route
@@ -39,9 +39,9 @@ def store(finished_run):
 
 @pytest.fixture(scope="module")
 def mlflow_ui(finished_run, tmp_path_factory):
-    log = tmp_path_factory.mktemp("mlflow-ui") / "server.log"
-    with mlflow_server(finished_run.tracking_uri, log) as url:
-        yield url
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-ui"), finished_run.tracking_uri,
+                       proxy_artifacts=False) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
