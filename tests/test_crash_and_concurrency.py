@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from servers import MMPIPE, prefect_server
 
 from mmcore.config import STAGES
 from mmcore.integrity import manifest
@@ -31,40 +28,17 @@ pytestmark = pytest.mark.slow
 
 FAST = ["features.image_epochs=3", "features.text_epochs=3", "fusion.epochs=5",
         "training.epochs=5", "training.register_model=false", "data.limit=600"]
-MMPIPE = str(Path(sys.executable).with_name("mmpipe"))
 # Where each killed run dies: in preprocessing after its files are written, between fusion's
 # marker and its rename, in training's second epoch, and in testing's MLflow artifact logging.
 FAULTS = ["preprocessing:metrics", "fusion:publish", "training:epoch@2", "testing:artifacts"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real `prefect server start` on a free port, stopped at the end."""
     home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": ""}
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start",
-                             "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.5)
-    yield {"url": url, "home": home}
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=60)
+    with prefect_server(home / "server") as url:
+        yield {"url": url, "home": home}
 
 
 def _start(server: dict, run_dir: Path, *extra: str, fault: str | None = None
