@@ -15,8 +15,8 @@ This script
      --set training.mode=unimodal` as a user would (a fresh process, the local Prefect server);
   3. reads the run back from MLflow and prints test accuracy and macro-F1 of the pipeline's
      classifier (trained on the frozen encoder's embeddings), the encoder's own test accuracy
-     (`encoder_probe.image.test_acc` of feature_extraction), wall time per stage and in total,
-     and the encoder's time per epoch.
+     (`summary/encoder_probe.image.test_acc` of feature_extraction), wall time per stage and in
+     total, and the encoder's time per epoch.
 
 Pixel bytes: the pickle stores byte / 256 (every value times 256 is a whole number, the largest
 is 255/256), so the bytes are recovered exactly as round(x * 256). Should a copy store byte / 255
@@ -190,9 +190,10 @@ def read_back(run_dir: Path, output: str) -> dict:
             points = client.get_metric_history(fe["run"].info.run_id, key)
             return sorted(points, key=lambda m: m.step)
 
-        stamps = [fe["run"].info.start_time] + [m.timestamp for m in history("image.train_loss")]
+        stamps = [fe["run"].info.start_time] + [m.timestamp
+                                                for m in history("curves/image.train_nll")]
         epochs = [(b - a) / 1000 for a, b in zip(stamps, stamps[1:], strict=False)]
-        fe["val_acc_per_epoch"] = [round(m.value, 4) for m in history("image.val_acc")]
+        fe["val_acc_per_epoch"] = [round(m.value, 4) for m in history("curves/image.val_acc")]
     return {"parent": parent.data.metrics, "stages": stages, "epoch_seconds": epochs}
 
 
@@ -206,11 +207,11 @@ def report(result: dict, total_s: float, epochs: int) -> None:
           "test accuracy: not found")
     print(f"test macro-F1 (pipeline classifier)    {f1:.4f}" if f1 is not None else
           "test macro-F1: not found")
-    if "encoder_probe.image.test_acc" in fe:
-        probe = fe["encoder_probe.image.test_acc"]
+    if "summary/encoder_probe.image.test_acc" in fe:
+        probe = fe["summary/encoder_probe.image.test_acc"]
         print(f"encoder alone: encoder_probe.image.test_acc {probe:.4f}  "
-              f"(val {fe.get('encoder_probe.image.val_acc', float('nan')):.4f}, "
-              f"train {fe.get('encoder_probe.image.train_acc', float('nan')):.4f})")
+              f"(val {fe.get('summary/encoder_probe.image.val_acc', float('nan')):.4f}, "
+              f"train {fe.get('summary/encoder_probe.image.train_acc', float('nan')):.4f})")
     print(f"target: test accuracy >= 0.99 -> "
           f"{'met' if acc is not None and acc >= 0.99 else 'NOT met'}")
     print("\nwall time per stage (MLflow child runs; the stage body, cache check excluded):")

@@ -103,8 +103,8 @@ def plot_shared_space(points: dict[str, np.ndarray], labels: np.ndarray, path: P
 
 
 def best_epoch(history: list[dict[str, float]]) -> int | None:
-    """The epoch a reader should look at: highest `val_acc`, else lowest `val_loss`."""
-    for key, pick in (("val_acc", max), ("val_loss", min)):
+    """The epoch a reader should look at: highest `val_acc`, else lowest `val_nll`."""
+    for key, pick in (("val_acc", max), ("val_nll", min)):
         values = [r[key] for r in history if key in r]
         if len(values) == len(history) and values:
             return values.index(pick(values))

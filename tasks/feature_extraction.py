@@ -11,6 +11,7 @@ from typing import Any
 
 from mmcore.config import PipelineConfig
 from mmcore.learning_plan import JOINT, space_of
+from tasks import tracking
 from tasks.stage import StageRun, completed, stage_dir, stage_key, stage_task
 
 STAGE = "feature_extraction"
@@ -41,8 +42,8 @@ def feature_extraction_task(run: StageRun) -> dict:
         space=space, reuse=reuse, on_progress=run.progress)
     # "encoder_probe.": each labelled encoder's own linear head, per split -- a diagnostic of the
     # encoder, not a learning mode's result (those are the testing stage's).
-    run.log_metrics({f"encoder_probe.{m}.{name}": v for m, scores in result["scores"].items()
-                     for name, v in scores.items()})
+    run.log_metrics({f"{tracking.SUMMARY}encoder_probe.{m}.{name}": v
+                     for m, scores in result["scores"].items() for name, v in scores.items()})
     run.set_tags({"space": space, "labels_used": ",".join(result["labels_used"]),
                   "encoders.reused_from": str(reuse or "")})
     return {"modalities": result["modalities"], "class_names": result["class_names"],

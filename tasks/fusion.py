@@ -7,6 +7,7 @@ from typing import Any
 
 from mmcore.config import PipelineConfig
 from mmcore.learning_plan import space_of
+from tasks import tracking
 from tasks.stage import StageRun, stage_task
 
 STAGE = "fusion"
@@ -25,7 +26,7 @@ def fusion_task(run: StageRun) -> dict:
     result = run_fusion(run.path("feature_extraction"), features["modalities"],
                         len(features["class_names"]), run.cfg.fusion, run.cfg.seed, run.out,
                         run.file_meta, on_epoch=run.epochs, device=run.cfg.device, space=space)
-    run.log_metrics({f"final.{k}": v for k, v in result["metrics"].items()})
+    run.log_metrics({f"{tracking.SUMMARY}{k}": v for k, v in result["metrics"].items()})
     run.set_tags({"space": space, "labels_used": ",".join(result["labels_used"])})
     _plot_shared_space(run, features["modalities"], features["class_names"],
                        result["labels_used"][0])

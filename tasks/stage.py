@@ -140,14 +140,14 @@ class StageRun:
 
     def plot_curves(self) -> None:
         """Per trained part (an encoder, the shared space, the classifier): train and val curves
-        overlaid in one PNG, and its `best_epoch` as a metric."""
+        overlaid in one PNG, and its `summary/<part.>best_epoch` as a metric."""
         from mmcore.metrics import best_epoch, plot_learning_curves
 
         for prefix, history in self.epochs.history.items():
             part = prefix.rstrip(".") or self.stage
             best = best_epoch(history)
             if best is not None:
-                self.log_metrics({f"{prefix}best_epoch": best})
+                self.log_metrics({f"{tracking.SUMMARY}{prefix}best_epoch": best})
             name = f"curves_{part}.png"
             plot_learning_curves(history, self.out / name, f"{self.stage}: {part}")
             self.log_artifacts(name)

@@ -195,6 +195,14 @@ def produced_by_note(cfg: PipelineConfig, run_id: str | None) -> str:
             f"datasets.")
 
 
+# Metric key prefixes: MLflow's charts group keys by what precedes the last "/" into sections,
+# sorted by name, with unprefixed keys last ("Model metrics"). Per-step series (an epoch, a noise
+# level) go under CURVES, and a stage's single values under SUMMARY, so the curves come first and
+# the single values' bar charts sit in a section of their own below them.
+CURVES = "curves/"
+SUMMARY = "summary/"
+
+
 def _metrics(metrics: dict[str, float], step: int = 0) -> list[Metric]:
     now = int(time.time() * 1000)
     return [Metric(k, float(v), now, step) for k, v in metrics.items()
@@ -209,8 +217,9 @@ def log_metrics(cfg: PipelineConfig, run_id: str, metrics: dict[str, float],
 
 
 class EpochLogger:
-    """Per-epoch metrics with `step=epoch`, sent in batches: one store write every `interval`
-    seconds instead of one per epoch (a SQLite write costs ~10 ms here; fusion has 30 epochs)."""
+    """Per-epoch metrics with `step=epoch`, named `curves/<prefix><name>`, sent in batches: one
+    store write every `interval` seconds instead of one per epoch (a SQLite write costs ~10 ms
+    here; fusion has 30 epochs)."""
 
     def __init__(self, cfg: PipelineConfig, run_id: str, prefix: str = "",
                  interval: float = 2.0):
@@ -223,7 +232,8 @@ class EpochLogger:
         prefix = self.prefix if prefix is None else prefix
         self.history.setdefault(prefix, []).append(dict(record))
         now = int(time.time() * 1000)
-        self.pending += [Metric(f"{prefix}{k}", float(v), now, epoch) for k, v in record.items()]
+        self.pending += [Metric(f"{CURVES}{prefix}{k}", float(v), now, epoch)
+                         for k, v in record.items()]
         if time.monotonic() - self.last_flush > self.interval:
             self.flush()
 

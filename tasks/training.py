@@ -28,8 +28,9 @@ def training_task(run: StageRun) -> dict:
                                            run.out, cfg.features.model_dump(mode="json"))
     model_uri = log_chain(chain, run.run_id, _example(cfg, chain),
                           tracking.tracking_uri(cfg.run_dir))
-    run.log_metrics({"final.val_acc": result["val_acc"],
-                     **{f"fusion_weight.{m}": w for m, w in result["fusion_weights"].items()}})
+    run.log_metrics({f"{tracking.SUMMARY}val_acc": result["val_acc"],
+                     **{f"{tracking.SUMMARY}fusion_weight.{m}": w
+                        for m, w in result["fusion_weights"].items()}})
     plan = result["plan"]
     run.set_tags({"mode": plan["mode"], "model.uri": model_uri,
                   "labels_used": ",".join(plan["labels_used"]), "space": plan["space"]})

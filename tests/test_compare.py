@@ -154,5 +154,5 @@ def test_cells_of_a_seed_share_upstream_stages(compared):
     cell = by["multimodal", "image", "late", 0]["run_id"]
     testing = client.search_runs(
         [experiment], f"tags.mlflow.parentRunId = '{cell}' and tags.stage = 'testing'")
-    history = client.get_metric_history(testing[0].info.run_id, "robustness.image.occlusion")
+    history = client.get_metric_history(testing[0].info.run_id, "curves/robustness.image.occlusion")
     assert [m.step for m in history] == list(range(11))

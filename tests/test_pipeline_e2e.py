@@ -100,13 +100,18 @@ def test_mlflow_has_parent_and_five_child_runs(cold, run_dir):
     assert set(by_stage) == set(STAGES)
     assert all(r.data.tags["cache"] == "miss" for r in children)
     fe_run = by_stage["feature_extraction"].info.run_id
-    assert "encoder_probe.image.test_acc" in by_stage["feature_extraction"].data.metrics
-    # One point per encoder epoch: the final scores have keys of their own.
-    assert [m.step for m in c.get_metric_history(fe_run, "image.val_acc")] == [0, 1, 2]
-    history = c.get_metric_history(by_stage["training"].info.run_id, "train_loss")
-    assert [m.step for m in history] == list(range(5))
-    assert by_stage["fusion"].data.metrics["final.mean_paired_distance"] < \
-        by_stage["fusion"].data.metrics["final.mean_random_distance"]
+    assert "summary/encoder_probe.image.test_acc" in by_stage["feature_extraction"].data.metrics
+    # One point per encoder epoch, under curves/: the single values sit under summary/.
+    assert [m.step for m in c.get_metric_history(fe_run, "curves/image.val_acc")] == [0, 1, 2]
+    training = by_stage["training"].data.metrics
+    # Late fusion: trained on the experts' NLL sum; train and val NLL both of the fused output.
+    for name in ("train_expert_nll_sum", "train_nll", "val_nll", "val_acc"):
+        history = c.get_metric_history(by_stage["training"].info.run_id, f"curves/{name}")
+        assert [m.step for m in history] == list(range(5)), name
+    assert {"summary/val_acc", "summary/best_epoch", "summary/fusion_weight.text"} <= set(training)
+    assert not [k for k in training if "/" not in k]  # every key in a chart section
+    assert by_stage["fusion"].data.metrics["summary/mean_paired_distance"] < \
+        by_stage["fusion"].data.metrics["summary/mean_random_distance"]
     inputs = by_stage["fusion"].inputs.dataset_inputs
     assert any(d.dataset.name.endswith("image") for d in inputs)
 

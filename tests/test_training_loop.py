@@ -293,3 +293,42 @@ def test_resolve_device_auto_is_cuda_only_when_present():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device=cuda"):
             resolve_device("cuda")
+
+
+def test_fit_names_the_loss_for_what_it_measures_and_records_other_measures_per_row():
+    seed_everything(0)
+    x, y = _blobs(60)
+    model = nn.Linear(2, 2)
+
+    def loss_fn(m, batch):  # optimises twice the NLL, and reports the NLL itself
+        nll = F.cross_entropy(m(batch["x"]), batch["label"], reduction="sum")
+        return 2 * nll / len(batch["label"]), {"count": len(batch["label"]), "nll": nll.item()}
+
+    history = fit(model, ArrayBatches({"x": x, "label": y}, batch_size=10), loss_fn, epochs=2,
+                  lr=0.1, loss_name="double_nll")
+    assert [set(h) for h in history] == [{"train_double_nll", "train_nll"}] * 2
+    for record in history:
+        assert record["train_double_nll"] == pytest.approx(2 * record["train_nll"])
+
+
+def test_late_fusion_trains_on_its_experts_nll_sum_and_reports_the_fused_nll_beside_it():
+    from mmcore.config import TrainingConfig
+    from mmcore.fusion.fusion_classifier import build_classifier
+    from mmcore.losses import classification_loss_name
+
+    seed_everything(0)
+    x, y = _blobs(60)
+    rng = np.random.default_rng(0)
+    arrays = {"image": x, "text": rng.normal(size=x.shape).astype(np.float32), "label": y}
+    late = build_classifier(TrainingConfig(fusion="late", hidden=8), ["image", "text"], 2, 2)
+    concat = build_classifier(TrainingConfig(fusion="concat", hidden=8), ["image", "text"], 2, 2)
+    assert (classification_loss_name(late), classification_loss_name(concat)) == \
+        ("expert_nll_sum", "nll")
+    history = fit(late, ArrayBatches(arrays, batch_size=10), classification_loss, epochs=2,
+                  lr=0.05, loss_name=classification_loss_name(late))
+    assert set(history[0]) == {"train_expert_nll_sum", "train_nll", "train_acc"}
+    # Two experts' NLLs summed, against one fused prediction's: different measures.
+    assert history[0]["train_expert_nll_sum"] > history[0]["train_nll"]
+    history = fit(concat, ArrayBatches(arrays, batch_size=10), classification_loss, epochs=1,
+                  lr=0.05, loss_name=classification_loss_name(concat))
+    assert set(history[0]) == {"train_nll", "train_acc"}

@@ -121,8 +121,8 @@ def test_mlflow_stage_runs_show_their_plots(page, mlflow_ui, store, shots):
     artifacts = {a.path for a in store["client"].list_artifacts(
         store["children"]["testing"].info.run_id)}
     assert {"comparison.json", "per_class.json"} <= artifacts
-    assert "best_epoch" in store["children"]["training"].data.metrics
-    assert {"image.best_epoch", "text.best_epoch"} <= \
+    assert "summary/best_epoch" in store["children"]["training"].data.metrics
+    assert {"summary/image.best_epoch", "summary/text.best_epoch"} <= \
         set(store["children"]["feature_extraction"].data.metrics)
 
 

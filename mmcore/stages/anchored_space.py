@@ -74,7 +74,7 @@ def fit_anchor_side(space: nn.Module, anchor: str, embedding: np.ndarray, labels
     batches = ArrayBatches({"x": embedding[train], "label": labels[train]}, cfg.batch_size,
                            seed=seed)
     return fit(side, batches, _anchor_loss, epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate,
-               select_best="val_acc", on_epoch_end=on_epoch, device=device)
+               select_best="val_acc", on_epoch_end=on_epoch, device=device, loss_name="nll")
 
 
 def fit_student_side(space: nn.Module, student: str, embedding: np.ndarray, target: np.ndarray,
@@ -101,12 +101,12 @@ def fit_student_side(space: nn.Module, student: str, embedding: np.ndarray, targ
         with torch.no_grad():
             value = loss(torch.from_numpy(_apply(m, embedding[val])),
                          torch.from_numpy(scaled[val])).item()
-        return {"val_pair_loss": value, "val_pair_score": -value}
+        return {f"val_pair_{cfg.loss}": value, "val_pair_score": -value}
 
     batches = ArrayBatches({"x": embedding[train], "target": scaled[train]}, cfg.batch_size,
                            seed=seed)
     history = fit(head, batches, loss_fn, epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate,
-                  select_best="val_pair_score", device=device,
+                  select_best="val_pair_score", device=device, loss_name=f"pair_{cfg.loss}",
                   on_epoch_end=(lambda e, r: on_epoch(e, {f"{student}.{k}": v
                                                           for k, v in r.items()}))
                   if on_epoch else None)

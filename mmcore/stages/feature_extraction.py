@@ -77,7 +77,7 @@ def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
     epochs = cfg.resolve_epochs(MODALITIES[modality].epochs(cfg), len(train))
     fit(model, train, classification_loss, epochs=epochs, lr=cfg.lr, evaluate=evaluate,
         select_best="val_acc", device=device, schedule=cfg.schedule, patience=cfg.patience,
-        on_epoch_end=(lambda e, r: on_epoch(modality, e, r)) if on_epoch else None,
+        loss_name="nll", on_epoch_end=(lambda e, r: on_epoch(modality, e, r)) if on_epoch else None,
         on_progress=(lambda p: on_progress(modality, p)) if on_progress else None)
     return model
 
@@ -174,7 +174,7 @@ def extract_label_free(modality: str, samples: Path, teacher: dict[str, Any], an
     embed_splits(model, samples, out_dir / f"{modality}.parquet", meta,
                  {**file_meta, "modality": modality, "learned_from": f"pairs:{anchor}",
                   "dim": model.encoder.dim}, with_labels=False)
-    scores = {"val_pair_loss": pair_loss_on(model, samples, "val", teacher, meta)}
+    scores = {"val_pair_l2": pair_loss_on(model, samples, "val", teacher, meta)}
     torch.save(model.cpu().state_dict(), out_dir / f"encoder_{modality}.pt")
     return scores
 

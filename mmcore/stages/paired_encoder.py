@@ -118,13 +118,13 @@ def train_paired_encoder(modality: str, samples: Path, teacher: dict[str, Any],
 
     def evaluate(m: EncoderClassifier) -> dict[str, float]:
         loss = mean_pair_loss(m, val, device)
-        return {"val_pair_loss": loss, "val_pair_score": -loss}
+        return {"val_pair_l2": loss, "val_pair_score": -loss}
 
     # The same schedule as the labelled encoders (mmcore.stages.feature_extraction).
     epochs = cfg.resolve_epochs(MODALITIES[modality].epochs(cfg), len(train))
     fit(model, train, _pair_loss, epochs=epochs, lr=cfg.lr, evaluate=evaluate,
         select_best="val_pair_score", device=device, schedule=cfg.schedule,
-        patience=cfg.patience,
+        patience=cfg.patience, loss_name="pair_l2",
         on_epoch_end=(lambda e, r: on_epoch(modality, e, r)) if on_epoch else None,
         on_progress=(lambda p: on_progress(modality, p)) if on_progress else None)
     return model

@@ -117,7 +117,8 @@ def _joint(feats: dict[str, dict[str, Any]], n_classes: int, cfg: FusionConfig, 
 
     history = fit(model, ArrayBatches(arrays, cfg.batch_size, seed=seed),
                   _alignment_loss(cfg), epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate,
-                  on_epoch_end=on_epoch, device=resolve_device(device))
+                  on_epoch_end=on_epoch, device=resolve_device(device),
+                  loss_name=f"{cfg.loss}_plus_class_nll")
     shared = _project(model, {m: f["embedding"] for m, f in feats.items()})
     torch.save(model.cpu().state_dict(), out_dir / "projections.pt")
     a, b = (shared[m][val] for m in model.modalities)

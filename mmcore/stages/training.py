@@ -19,7 +19,7 @@ import torch
 from mmcore.config import TrainingConfig
 from mmcore.fusion.fusion_classifier import build_classifier
 from mmcore.learning_plan import plan_for
-from mmcore.losses import classification_loss
+from mmcore.losses import classification_loss, classification_loss_name
 from mmcore.parquet_io import read_embeddings, write_json
 from mmcore.training import ArrayBatches, fit, resolve_device, seed_everything
 
@@ -74,15 +74,17 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
     arrays["label"] = labels_of(shared, plan)[train]
 
     # Validation sees what training sees: a cross-modal model is chosen on A, never on B's labels.
+    # `val_nll` is the NLL of the model's (for late fusion: the fused) prediction, as `train_nll`.
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         probs, labels = predict_proba(m, shared, plan, "val", use=plan["train"])
         loss = torch.nn.functional.nll_loss(torch.log(torch.from_numpy(probs) + 1e-12),
                                             torch.from_numpy(labels)).item()
-        return {"val_loss": loss, "val_acc": float((probs.argmax(1) == labels).mean())}
+        return {"val_nll": loss, "val_acc": float((probs.argmax(1) == labels).mean())}
 
     history = fit(model, ArrayBatches(arrays, cfg.batch_size, seed=seed), classification_loss,
                   epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate, select_best="val_acc",
-                  on_epoch_end=on_epoch, device=resolve_device(device))
+                  on_epoch_end=on_epoch, device=resolve_device(device),
+                  loss_name=classification_loss_name(model))
     weights = {}
     if hasattr(model, "calibrate"):  # late fusion: fit the modalities' weights on val
         rows = np.flatnonzero(first["split"] == "val")

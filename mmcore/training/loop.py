@@ -151,8 +151,15 @@ def fit(
     patience: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     progress_every_s: float = 10.0,
+    loss_name: str = "loss",
 ) -> list[dict[str, float]]:
     """Train with AdamW and `schedule`; return per-epoch metrics.
+
+    `loss_fn(model, batch)` returns (loss, stats). The epoch's mean loss is recorded as
+    `train_<loss_name>`: name it for what it measures (`nll`, `pair_l2`), so that a `val_` metric
+    of the same name is the same measure. In stats, `count` is the batch's rows (default 1),
+    `correct` its right answers (-> `train_acc`), and any other entry a sum over the batch's rows
+    recorded as a per-row mean, `train_<entry>` (a second measure beside the optimised one).
 
     `batches(epoch)` yields dicts of tensors (reshuffled per epoch), moved to `device` here. With
     `select_best`, the weights of the epoch with the highest `evaluate(model)[select_best]` are
@@ -172,6 +179,7 @@ def fit(
         model.train()
         meter.begin(epoch)
         total, seen, correct, counted = 0.0, 0, 0.0, 0
+        sums: dict[str, float] = {}
         for batch in batches(epoch):
             loss, stats = loss_fn(model, to_device(batch, device))
             optimizer.zero_grad(set_to_none=True)
@@ -184,10 +192,14 @@ def fit(
             seen += n
             correct += stats.get("correct", 0.0)
             counted += n if "correct" in stats else 0
+            for key, value in stats.items():
+                if key not in ("count", "correct"):
+                    sums[key] = sums.get(key, 0.0) + value
             meter.batch(n)
         if scheduler is not None and not per_step:
             scheduler.step()
-        record = {"train_loss": total / max(seen, 1)}
+        record = {f"train_{loss_name}": total / max(seen, 1)}
+        record |= {f"train_{k}": v / max(seen, 1) for k, v in sums.items() if k != loss_name}
         if counted:
             record["train_acc"] = correct / counted
         if evaluate is not None:
