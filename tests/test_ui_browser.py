@@ -126,6 +126,23 @@ def test_mlflow_stage_runs_show_their_plots(page, mlflow_ui, store, shots):
         set(store["children"]["feature_extraction"].data.metrics)
 
 
+def test_mlflow_stage_run_charts_show_the_curves_above_the_single_values(page, mlflow_ui, store,
+                                                                         shots):
+    """MLflow makes a chart section per key prefix (before the last "/"), unprefixed keys last:
+    curves/ comes first, the single values' bar charts in summary/ below it."""
+    exp, run = store["experiment"].experiment_id, store["children"]["training"]
+    assert {"curves/train_expert_nll_sum", "curves/train_nll", "curves/val_nll",
+            "summary/val_acc"} <= set(run.data.metrics)
+    page.goto(f"{mlflow_ui}/#/experiments/{exp}/runs/{run.info.run_id}/model-metrics"
+              "?workflowType=machine_learning")
+    page.get_by_text("summary", exact=True).first.wait_for()
+    headers = page.get_by_test_id("experiment-view-compare-runs-section-header")
+    sections = [text.split("(")[0].strip() for text in headers.all_inner_texts()]
+    assert sections[:2] == ["curves", "summary"], sections
+    page.get_by_text("train_expert_nll_sum", exact=True).first.wait_for()
+    page.screenshot(path=shots / "mlflow_training_charts.png")
+
+
 def test_registered_model_version_shows_its_aliases_and_description(page, mlflow_ui, store,
                                                                     shots):
     client = store["client"]
