@@ -265,6 +265,16 @@ def test_onecycle_needs_the_number_of_steps():
         fit(model, lambda epoch: iter(()), _loss, epochs=2, lr=0.1, schedule="onecycle")
 
 
+@pytest.mark.parametrize("steps", [1, 4, 7])
+def test_onecycle_too_short_to_cycle_runs_at_a_constant_rate(steps):
+    # 4 steps made torch's OneCycleLR divide by zero (its warm-up ended on step 0).
+    x, y = _blobs()
+    batches = ArrayBatches({"x": x[:16 * steps], "label": y[:16 * steps]}, batch_size=16)
+    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+    history = fit(model, batches, _loss, epochs=1, lr=0.05, schedule="onecycle")
+    assert len(batches) == steps and len(history) == 1
+
+
 def test_patience_stops_after_epochs_without_a_better_score():
     scores = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.95])
     _, history = _train(epochs=6, evaluate=lambda m: {"score": next(scores)},

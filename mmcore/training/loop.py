@@ -26,6 +26,10 @@ from torch import nn
 # loss_fn(model, batch) -> (loss, {"correct": ..., "count": ...} or {})
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
 Schedule = Literal["cosine", "onecycle", "constant"]
+# Fewer steps than this and `onecycle` runs at a constant rate: torch's OneCycleLR divides by
+# zero when its warm-up ends on step 0 (4 steps at pct_start 0.25), and a cycle of a few steps
+# has no warm-up to speak of.
+ONECYCLE_MIN_STEPS = 8
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,11 @@ def _scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule, lr: float, 
     if schedule == "onecycle":
         if not steps_per_epoch:
             raise ValueError("schedule=onecycle needs steps_per_epoch (or batches with len())")
+        total = epochs * steps_per_epoch
+        if total < ONECYCLE_MIN_STEPS:  # too short to warm up and anneal: a constant rate
+            return None
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.25)
+            optimizer, max_lr=lr, total_steps=total, pct_start=0.25)
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     return None
@@ -171,7 +178,7 @@ def fit(
         steps_per_epoch = len(batches)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = _scheduler(optimizer, schedule, lr, epochs, steps_per_epoch)
-    per_step = schedule == "onecycle"
+    per_step = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
     meter = _Meter(epochs, steps_per_epoch, progress_every_s, on_progress)
     history: list[dict[str, float]] = []
     best_score, best_state, since_best = -math.inf, None, 0
