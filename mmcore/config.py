@@ -188,6 +188,20 @@ class TestingConfig(_Section):
     robustness: bool = True
 
 
+class DaskConfig(_Section):
+    """Where work that runs in parallel runs: the partitions of feature extraction's and
+    testing's inference (and `mmpipe sweep`'s cells). In no stage's cache key: the outputs are
+    the same bytes wherever they are computed (tests/test_partitions.py)."""
+
+    address: str | None = None  # tcp://host:8786: an existing cluster; None: a LocalCluster
+    workers: int | None = Field(None, ge=1)  # LocalCluster processes; None: one per core
+    # A stage's partitions: "inline" one after another in the flow's process; "dask" as one
+    # Prefect task each on the cluster; "auto": on Dask from `min_rows` rows of the stage's input
+    # on (starting a LocalCluster costs seconds; small data is faster inline).
+    partitions: Literal["auto", "inline", "dask"] = "auto"
+    min_rows: int = Field(200_000, ge=0)
+
+
 class PipelineConfig(_Section):
     name: str = "default"
     seed: int = 0
@@ -198,6 +212,7 @@ class PipelineConfig(_Section):
     fusion: FusionConfig = FusionConfig()
     training: TrainingConfig = TrainingConfig()
     testing: TestingConfig = TestingConfig()
+    dask: DaskConfig = DaskConfig()
 
     def section(self, stage: str) -> dict[str, Any]:
         """The part of the config a stage depends on: its own section plus the seed."""

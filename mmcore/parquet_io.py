@@ -6,6 +6,9 @@
   output folder gets its completion marker last, and a folder without it does not exist.
 - The marker lists every file with its size and SHA-256 (`mmcore/integrity.py`), so a folder
   whose files were later cut, changed or deleted is found out before anyone reads it.
+- A partitioned output is a folder `<name>.parquet/` of part files (`mmcore/partitions.py`);
+  the readers here take a file or such a folder alike, and the marker is refused while a part is
+  missing.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmcore import integrity
+from mmcore.partitions import missing_parts, part_files
 
 META_KEY = b"mmpipe"
 MARKER = "_COMPLETE.json"
@@ -63,9 +67,18 @@ def to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return values.reshape(len(column), width).astype(np.float32, copy=False)
 
 
+def read_dataset(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file, or a partitioned dataset folder read part by part in row order."""
+    path = Path(path)
+    if not path.is_dir():
+        return pq.read_table(path, columns=columns)
+    return pa.concat_tables([pq.read_table(p, columns=columns) for p in part_files(path)])
+
+
 def read_embeddings(path: str | Path) -> dict[str, Any]:
-    """A features/shared file -> ids, splits, labels and the (N, D) embedding matrix."""
-    table = pq.read_table(path)
+    """A features/shared file (or dataset folder) -> ids, splits, labels and the (N, D)
+    embedding matrix."""
+    table = read_dataset(path)
     return {
         "id": table.column("id").to_numpy(zero_copy_only=False),
         "split": table.column("split").to_numpy(zero_copy_only=False),
@@ -81,6 +94,10 @@ def with_metadata(schema: pa.Schema, meta: dict[str, Any]) -> pa.Schema:
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The `mmpipe` metadata of a file, or of a dataset folder's first part."""
+    path = Path(path)
+    if path.is_dir():
+        path = part_files(path)[0]
     raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
     return json.loads(raw) if raw else {}
 
@@ -133,7 +150,12 @@ def write_json(path: str | Path, obj: Any) -> Path:
 def mark_complete(folder: str | Path, info: dict[str, Any]) -> dict[str, Any]:
     """Write the completion marker: `info`, every file of the folder with its size and digest
     (`files`), and one digest of them all (`content`). Call last, after every output file is in
-    place. Returns what was written."""
+    place; a partitioned dataset with a part missing is an error, not a marker. Returns what
+    was written."""
+    gaps = [gap for dataset in sorted(Path(folder).glob("*.parquet")) if dataset.is_dir()
+            for gap in missing_parts(dataset)]
+    if gaps:
+        raise ValueError(f"{folder}: not complete, so not marked: {'; '.join(gaps[:5])}")
     files = integrity.manifest(folder, skip={MARKER})
     marker = {**info, "files": files, "content": integrity.content_digest(files)}
     write_json(Path(folder) / MARKER, marker)

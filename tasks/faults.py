@@ -7,7 +7,9 @@ Points (where `tasks/stage.py` calls `point`):
 - `epoch`: an epoch's metrics are being recorded (training loops);
 - `metrics`: the body logs its metrics, after writing its files;
 - `artifacts`: one artifact was logged to MLflow, the others not yet;
-- `publish`: the completion marker is written, the folder not yet renamed into place.
+- `publish`: the completion marker is written, the folder not yet renamed into place;
+- `partition`: a part of a partitioned dataset is about to be computed (`tasks/partitions.py`),
+  in the flow's process or on a Dask worker.
 
 Unset (always, outside tests), a point costs one environment lookup.
 """
@@ -19,7 +21,7 @@ import signal
 import sys
 from collections import Counter
 
-POINTS = ("start", "epoch", "metrics", "artifacts", "publish")
+POINTS = ("start", "epoch", "metrics", "artifacts", "publish", "partition")
 _reached: Counter[str] = Counter()
 
 

@@ -1,5 +1,8 @@
 """Stage 2: one encoder per modality (CNN for images, GRU for text) -> embeddings per modality.
 
+Embedding maps over partitions of the samples (whole row groups, about `data.batch_rows` rows
+each): one part file per partition, inline or on Dask (`tasks/partitions.py`).
+
 Which encoders learn with labels depends on the learning mode's space (`mmcore.learning_plan`),
 so the key carries it: unimodal A and cross-modal A -> B share one output, multimodal another.
 """
@@ -30,6 +33,14 @@ def _joint_output(run: StageRun) -> Path | None:
     return stage_dir(run.cfg, STAGE, key) if completed(run.cfg, STAGE, key) else None
 
 
+def _rows(samples: Path) -> int:
+    """Rows of the samples files (from their footers): what the embedding parts cover."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(samples / f"{split}.parquet").metadata.num_rows
+               for split in ("train", "val", "test"))
+
+
 @stage_task(STAGE, reads={"preprocessing": "input"})
 def feature_extraction_task(run: StageRun) -> dict:
     from mmcore.stages.feature_extraction import run_feature_extraction  # torch: only on a miss
@@ -39,7 +50,9 @@ def feature_extraction_task(run: StageRun) -> dict:
     result = run_feature_extraction(
         run.path("preprocessing"), run.cfg.features, run.cfg.seed, run.out, run.file_meta,
         lambda m, epoch, record: run.epochs(epoch, record, f"{m}."), device=run.cfg.device,
-        space=space, reuse=reuse, on_progress=run.progress)
+        space=space, reuse=reuse, on_progress=run.progress,
+        map_parts=run.map_parts(_rows(run.path("preprocessing"))),
+        part_rows=run.cfg.data.batch_rows)
     # "encoder_probe.": each labelled encoder's own linear head, per split -- a diagnostic of the
     # encoder, not a learning mode's result (those are the testing stage's).
     run.log_metrics({f"{tracking.SUMMARY}encoder_probe.{m}.{name}": v

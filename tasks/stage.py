@@ -16,6 +16,10 @@ Prefect task and does the rest:
   is an error naming the file, never a pyarrow traceback.
 - The stage's MLflow child run (FAILED if the body raises), its upstream Parquet files logged as
   dataset inputs and its own as outputs, per-epoch metrics flushed at the end.
+- A body that maps over partitions of its input (`run.map_parts`, `tasks/partitions.py`)
+  computes the parts in the key's work folder, which outlives a failed attempt so that the
+  next one reuses the parts already done; they move into the temporary folder before the
+  marker, and the work folder goes once the output is published.
 - The task returns a `StageRef` (path + key + the MLflow run that produced it + a small summary),
   which Prefect persists; never a DataFrame.
 """
@@ -39,7 +43,8 @@ from pydantic import BaseModel
 
 from mmcore.config import PipelineConfig, digest
 from mmcore.parquet_io import mark_complete, read_marker, verify_folder
-from tasks import faults, tracking
+from mmcore.partitions import MapParts
+from tasks import faults, partitions, tracking
 from tasks.fingerprint import fingerprint, module_digests
 
 
@@ -105,6 +110,15 @@ class StageRun:
     run_id: str
     epochs: tracking.EpochLogger
     metrics: dict[str, float] = field(default_factory=dict)
+    # per partitioned dataset: parts, how many an earlier attempt left, where the others ran
+    parts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def map_parts(self, rows: int) -> MapParts:
+        """How this attempt computes a partitioned dataset (`tasks/partitions.py`): parts kept
+        in the key's work folder across attempts, inline or on Dask by `cfg.dask`. `rows`: the
+        input rows the parts cover (small inputs run inline)."""
+        return partitions.mapper(self.cfg, self.stage, stage_dir(self.cfg, self.stage, self.key),
+                                 self.out, rows, self.parts)
 
     @property
     def file_meta(self) -> dict[str, Any]:
@@ -211,6 +225,7 @@ def _publish(final: Path, tmp: Path, ref: StageRef, upstream_content: dict[str, 
     if final.exists():  # a damaged or outdated output, replaced under the stage's lock
         shutil.rmtree(final)
     tmp.rename(final)
+    shutil.rmtree(partitions.work_dir(final), ignore_errors=True)  # its parts are in `final`
 
 
 Body = Callable[[StageRun], dict[str, Any]]
@@ -239,6 +254,8 @@ def stage_task(stage: str, reads: dict[str, str] | None = None):
                     summary = body(run)
                     run.epochs.flush()
                     run.plot_curves()
+                    if run.parts:
+                        summary = {**summary, "partitions": run.parts}
                     ref = StageRef(stage=stage, key=key, path=str(final), run_id=run_id,
                                    summary={"metrics": run.metrics, **summary})
                     _publish(final, tmp, ref, upstream_content)

@@ -1,11 +1,13 @@
 """Stage 5: evaluate on the held-out test split -> predictions (Parquet), metrics, plots, and
 robustness curves: accuracy with each test modality corrupted at levels 0, 0.1, ..., 1 (MLflow
 metric `robustness.<modality>.<corruption>`, step = level x 10), their areas (MultiBench's
-relative robustness) and a plot. Every result says which labels it used (`labels_used`)."""
+relative robustness) and a plot. Every result says which labels it used (`labels_used`).
+Predictions map over parts of `data.batch_rows` test rows (`tasks/partitions.py`)."""
 
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from tasks import tracking
 from tasks.stage import StageRun, stage_task
@@ -25,6 +27,7 @@ def result_row(plan: dict, metrics: dict[str, float]) -> pd.DataFrame:
 def testing_task(run: StageRun) -> dict:
     from mmcore.inference import InferenceChain  # torch: only on a miss
     from mmcore.metrics import per_class_table
+    from mmcore.parquet_io import read_dataset
     from mmcore.stages.testing import run_testing
 
     cfg, fusion = run.cfg, run.summary("fusion")
@@ -33,9 +36,12 @@ def testing_task(run: StageRun) -> dict:
         chain = InferenceChain.from_stage_dirs(
             run.path("preprocessing"), run.path("feature_extraction"), run.path("fusion"),
             run.path("training"), cfg.features.model_dump(mode="json"))
+    shared_rows = pq.ParquetFile(
+        run.path("fusion") / f"shared_{fusion['modalities'][0]}.parquet").metadata.num_rows
     result = run_testing(run.path("fusion"), run.path("training"), fusion["modalities"],
                          fusion["class_names"], run.out, run.file_meta, chain=chain,
-                         samples_dir=run.path("preprocessing"), seed=cfg.seed)
+                         samples_dir=run.path("preprocessing"), seed=cfg.seed,
+                         part_rows=cfg.data.batch_rows, map_parts=run.map_parts(shared_rows))
     plan = result["plan"]
     run.log_metrics({f"test.{k}": v for k, v in result["metrics"].items()})
     table = result_row(plan, result["metrics"])
@@ -44,9 +50,9 @@ def testing_task(run: StageRun) -> dict:
     # As tables too: MLflow's evaluation view shows them beside other runs' tables.
     client = tracking.client_for(run.cfg)
     client.log_table(run.run_id, table, "comparison.json")
-    predictions = pd.read_parquet(run.out / "predictions.parquet", columns=["label", "pred"])
-    client.log_table(run.run_id, per_class_table(predictions["label"].to_numpy(),
-                                                 predictions["pred"].to_numpy(),
+    predictions = read_dataset(run.out / "predictions.parquet", columns=["label", "pred"])
+    client.log_table(run.run_id, per_class_table(predictions.column("label").to_numpy(),
+                                                 predictions.column("pred").to_numpy(),
                                                  fusion["class_names"]), "per_class.json")
     robustness = result.get("robustness")
     if robustness:

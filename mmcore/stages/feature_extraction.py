@@ -1,15 +1,18 @@
 """Feature extraction: train one encoder per modality on its own train split, then embed every
-split into `<modality>.parquet` (id, split, label, embedding as fixed_size_list<float32>).
+split into the dataset `<modality>.parquet/` (id, split, label, embedding as
+fixed_size_list<float32>), one part file per row group of the samples (`mmcore/partitions.py`).
 
 An encoder learns with labels, or, in an anchored space (`mmcore.learning_plan`), label-free
 from the pairs (`mmcore.stages.paired_encoder`); a label-free encoder's file has a null label.
 
 Training streams row groups from the samples files and embedding streams 1,024-row slices of
-them, so memory stays bounded whatever the size of the data.
+them, so memory stays bounded whatever the size of the data. Embedding a row group needs only
+the saved weights and the samples, so the parts can run in other processes (on Dask).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,12 +35,14 @@ from mmcore.parquet_io import (
     read_embeddings,
     read_metadata,
 )
+from mmcore.partitions import MapParts, one_thread, run_inline
 from mmcore.stages.paired_encoder import label_free_columns, pair_loss_on, train_paired_encoder
 from mmcore.training import ParquetBatches, fit, resolve_device, seed_everything, to_device
 from mmcore.training.batches import sample_decoder
 from mmcore.training.loop import Progress
 
 EMBED_ROWS = 1024
+PART_ROWS = 8192  # rows per part of an embedding dataset (the pipeline: data.batch_rows)
 
 OnEpoch = Callable[[str, int, dict[str, float]], None]
 OnProgress = Callable[[str, Progress], None]
@@ -82,38 +87,99 @@ def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
     return model
 
 
-def embed_splits(model: EncoderClassifier, samples: Path, out: Path, meta: dict[str, Any],
-                 file_meta: dict[str, Any], rows_per_pass: int = EMBED_ROWS,
-                 with_labels: bool = True) -> dict[str, float]:
-    """Write embeddings of every split; return the encoder's own accuracy per split.
+def weights_digest(model: torch.nn.Module) -> str:
+    """A digest of a model's weights (names and bytes): what its embeddings were computed from,
+    so that a part left by an earlier attempt is reused only for the very same encoder."""
+    blob = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        blob.update(name.encode())
+        blob.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return blob.hexdigest()[:16]
+
+
+def row_group_parts(file: Path, part_rows: int) -> list[list[int]]:
+    """A file's row groups in consecutive runs of at least `part_rows` rows (the last may have
+    fewer): the partitions of one split."""
+    meta = pq.ParquetFile(file).metadata
+    parts: list[list[int]] = []
+    rows = part_rows
+    for group in range(meta.num_row_groups):
+        if rows >= part_rows:
+            parts.append([])
+            rows = 0
+        parts[-1].append(group)
+        rows += meta.row_group(group).num_rows
+    return parts
+
+
+def embed_jobs(samples: Path, weights: Path, modality: str, cfg: FeaturesConfig,
+               meta: dict[str, Any], file_meta: dict[str, Any], with_labels: bool,
+               part_rows: int, device: str = "cpu") -> list[dict[str, Any]]:
+    """One job per run of whole row groups of about `part_rows` rows, split by split in row
+    order: what `embed_part` needs to embed them in any process that reaches the run folder."""
+    return [{"samples": str(samples / f"{split}.parquet"), "row_groups": groups,
+             "weights": str(weights), "modality": modality,
+             "features": cfg.model_dump(mode="json"), "sample_meta": meta,
+             "with_labels": with_labels, "device": device, "meta": file_meta}
+            for split in SPLITS
+            for groups in row_group_parts(samples / f"{split}.parquet", part_rows)]
+
+
+def load_trained(weights: str | Path, modality: str, cfg: FeaturesConfig,
+                 meta: dict[str, Any]) -> EncoderClassifier:
+    """An encoder (with its head) from the state dict feature extraction saved."""
+    state = torch.load(weights, weights_only=True)
+    model = EncoderClassifier(modality, cfg, meta, state["head.weight"].shape[0])
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def embed_part(out: Path, meta: dict[str, Any], samples: str, row_groups: list[int],
+               weights: str, modality: str, features: dict[str, Any],
+               sample_meta: dict[str, Any], with_labels: bool, device: str = "cpu",
+               rows_per_pass: int = EMBED_ROWS) -> None:
+    """Embed row groups of a samples file into the part file `out` (written atomically).
 
     At most `rows_per_pass` rows go through the encoder at once: a whole row group (8,192 rows
     of 28x28) in one forward pass peaked at 3.3 GB, 1,024 rows at ~1 GB, and is no slower.
     A label-free encoder (`with_labels=False`) reads no label and writes a null one.
     """
-    columns = _columns(model.modality) if with_labels else label_free_columns(model.modality)
-    spec = MODALITIES[model.modality]
-    device = next(model.parameters()).device
-    scores = {}
-    with atomic_writer(out, embedding_schema(model.encoder.dim), file_meta) as writer:
-        for split in SPLITS:
-            file = pq.ParquetFile(samples / f"{split}.parquet")
-            correct = 0
-            for chunk in file.iter_batches(rows_per_pass, columns=columns):
-                table = pa.Table.from_batches([chunk])
-                with torch.no_grad():
-                    emb = model.embed(to_device(spec.from_table(table, meta), device))
-                if with_labels:
-                    labels = table.column("label")
-                    pred = model.head(emb).argmax(1).cpu().numpy()
-                    correct += int((pred == labels.to_numpy()).sum())
-                else:
-                    labels = pa.nulls(table.num_rows, pa.int64())
-                writer.write_table(embedding_table(
-                    table.column("id"), table.column("split"), labels, emb.cpu().numpy()))
-            if with_labels:
-                scores[f"{split}_acc"] = correct / max(file.metadata.num_rows, 1)
-    return scores
+    model = load_trained(weights, modality, FeaturesConfig(**features), sample_meta).to(device)
+    columns = _columns(modality) if with_labels else label_free_columns(modality)
+    spec = MODALITIES[modality]
+    file = pq.ParquetFile(samples)
+    with one_thread(), atomic_writer(out, embedding_schema(model.encoder.dim), meta) as writer:
+        for chunk in file.iter_batches(rows_per_pass, row_groups=row_groups, columns=columns):
+            table = pa.Table.from_batches([chunk])
+            with torch.no_grad():
+                emb = model.embed(to_device(spec.from_table(table, sample_meta), device))
+            labels = table.column("label") if with_labels else pa.nulls(table.num_rows,
+                                                                         pa.int64())
+            writer.write_table(embedding_table(
+                table.column("id"), table.column("split"), labels, emb.cpu().numpy()))
+
+
+def embed_splits(model: EncoderClassifier, samples: Path, out_dir: Path, meta: dict[str, Any],
+                 cfg: FeaturesConfig, file_meta: dict[str, Any], map_parts: MapParts,
+                 part_rows: int, with_labels: bool = True) -> Path:
+    """Save the encoder to `encoder_<modality>.pt` and embed every split into the dataset
+    `<modality>.parquet/`, one part per `part_rows` rows (whole row groups) of the samples,
+    through `map_parts` (here one after another, or on a cluster: `tasks/partitions.py`).
+    Returns the dataset folder."""
+    weights = out_dir / f"encoder_{model.modality}.pt"
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, weights)
+    device = str(next(model.parameters()).device)
+    jobs = embed_jobs(samples, weights, model.modality, cfg, meta, file_meta, with_labels,
+                      part_rows, device)
+    return map_parts(f"{model.modality}.parquet", embed_part, jobs, weights_digest(model))
+
+
+def split_accuracies(teacher: dict[str, Any]) -> dict[str, float]:
+    """The encoder's own head's accuracy per split, from its class scores per row."""
+    correct = teacher["embedding"].argmax(1) == teacher["label"]
+    return {f"{split}_acc": float(correct[teacher["split"] == split].sum()
+                                  / max(int((teacher["split"] == split).sum()), 1))
+            for split in SPLITS}
 
 
 def teacher_scores(model: EncoderClassifier, features: Path) -> dict[str, Any]:
@@ -146,49 +212,50 @@ def _supervised(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
 def extract_labelled(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
                      out_dir: Path, file_meta: dict[str, Any], on_epoch: OnEpoch | None = None,
                      device: torch.device | str = "cpu", reuse: Path | None = None,
-                     on_progress: OnProgress | None = None,
-                     ) -> tuple[dict[str, float], dict[str, Any]]:
+                     on_progress: OnProgress | None = None, map_parts: MapParts | None = None,
+                     part_rows: int = PART_ROWS) -> tuple[dict[str, float], dict[str, Any]]:
     """An encoder trained with labels: writes its embeddings and weights; returns its own
     head's accuracies and its class scores per row (what a label-free encoder learns from)."""
     meta = read_metadata(samples / "train.parquet")
     model = _supervised(modality, samples, cfg, seed, meta, on_epoch, resolve_device(device),
                         reuse, on_progress)
-    features = out_dir / f"{modality}.parquet"
-    scores = embed_splits(model, samples, features, meta,
-                          {**file_meta, "modality": modality, "learned_from": LABELS,
-                           "dim": model.encoder.dim})
+    features = embed_splits(model, samples, out_dir, meta, cfg,
+                            {**file_meta, "modality": modality, "learned_from": LABELS,
+                             "dim": model.encoder.dim}, map_parts or run_inline(out_dir),
+                            part_rows)
     teacher = teacher_scores(model, features)
-    torch.save(model.cpu().state_dict(), out_dir / f"encoder_{modality}.pt")
-    return scores, teacher
+    return split_accuracies(teacher), teacher
 
 
 def extract_label_free(modality: str, samples: Path, teacher: dict[str, Any], anchor: str,
                        cfg: FeaturesConfig, seed: int, out_dir: Path, file_meta: dict[str, Any],
                        on_epoch: OnEpoch | None = None, device: torch.device | str = "cpu",
-                       on_progress: OnProgress | None = None) -> dict[str, float]:
+                       on_progress: OnProgress | None = None, map_parts: MapParts | None = None,
+                       part_rows: int = PART_ROWS) -> dict[str, float]:
     """An encoder trained from the pairs alone (B side): reads no label from `samples`, writes
     its embeddings (null label) and weights; returns its val pair loss."""
     meta = read_metadata(samples / "train.parquet")
     model = train_paired_encoder(modality, samples, teacher, cfg, seed, meta, on_epoch,
                                  resolve_device(device), on_progress)
-    embed_splits(model, samples, out_dir / f"{modality}.parquet", meta,
+    embed_splits(model, samples, out_dir, meta, cfg,
                  {**file_meta, "modality": modality, "learned_from": f"pairs:{anchor}",
-                  "dim": model.encoder.dim}, with_labels=False)
-    scores = {"val_pair_l2": pair_loss_on(model, samples, "val", teacher, meta)}
-    torch.save(model.cpu().state_dict(), out_dir / f"encoder_{modality}.pt")
-    return scores
+                  "dim": model.encoder.dim}, map_parts or run_inline(out_dir), part_rows,
+                 with_labels=False)
+    return {"val_pair_l2": pair_loss_on(model, samples, "val", teacher, meta)}
 
 
 def run_feature_extraction(samples: Path, cfg: FeaturesConfig, seed: int, out_dir: Path,
                            file_meta: dict[str, Any], on_epoch: OnEpoch | None = None,
                            device: str = "cpu", space: str = JOINT,
                            reuse: Path | None = None, on_progress: OnProgress | None = None,
+                           map_parts: MapParts | None = None, part_rows: int = PART_ROWS,
                            ) -> dict[str, Any]:
     """Encoders for every modality the samples have, each learning as the space's recipe says
     (`mmcore.learning_plan.encoder_recipe`): with labels, or label-free from the class scores
-    the anchor's encoder gives the paired rows. Writes `<modality>.parquet` and
-    `encoder_<modality>.pt` (a state dict); returns each labelled encoder's accuracies (its own
-    linear head: a diagnostic) and each label-free one's val pair loss."""
+    the anchor's encoder gives the paired rows. Writes `<modality>.parquet/` and
+    `encoder_<modality>.pt` (a state dict); embedding maps over the samples' row groups through
+    `map_parts` (default: one after another, here). Returns each labelled encoder's accuracies
+    (its own linear head: a diagnostic) and each label-free one's val pair loss."""
     meta = read_metadata(samples / "train.parquet")
     recipe = encoder_recipe(space, meta["modalities"])
     results: dict[str, Any] = {}
@@ -198,12 +265,13 @@ def run_feature_extraction(samples: Path, cfg: FeaturesConfig, seed: int, out_di
         if recipe[modality] == LABELS:
             results[modality], teachers[modality] = extract_labelled(
                 modality, samples, cfg, seed, out_dir, file_meta, on_epoch, device, reuse,
-                on_progress)
+                on_progress, map_parts, part_rows)
         else:
             anchor = recipe[modality].split(":")[1]
             results[modality] = extract_label_free(modality, samples, teachers[anchor], anchor,
                                                    cfg, seed, out_dir, file_meta, on_epoch,
-                                                   device, on_progress)
+                                                   device, on_progress, map_parts,
+                                                   part_rows)
     return {"modalities": meta["modalities"], "scores": results,
             "class_names": meta["class_names"], "encoders": recipe,
             "labels_used": labelled(space, meta["modalities"])}

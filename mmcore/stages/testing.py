@@ -1,8 +1,14 @@
 """Testing: the trained classifier on the held-out test split -> metrics, plots, predictions, and
-robustness curves (each test modality corrupted at increasing levels)."""
+robustness curves (each test modality corrupted at increasing levels).
+
+Predictions are a partitioned dataset, `predictions.parquet/part-NNNNN.parquet`, one part per
+`part_rows` test rows (`mmcore/partitions.py`); each part needs only the stage's input folders,
+so parts can run in other processes (on Dask). The metrics are computed from the parts read back.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +17,8 @@ import pandas as pd
 import pyarrow as pa
 
 from mmcore.metrics import classification_metrics, plot_confusion
-from mmcore.parquet_io import embedding_array, write_table
+from mmcore.parquet_io import embedding_array, read_dataset, write_table
+from mmcore.partitions import MapParts, one_thread, run_inline
 from mmcore.stages.training import labels_of, load_classifier, load_shared, predict_proba
 
 
@@ -23,27 +30,59 @@ def check_labels_used(plan: dict[str, Any]) -> None:
                          "that is not cross-modal learning")
 
 
+def prediction_jobs(shared_dir: Path, training_dir: Path, modalities: list[str],
+                    test_rows: int, part_rows: int, file_meta: dict[str, Any],
+                    ) -> list[dict[str, Any]]:
+    """One job per `part_rows` test rows, in row order."""
+    return [{"shared_dir": str(shared_dir), "training_dir": str(training_dir),
+             "modalities": modalities, "start": start, "stop": min(start + part_rows, test_rows),
+             "meta": file_meta} for start in range(0, max(test_rows, 1), part_rows)]
+
+
+def predict_part(out: Path, meta: dict[str, Any], shared_dir: str, training_dir: str,
+                 modalities: list[str], start: int, stop: int) -> None:
+    """The classifier's predictions for test rows [start, stop) into the part file `out`
+    (id, label, pred, probs), written atomically."""
+    model, spec = load_classifier(Path(training_dir))
+    shared = load_shared(Path(shared_dir), modalities)
+    rows = np.flatnonzero(next(iter(shared.values()))["split"] == "test")[start:stop]
+    part = {m: {k: v[rows] for k, v in columns.items()} for m, columns in shared.items()}
+    with one_thread():
+        probs, labels = predict_proba(model, part, spec["plan"], "test")
+    write_table(out, pa.table({
+        "id": pa.array(part[modalities[0]]["id"], pa.string()),
+        "label": pa.array(labels, pa.int64()),
+        "pred": pa.array(probs.argmax(1), pa.int64()),
+        "probs": embedding_array(probs),
+    }), meta)
+
+
+def _digest(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()[:16]
+
+
 def run_testing(shared_dir: Path, training_dir: Path, modalities: list[str],
                 class_names: list[str], out_dir: Path, file_meta: dict[str, Any],
                 chain: Any | None = None, samples_dir: Path | None = None, seed: int = 0,
-                ) -> dict[str, Any]:
-    """Write `predictions.parquet` (id, label, pred, probs) and the confusion matrix PNG; with
-    the inference `chain` and the samples, also `robustness.parquet` and its PNG."""
-    model, spec = load_classifier(training_dir)
+                part_rows: int = 8192, map_parts: MapParts | None = None) -> dict[str, Any]:
+    """Write the dataset `predictions.parquet/` (id, label, pred, probs; parts of `part_rows`
+    test rows through `map_parts`, default one after another here) and the confusion matrix
+    PNG; with the inference `chain` and the samples, also `robustness.parquet` and its PNG."""
+    _, spec = load_classifier(training_dir)
     plan = spec["plan"]
     check_labels_used(plan)
     shared = load_shared(shared_dir, modalities)
-    probs, labels = predict_proba(model, shared, plan, "test")
-    preds = probs.argmax(1)
     first = next(iter(shared.values()))
     rows = np.flatnonzero(first["split"] == "test")
-    table = pa.table({
-        "id": pa.array(first["id"][rows], pa.string()),
-        "label": pa.array(labels, pa.int64()),
-        "pred": pa.array(preds, pa.int64()),
-        "probs": embedding_array(probs),
-    })
-    write_table(out_dir / "predictions.parquet", table, {**file_meta, "plan": plan})
+    jobs = prediction_jobs(shared_dir, training_dir, modalities, len(rows), part_rows,
+                           {**file_meta, "plan": plan})
+    predictions = (map_parts or run_inline(out_dir))(
+        "predictions.parquet", predict_part, jobs, _digest(training_dir / "classifier.pt"))
+    table = read_dataset(predictions, columns=["id", "label", "pred"])
+    if table.column("id").to_pylist() != list(first["id"][rows]):
+        raise ValueError(f"{predictions}: its parts do not hold the test rows in order")
+    labels, preds = table.column("label").to_numpy(), table.column("pred").to_numpy()
     metrics = classification_metrics(labels, preds, len(class_names))
     title = f"{plan['mode']}: train {'+'.join(plan['train'])}, test {'+'.join(plan['test'])}"
     plot_confusion(labels, preds, class_names, out_dir / "confusion.png", title)

@@ -1,0 +1,129 @@
+"""Partitioned stages: feature extraction's embeddings and testing's predictions as datasets of
+part files, one per partition of the input.
+
+- The same run with its partitions on a 2-worker Dask LocalCluster (Prefect tasks through
+  prefect-dask) and one after another in the flow's process: the part files are the same bytes,
+  and the metrics are equal.
+- A part that fails: the stage fails with every other part kept in the key's work folder; the
+  next attempt reuses them (the very files) and computes that one part alone.
+- The completion marker covers every part, and is refused while a part is missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from mmcore.parquet_io import embedding_table, mark_complete, read_dataset, read_marker, write_table
+from mmcore.partitions import part_name
+
+# Small partitions (data.batch_rows) so tiny data has several per split: of 300 rows, 60 are
+# test rows -> 3 prediction parts of 25 rows; the embedding datasets get a dozen parts each.
+TINY = ["features.image_epochs=2", "features.text_epochs=2", "fusion.epochs=3",
+        "training.epochs=3", "data.limit=300", "data.batch_rows=25",
+        "testing.robustness=false", "training.register_model=false"]
+
+
+def _part(folder: Path, index: int, count: int, rows: list[int]) -> None:
+    table = embedding_table([f"r{r}" for r in rows], ["train"] * len(rows), rows,
+                            np.outer(rows, np.ones(2)))
+    write_table(folder / part_name(index), table,
+                {"part": {"index": index, "of": count, "source": "s"}})
+
+
+def test_a_dataset_reads_in_part_order_and_is_marked_only_when_whole(tmp_path):
+    dataset = tmp_path / "out" / "image.parquet"
+    _part(dataset, 1, 3, [3, 4])
+    _part(dataset, 0, 3, [1, 2])
+    with pytest.raises(ValueError, match=r"image.parquet/part-00002.parquet is missing"):
+        mark_complete(tmp_path / "out", {})
+    assert read_marker(tmp_path / "out") is None
+
+    _part(dataset, 2, 3, [5])
+    marker = mark_complete(tmp_path / "out", {})
+    assert sorted(marker["files"]) == [f"image.parquet/{part_name(i)}" for i in range(3)]
+    assert read_dataset(dataset).column("label").to_pylist() == [1, 2, 3, 4, 5]
+    assert pq.read_table(dataset).num_rows == 5  # pyarrow reads the folder as one table too
+
+
+def _run(run_dir: Path, *extra: str, stages: list[str] | None = None) -> dict:
+    from flows.pipeline import pipeline
+
+    return pipeline(overrides=[*TINY, f"run_dir={run_dir}", *extra], stages=stages)
+
+
+def _parquet_parts(summary: dict, stage: str) -> dict[str, str]:
+    """Every Parquet part of a stage's output with its digest, from the completion marker."""
+    marker = read_marker(summary["stages"][stage]["path"])
+    return {name: f["sha256"] for name, f in marker["files"].items() if "/part-" in name}
+
+
+@pytest.mark.slow
+def test_partitions_on_two_dask_workers_give_the_inline_run_bit_for_bit(tmp_path,
+                                                                       prefect_harness):
+    inline = _run(tmp_path / "inline", "dask.partitions=inline")
+    on_dask = _run(tmp_path / "dask", "dask.partitions=dask", "dask.workers=2")
+
+    for stage, datasets in [("feature_extraction", ["image.parquet", "text.parquet"]),
+                            ("testing", ["predictions.parquet"])]:
+        parts = _parquet_parts(on_dask, stage)
+        assert parts == _parquet_parts(inline, stage)
+        ref = Path(on_dask["stages"][stage]["path"])
+        for dataset in datasets:
+            count = len(list((ref / dataset).glob("part-*.parquet")))
+            assert count >= 3 if stage == "feature_extraction" else count == 3
+            assert {n for n in parts if n.startswith(f"{dataset}/")} == {
+                f"{dataset}/{part_name(i)}" for i in range(count)}
+    summary = read_marker(on_dask["stages"]["feature_extraction"]["path"])["summary"]
+    assert {v["where"] for v in summary["partitions"].values()} == {"dask"}
+    features = read_dataset(Path(on_dask["stages"]["feature_extraction"]["path"])
+                            / "image.parquet")
+    assert features.num_rows == 300
+    assert features.column("split").to_pylist() == sorted(
+        features.column("split").to_pylist(), key=["train", "val", "test"].index)
+    assert on_dask["metrics"] == inline["metrics"]
+    assert not list((tmp_path / "dask" / "stages").glob("*/.*.parts"))  # work folders gone
+
+
+@pytest.mark.slow
+def test_a_failed_part_reruns_alone_and_the_others_are_reused(tmp_path, prefect_harness,
+                                                             monkeypatch):
+    import mmcore.stages.feature_extraction as fe
+
+    embed_part = fe.embed_part
+
+    def failing_third_image_part(out: Path, **job):
+        if job["modality"] == "image" and out.name == part_name(2):
+            raise RuntimeError("injected: this part's worker lost its disk")
+        embed_part(out=out, **job)
+
+    stages = ["preprocessing", "feature_extraction"]
+    monkeypatch.setattr(fe, "embed_part", failing_third_image_part)
+    with pytest.raises(Exception, match=r"1 of \d+ parts of image.parquet failed"):
+        _run(tmp_path, "dask.partitions=inline", stages=stages)
+    (work,) = (tmp_path / "stages" / "feature_extraction").glob(".*.parts")
+    kept = {p.name: p.stat().st_ino for p in (work / "image.parquet").glob("part-*.parquet")}
+    count = len(kept) + 1
+    assert count > 3 and sorted(kept) == [part_name(i) for i in range(count) if i != 2]
+
+    computed: list[str] = []
+
+    def counting(out: Path, **job):
+        computed.append(f"{job['modality']}/{out.name}")
+        embed_part(out=out, **job)
+
+    monkeypatch.setattr(fe, "embed_part", counting)
+    again = _run(tmp_path, "dask.partitions=inline", stages=stages)
+    assert [c for c in computed if c.startswith("image/")] == [f"image/{part_name(2)}"]
+    ref = again["stages"]["feature_extraction"]
+    output = Path(ref["path"]) / "image.parquet"
+    assert {name: (output / name).stat().st_ino for name in kept} == kept  # the very files
+    assert not work.exists()
+    marker = read_marker(ref["path"])
+    assert marker["summary"]["partitions"]["image.parquet"] == {
+        "parts": count, "reused": count - 1, "where": "inline"}
+    assert marker["summary"]["partitions"]["text.parquet"]["reused"] == 0
+    assert f"image.parquet/{part_name(2)}" in marker["files"]
