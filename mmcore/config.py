@@ -194,10 +194,11 @@ class DaskConfig(_Section):
     the same bytes wherever they are computed (tests/test_partitions.py)."""
 
     address: str | None = None  # tcp://host:8786: an existing cluster; None: a LocalCluster
-    workers: int | None = Field(None, ge=1)  # LocalCluster processes; None: one per core
-    # A stage's partitions: "inline" one after another in the flow's process; "dask" as one
-    # Prefect task each on the cluster; "auto": on Dask from `min_rows` rows of the stage's input
-    # on (starting a LocalCluster costs seconds; small data is faster inline).
+    # parts side by side: LocalCluster processes, or threads inline; None: one per core
+    workers: int | None = Field(None, ge=1)
+    # A stage's partitions: "inline" on threads of the flow's process; "dask" as one Prefect
+    # task each on the cluster; "auto": on Dask from `min_rows` rows of the stage's input on
+    # (starting a LocalCluster costs seconds; smaller data is faster inline).
     partitions: Literal["auto", "inline", "dask"] = "auto"
     min_rows: int = Field(200_000, ge=0)
 
@@ -220,7 +221,8 @@ class PipelineConfig(_Section):
         return {"seed": self.seed, "device": self.device, **section}
 
     def digest(self) -> str:
-        return digest(self.model_dump(mode="json", exclude={"run_dir"}))
+        # Where the outputs are stored and where parallel parts run change no output.
+        return digest(self.model_dump(mode="json", exclude={"run_dir", "dask"}))
 
     def flat(self) -> dict[str, str]:
         """The whole resolved config as dotted keys (MLflow params)."""

@@ -59,7 +59,8 @@ def one_thread() -> Iterator[None]:
     """torch on one thread for the block. A forward pass on 2 threads gave some embeddings
     that differed in the last bits from the same pass on 1 (a Dask worker's setting), so every
     part runs on one: the parts are the same bytes wherever they run. Parallelism comes from
-    running parts side by side."""
+    running parts side by side. The setting is process-wide: parts on threads of one process
+    run inside one outer `one_thread` block, so that no part's exit restores it under another."""
     import torch
 
     before = torch.get_num_threads()

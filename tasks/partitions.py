@@ -13,8 +13,8 @@ publishes; the work folder goes after publishing. The stage key's lock (`tasks/l
 two runs from writing one work folder.
 
 Where parts run (`dask` config section, in no cache key; the parts are the same bytes anywhere):
-- `inline`: one after another in the flow's process, as plain calls (no per-part task
-  overhead): the default below `dask.min_rows` rows;
+- `inline`: in the flow's process, as plain calls (no per-part task overhead) on
+  `dask.workers` threads (default: one per core): the default below `dask.min_rows` rows;
 - `dask`: one Prefect task per part (`<stage>:<dataset>/part-NNNNN` in the UI) on the cluster of
   `tasks/dask_cluster.py`, at `dask.address` or a LocalCluster started for the stage. The
   stage task itself runs in the flow's process, so nothing waits on a worker for subtasks (see
@@ -25,7 +25,9 @@ Either way every part is attempted before a failure is raised, so one bad part c
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from mmcore.config import PipelineConfig
-from mmcore.partitions import MapParts, move_parts, part_meta, part_name, reusable
+from mmcore.partitions import MapParts, move_parts, one_thread, part_meta, part_name, reusable
 from tasks import faults
 
 
@@ -72,16 +74,30 @@ def where(cfg: PipelineConfig, rows: int, parts: int) -> str:
     return "inline" if mode == "dask" and _on_a_dask_worker() else mode
 
 
-def _inline(stage: str, work: Callable[..., None], todo: list[tuple[dict, Path]]
-            ) -> list[str]:
-    failed = []
-    for job, path in todo:
+def _threads(cfg: PipelineConfig) -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return cfg.dask.workers or cores
+
+
+def _inline(cfg: PipelineConfig, stage: str, work: Callable[..., None],
+            todo: list[tuple[dict, Path]]) -> list[str]:
+    """Parts side by side on threads of this process, each running torch on one thread (torch
+    releases the GIL): the parallelism of Dask's single-threaded workers without starting a
+    cluster, and the same bytes."""
+    def one(job: dict, path: Path) -> str | None:
         try:
             faults.point(stage, "partition")
             work(**job, out=path)
         except Exception as exc:  # noqa: BLE001 -- every part is attempted; raised below
-            failed.append(f"{path.name}: {type(exc).__name__}: {exc}")
-    return failed
+            return f"{path.name}: {type(exc).__name__}: {exc}"
+        return None
+
+    with one_thread(), ThreadPoolExecutor(_threads(cfg)) as pool:
+        outcomes = list(pool.map(lambda item: one(*item), todo))
+    return [failure for failure in outcomes if failure]
 
 
 def _dask(cfg: PipelineConfig, stage: str, dataset: str, work: Callable[..., None],
@@ -123,7 +139,7 @@ def mapper(cfg: PipelineConfig, stage: str, final: Path, out: Path, rows: int,
                               stage, name, len(jobs), len(jobs) - len(todo), len(todo),
                               "in this process" if ran == "inline" else f"on {ran}")
         failed = (_dask(cfg, stage, name, work, todo) if ran == "dask"
-                  else _inline(stage, work, todo))
+                  else _inline(cfg, stage, work, todo))
         record[name] = {"parts": len(jobs), "reused": len(jobs) - len(todo), "where": ran}
         if failed:
             raise PartitionsFailed(

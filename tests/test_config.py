@@ -147,8 +147,10 @@ def test_digest_is_stable_and_changes_with_values():
     assert load_config(overrides=["seed=1"]).digest() != a.digest()
     assert load_config(overrides=["training.hidden=65"]).digest() != a.digest()
     assert load_config(overrides=["data.split.val=0.1"]).digest() != a.digest()
-    # where runs are stored is not part of what they compute
+    # where runs are stored, and where their parallel parts run, is not part of what they compute
     assert load_config(overrides=["run_dir=/elsewhere"]).digest() == a.digest()
+    assert load_config(overrides=["dask.partitions=dask", "dask.workers=2"]).digest() == \
+        a.digest()
 
 
 def test_flat_uses_dotted_keys():
@@ -162,4 +164,5 @@ def test_flat_uses_dotted_keys():
     assert flat["data.path"] == "None"
     assert "data" not in flat and "data.split" not in flat
     assert {k.split(".")[0] for k in flat} == {
-        "name", "seed", "run_dir", "device", "data", "features", "fusion", "training", "testing"}
+        "name", "seed", "run_dir", "device", "data", "features", "fusion", "training", "testing",
+        "dask"}
