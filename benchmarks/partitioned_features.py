@@ -17,12 +17,14 @@ on its own, and the ratios. Each part runs torch on one thread (`mmcore.partitio
 so the parts are the same bytes wherever they run; the script checks that they are.
 
 Usage: python benchmarks/partitioned_features.py [--mnist DIR] [--work DIR] [--repeats 1]
+           [--settings inline-1 inline-2 dask-1 dask-2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -33,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-SETTINGS = [("inline", 1), ("inline", 2), ("dask", 1), ("dask", 2)]
+SETTINGS = ["inline-1", "inline-2", "dask-1", "dask-2"]
 
 
 def prepare(work: Path, mnist: Path | None) -> tuple[Path, Path, int, str]:
@@ -81,10 +83,12 @@ def cluster_start(workers: int) -> float:
     return seconds
 
 
-def measure(work: Path, samples: Path, weights: Path, rows: int, repeats: int) -> dict:
+def measure(work: Path, samples: Path, weights: Path, rows: int, repeats: int,
+            settings: list[tuple[str, int]]) -> dict:
     from prefect import flow
 
     from mmcore.config import load_config
+    from mmcore.integrity import manifest
     from mmcore.parquet_io import read_metadata
     from mmcore.stages.feature_extraction import embed_jobs, embed_part
     from tasks.partitions import mapper
@@ -93,30 +97,29 @@ def measure(work: Path, samples: Path, weights: Path, rows: int, repeats: int) -
 
     @flow(name="partitioned-features-benchmark")
     def run_all() -> dict:
+        """Settings interleaved within each repeat, so a change in the machine's load hits
+        them all alike."""
         results: dict = {}
-        for mode, workers in SETTINGS:
-            name = f"{mode}-{workers}"
-            cfg = load_config(overrides=[f"run_dir={work}", f"dask.partitions={mode}",
-                                         f"dask.workers={workers}"])
-            jobs = embed_jobs(samples, weights, "image", cfg.features, meta, {}, True,
-                              cfg.data.batch_rows)
-            times, digests = [], None
-            for _ in range(repeats):
+        for _ in range(repeats):
+            for mode, workers in settings:
+                name = f"{mode}-{workers}"
+                cfg = load_config(overrides=[f"run_dir={work}", f"dask.partitions={mode}",
+                                             f"dask.workers={workers}"])
+                jobs = embed_jobs(samples, weights, "image", cfg.features, meta, {}, True,
+                                  cfg.data.batch_rows)
                 final, out = work / "stages" / name / "key", work / "out" / name
                 shutil.rmtree(work / "stages" / name, ignore_errors=True)
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir(parents=True)
-                record: dict = {}
                 start = time.perf_counter()
-                dataset = mapper(cfg, "feature_extraction", final, out, rows, record)(
+                dataset = mapper(cfg, "feature_extraction", final, out, rows, {})(
                     "image.parquet", embed_part, jobs, "bench")
-                times.append(time.perf_counter() - start)
-                from mmcore.integrity import manifest
-
-                digests = {k: v["sha256"] for k, v in manifest(dataset).items()}
-            results[name] = {"median_s": statistics.median(times), "times_s": times,
-                             "parts": len(jobs), "where": record["image.parquet"]["where"],
-                             "digests": digests}
+                seconds = time.perf_counter() - start
+                entry = results.setdefault(name, {"times_s": [], "parts": len(jobs)})
+                entry["times_s"].append(round(seconds, 1))
+                entry["digests"] = {k: v["sha256"] for k, v in manifest(dataset).items()}
+        for entry in results.values():
+            entry["median_s"] = statistics.median(entry["times_s"])
         return results
 
     return run_all()
@@ -127,26 +130,29 @@ def main() -> None:
     parser.add_argument("--mnist", type=Path, help="folder with the four MNIST IDX files")
     parser.add_argument("--work", type=Path, help="keep samples and outputs here")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--settings", nargs="+", default=SETTINGS, choices=SETTINGS)
     args = parser.parse_args()
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    settings = [(name.split("-")[0], int(name.split("-")[1])) for name in args.settings]
 
     from prefect.testing.utilities import prefect_test_harness
 
     work = args.work or Path(tempfile.mkdtemp(prefix="partitioned-features-"))
     work.mkdir(parents=True, exist_ok=True)
     samples, weights, rows, data = prepare(work, args.mnist)
-    starts = {n: cluster_start(n) for n in (1, 2)}
+    starts = {n: cluster_start(n) for mode, n in settings if mode == "dask"}
     with prefect_test_harness(server_startup_timeout=180):
-        results = measure(work, samples, weights, rows, args.repeats)
+        results = measure(work, samples, weights, rows, args.repeats, settings)
     same = len({json.dumps(r["digests"], sort_keys=True) for r in results.values()}) == 1
-    print(f"data: {data}; {rows:,} rows; {results['inline-1']['parts']} parts; "
-          f"repeats: {args.repeats}")
-    print(f"{'setting':<10} {'wall s':>8} {'speed-up vs 1':>14}  LocalCluster start alone")
+    first = next(iter(results.values()))
+    print(f"data: {data}; {rows:,} rows; {first['parts']} parts; repeats: {args.repeats}")
+    print(f"{'setting':<10} {'median s':>9} {'runs s':>18} {'vs dask-1':>10}  cluster start")
+    base = results.get("dask-1", first)["median_s"]
     for name, r in results.items():
         mode, workers = name.split("-")
-        start = starts[int(workers)] if mode == "dask" else None
-        speed = results[f"{mode}-1"]["median_s"] / r["median_s"]
-        print(f"{name:<10} {r['median_s']:>8.1f} {speed:>13.2f}x  "
-              + (f"{start:.1f} s" if start is not None else "(none: threads)"))
+        start = f"{starts[int(workers)]:.1f} s" if mode == "dask" else "(threads)"
+        print(f"{name:<10} {r['median_s']:>9.1f} {str(r['times_s']):>18} "
+              f"{base / r['median_s']:>9.2f}x  {start}")
     print(f"parts bit for bit the same in every setting: {same}")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

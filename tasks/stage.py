@@ -256,6 +256,9 @@ def stage_task(stage: str, reads: dict[str, str] | None = None):
                     run.plot_curves()
                     if run.parts:
                         summary = {**summary, "partitions": run.parts}
+                        run.set_tags({f"partitions.{name}": f"{p['parts']} parts, {p['reused']} "
+                                      f"reused, the rest {p['where']}"
+                                      for name, p in run.parts.items()})
                     ref = StageRef(stage=stage, key=key, path=str(final), run_id=run_id,
                                    summary={"metrics": run.metrics, **summary})
                     _publish(final, tmp, ref, upstream_content)
