@@ -197,8 +197,9 @@ class DaskConfig(_Section):
     # parts side by side: LocalCluster processes, or threads inline; None: one per core
     workers: int | None = Field(None, ge=1)
     # A stage's partitions: "inline" on threads of the flow's process; "dask" as one Prefect
-    # task each on the cluster; "auto": on Dask from `min_rows` rows of the stage's input on
-    # (starting a LocalCluster costs seconds; smaller data is faster inline).
+    # task each on the cluster (a LocalCluster without `address`); "auto": on the cluster at
+    # `address` from `min_rows` rows of the stage's input on, else inline (on one machine,
+    # threads are as parallel as a LocalCluster, without its costs).
     partitions: Literal["auto", "inline", "dask"] = "auto"
     min_rows: int = Field(200_000, ge=0)
 

@@ -14,7 +14,9 @@ two runs from writing one work folder.
 
 Where parts run (`dask` config section, in no cache key; the parts are the same bytes anywhere):
 - `inline`: in the flow's process, as plain calls (no per-part task overhead) on
-  `dask.workers` threads (default: one per core): the default below `dask.min_rows` rows;
+  `dask.workers` threads (default: one per core). On one machine this is as parallel as a
+  LocalCluster, without its start and per-task costs (`benchmarks/README.md`), so `auto` runs
+  parts inline unless `dask.address` names a cluster and the input has `dask.min_rows` rows;
 - `dask`: one Prefect task per part (`<stage>:<dataset>/part-NNNNN` in the UI) on the cluster of
   `tasks/dask_cluster.py`, at `dask.address` or a LocalCluster started for the stage. The
   stage task itself runs in the flow's process, so nothing waits on a worker for subtasks (see
@@ -69,8 +71,9 @@ def _on_a_dask_worker() -> bool:
 def where(cfg: PipelineConfig, rows: int, parts: int) -> str:
     """'inline' or 'dask' for `parts` parts to compute over `rows` input rows."""
     mode = cfg.dask.partitions
-    if mode == "auto":
-        mode = "dask" if rows >= cfg.dask.min_rows and parts > 1 else "inline"
+    if mode == "auto":  # a cluster beyond this machine, for data worth sending there
+        big = rows >= cfg.dask.min_rows and parts > 1
+        mode = "dask" if cfg.dask.address and big else "inline"
     return "inline" if mode == "dask" and _on_a_dask_worker() else mode
 
 

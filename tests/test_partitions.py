@@ -127,3 +127,15 @@ def test_a_failed_part_reruns_alone_and_the_others_are_reused(tmp_path, prefect_
         "parts": count, "reused": count - 1, "where": "inline"}
     assert marker["summary"]["partitions"]["text.parquet"]["reused"] == 0
     assert f"image.parquet/{part_name(2)}" in marker["files"]
+
+
+def test_auto_sends_parts_to_a_cluster_only_when_one_is_named_and_the_input_is_large():
+    from mmcore.config import load_config
+    from tasks.partitions import where
+
+    assert where(load_config(), 10**7, 8) == "inline"  # one machine: threads, no cluster
+    named = load_config(overrides=["dask.address=tcp://127.0.0.1:8786"])
+    assert where(named, 10**7, 8) == "dask"
+    assert where(named, 1_000, 8) == "inline"
+    assert where(named, 10**7, 1) == "inline"
+    assert where(load_config(overrides=["dask.partitions=dask"]), 10, 2) == "dask"
