@@ -1,4 +1,4 @@
-"""Real `mmpipe run` processes against a real Prefect server: killed with SIGKILL at four points
+"""Real `mmpipe run` processes against a real Prefect server: killed with SIGKILL at five points
 (MMPIPE_FAULT, `tasks/faults.py`), and started together on one run directory.
 
 - After the kills, one more run finishes with outputs bit for bit those of an uninterrupted run
@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,9 +32,12 @@ pytestmark = pytest.mark.slow
 # (training needs 2+ epochs for the kill in its second).
 FAST = ["features.image_epochs=2", "features.text_epochs=2", "fusion.epochs=3",
         "training.epochs=3", "training.register_model=false", "data.limit=300"]
-# Where each killed run dies: in preprocessing after its files are written, between fusion's
-# marker and its rename, in training's second epoch, and in testing's MLflow artifact logging.
-FAULTS = ["preprocessing:metrics", "fusion:publish", "training:epoch@2", "testing:artifacts"]
+# Where each killed run dies: in preprocessing after its files are written, in feature
+# extraction as its third embedding part starts (the next run reuses the parts written),
+# between fusion's marker and its rename, in training's second epoch, and in testing's MLflow
+# artifact logging.
+FAULTS = ["preprocessing:metrics", "feature_extraction:partition@3", "fusion:publish",
+          "training:epoch@2", "testing:artifacts"]
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +111,13 @@ def test_runs_killed_anywhere_leave_nothing_the_next_run_does_not_repair(server,
                                                                          tmp_path,
                                                                          mlflow_db_template):
     shutil.copy(mlflow_db_template, tmp_path / "mlflow.db")  # a migrated store: ~10 s less
+    previous = None
     for fault in FAULTS:
         out = _finish(_start(server, tmp_path, fault=fault), -signal.SIGKILL)
         assert "killing process" in out and fault.split("@")[0] in out
+        if previous == "feature_extraction:partition@3":  # the parts done before the kill
+            assert re.search(r"image\.parquet: 3 parts, [12] reused from an earlier", out), out
+        previous = fault
         if fault == "fusion:publish":  # complete, but never renamed into place
             leftover = list((tmp_path / "stages" / "fusion").glob(".*.tmp"))
             assert len(leftover) == 1 and (leftover[0] / MARKER).exists()
@@ -132,10 +140,10 @@ def test_runs_killed_anywhere_leave_nothing_the_next_run_does_not_repair(server,
     # Nothing stays RUNNING; every killed run says why it was marked.
     runs = _runs(tmp_path)
     assert Counter(r.info.status for r in runs if "stage" not in r.data.tags) == {
-        "KILLED": 4, "FINISHED": 1}
+        "KILLED": len(FAULTS), "FINISHED": 1}
     assert "RUNNING" not in {r.info.status for r in runs}
     killed = [r for r in runs if r.info.status == "KILLED"]
-    assert len(killed) == 8  # four parents and the four stages they were in
+    assert len(killed) == 2 * len(FAULTS)  # the parents and the stages they were in
     assert all("died without finishing" in r.data.tags["mmpipe.recovery"] for r in killed)
 
     # Prefect: the killed flow runs and their stage's task runs are Crashed, none Running.
