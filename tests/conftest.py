@@ -13,6 +13,7 @@ atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 os.environ["PREFECT_HOME"] = _HOME
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+import mmcore  # noqa: E402, F401  (first, as in the CLI: it sets OMP_WAIT_POLICY before torch loads)
 from flows import environment  # noqa: E402
 
 environment.prepare(_HOME)
