@@ -270,6 +270,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: cannot read config: {exc}") from exc
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        tree.pop("sweep", None)  # what to sweep, not a pipeline setting (mmcore/sweep.py)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:

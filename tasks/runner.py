@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import Task, get_run_logger
+from prefect.transactions import CommitMode, transaction
 
 from mmcore.config import PipelineConfig
 from mmcore.parquet_io import write_json
@@ -116,7 +117,11 @@ def _run_locked(stage_task: Task, stage: str, cfg: PipelineConfig,
     )
     if state == "miss":
         logger.info("%s: running (cache miss: %s)", stage, reason)
-    run_state = task(cfg, upstream, key, parent_run_id, return_state=True)
+    # Commit Prefect's cache record now, under the lock: inside another task's transaction (a
+    # sweep's cell on a Dask worker) it would be deferred to the end of that task, and a cell
+    # waiting for this key would find the output but no record, and compute it again.
+    with transaction(commit_mode=CommitMode.EAGER):
+        run_state = task(cfg, upstream, key, parent_run_id, return_state=True)
     ref: StageRef = run_state.result()
     hit = run_state.name == "Cached"
     if not hit and state == "hit":

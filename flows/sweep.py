@@ -1,0 +1,170 @@
+"""`mmpipe sweep`: a grid of config values times seeds, each cell a pipeline run over the shared
+stage cache, on Dask through prefect-dask's DaskTaskRunner; and the engine `mmpipe compare`
+shares.
+
+Each cell is one Prefect task (`cell`) whose body runs the pipeline flow, nested, in the Dask
+worker's process: its stages run there one after another, so tasks stay flat (a task that
+submitted tasks could deadlock single-threaded workers; `flows/dask_cluster.py`). Cells that
+share an upstream stage (same key) compute it once: the first takes the stage's lock, the others
+wait for it and then read its output (`tasks/locks.py`). A flow run without a DaskTaskRunner
+(`--sequential`, or the flows called from Python as they are) runs its cells in its own process,
+one after another.
+
+In MLflow a sweep is one parent run, each cell a child (its pipeline run, with its stages below
+it), and on the parent the results table (`tasks/sweep.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from prefect import Flow, flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.runtime import flow_run
+from prefect.task_runners import TaskRunner
+from prefect_dask import DaskTaskRunner
+
+from flows.dask_cluster import dask_task_runner, local_workers
+from mmcore.config import load_config
+from mmcore.sweep import Grid, SweepCell, plan, read_sweep_section
+from tasks import recovery, tracking
+from tasks.sweep import log_results, start_sweep_run, tag_cell
+
+C = TypeVar("C", bound=Hashable)
+RunCell = Callable[[Any], dict[str, Any]]
+Executor = Callable[[RunCell, list[Any]], Iterator[dict[str, Any]] | list[dict[str, Any]]]
+
+
+# ---- the engine: where cells run ------------------------------------------------------------
+
+def task_runner(address: str | None = None, workers: int | None = None,
+                sequential: bool = False) -> TaskRunner | None:
+    """The task runner for a sweep's flow: None (the flow's own, cells in its process) when
+    `sequential`, else a DaskTaskRunner on the cluster at `address` or on a new LocalCluster of
+    `workers` processes (default: one per core)."""
+    return None if sequential else dask_task_runner(address, workers)
+
+
+def on_runner(flow_obj: Flow, address: str | None = None, workers: int | None = None,
+              sequential: bool = False) -> Flow:
+    """`flow_obj` with its cells on Dask (see `task_runner`), or as it is when sequential."""
+    runner = task_runner(address, workers, sequential)
+    return flow_obj if runner is None else flow_obj.with_options(task_runner=runner)
+
+
+def where(address: str | None, workers: int | None, sequential: bool) -> str:
+    """Where the cells run, in words (a tag on the sweep's run, a line on the terminal)."""
+    if sequential:
+        return "sequential (this process)"
+    if address:
+        return f"Dask cluster at {address}"
+    return f"Dask LocalCluster, {workers or local_workers()} worker processes"
+
+
+@task(name="cell", cache_policy=NO_CACHE, persist_result=False)
+def cell_task(run_cell: RunCell, cell: Any) -> dict[str, Any]:
+    """One cell, on a Dask worker: the pipeline flow, nested, in this process."""
+    return run_cell(cell)
+
+
+def on_cluster(run_cell: RunCell, cells: Sequence[C],
+               after: Callable[[C], list[C]] | None = None) -> list[dict[str, Any]]:
+    """Every cell as a `cell` task of this flow's task runner; a cell starts only when the
+    cells `after(cell)` finished (Dask holds it back; no worker waits). Results in cells' order.
+    """
+    futures: dict[C, Any] = {}
+    for cell in cells:
+        waits = [futures[c] for c in (after(cell) if after else [])]
+        futures[cell] = cell_task.with_options(task_run_name=str(getattr(cell, "name", cell))
+                                               ).submit(run_cell, cell, wait_for=waits)
+    return [futures[cell].result() for cell in cells]
+
+
+def executor(after: Callable[[Any], list[Any]] | None = None) -> Executor:
+    """How this flow run runs cells: on its DaskTaskRunner's cluster, or here, one by one."""
+    context = FlowRunContext.get()
+    if context is not None and isinstance(context.task_runner, DaskTaskRunner):
+        return functools.partial(on_cluster, after=after)
+    return map
+
+
+# ---- the sweep ------------------------------------------------------------------------------
+
+def plan_sweep(config: str | None, overrides: list[str], grid: Grid | None,
+               seeds: list[int] | None) -> tuple[Grid, list[int], list[SweepCell]]:
+    """The grid (the config file's `sweep.grid`, then the command line's keys on top), the seeds
+    (command line, `sweep.seeds`, or the config's seed) and the cells; every cell's config is
+    validated here, before anything runs (a bad value names its cell)."""
+    file_grid, file_seeds = read_sweep_section(config)
+    grid = {**file_grid, **(grid or {})}
+    seeds = list(seeds or file_seeds or [load_config(config, overrides).seed])
+    cells = plan(grid, seeds)
+    for cell in cells:
+        try:
+            load_config(config, [*overrides, *cell.overrides()])
+        except ValueError as exc:
+            raise type(exc)(f"sweep cell {cell.name}: {exc}") from None
+    return grid, seeds, cells
+
+
+def run_sweep_cell(config: str | None, overrides: list[str], parent: str,
+                   cell: SweepCell) -> dict[str, Any]:
+    """One cell: the pipeline in the `sweep` role (registered, never moving an alias), nested
+    under the sweep's run. A cell that fails is a result with `error` (the sweep goes on; its
+    own pipeline run is marked failed in Prefect and MLflow)."""
+    from flows.pipeline import pipeline
+
+    result: dict[str, Any] = {"cell": cell.name, "point": dict(cell.point), "seed": cell.seed}
+    cell_overrides = [*overrides, *cell.overrides()]
+    try:
+        summary = pipeline(config=config, overrides=cell_overrides, role="sweep",
+                           parent_run_id=parent, run_name=cell.name)
+    except Exception as exc:  # one cell's failure is reported, not fatal
+        return {**result, "error": f"{type(exc).__name__}: {exc}"}
+    tag_cell(load_config(config, cell_overrides), summary["parent_run_id"], result["point"],
+             cell.seed)
+    return {**result, "run_id": summary["parent_run_id"], "metrics": summary["metrics"],
+            "stages": {stage: {"key": info["key"], "state": info["state"]}
+                       for stage, info in summary["stages"].items()}}
+
+
+@flow(name="mmpipe-sweep")
+def sweep(config: str | None = None, overrides: list[str] | None = None,
+          grid: Grid | None = None, seeds: list[int] | None = None,
+          executor_name: str = "sequential (this process)") -> dict[str, Any]:
+    """Every cell of grid x seeds through the cached pipeline, nested under one MLflow run with
+    the results table; returns the cells, the table and the sweep's run id. Run it through
+    `on_runner` for Dask (`executor_name` only says where, for the record)."""
+    overrides = list(overrides or [])
+    cfg = load_config(config, overrides)
+    grid, seeds, cells = plan_sweep(config, overrides, grid, seeds)
+    recovery.begin(cfg, flow_run.get_id(), get_run_logger())  # first: clean up after crashes
+    parent = start_sweep_run(cfg, flow_run.get_id(), grid, seeds, len(cells), executor_name)
+    get_run_logger().info("sweep: %d cells (%d grid points x %d seeds) on %s", len(cells),
+                          len(cells) // len(seeds), len(seeds), executor_name)
+    try:
+        results = list(executor()(functools.partial(run_sweep_cell, config, overrides, parent),
+                                  cells))
+        table = log_results(cfg, parent, results, list(grid))
+    except BaseException:
+        tracking.end_run(cfg, parent, "FAILED")
+        recovery.end(cfg, flow_run.get_id())
+        raise
+    tracking.end_run(cfg, parent)
+    recovery.end(cfg, flow_run.get_id())
+    return {"config": cfg.name, "sweep_run_id": parent, "grid": grid, "seeds": seeds,
+            "executor": executor_name, "cells": results, "table": table,
+            "failed": [c["cell"] for c in results if "error" in c]}
+
+
+def run_sweep(config: str | None = None, overrides: list[str] | None = None,
+              grid: Grid | None = None, seeds: list[int] | None = None,
+              address: str | None = None, workers: int | None = None,
+              sequential: bool = False) -> dict[str, Any]:
+    """The sweep on a LocalCluster (default), the cluster at `address`, or sequentially."""
+    return on_runner(sweep, address, workers, sequential)(
+        config=config, overrides=overrides, grid=grid, seeds=seeds,
+        executor_name=where(address, workers, sequential))

@@ -1,0 +1,152 @@
+"""`mmpipe sweep`: grids and seeds into cells, the results table, and the same answers from a
+sweep on a 2-worker Dask LocalCluster as from the same sweep run sequentially (real Prefect
+flows, real MLflow SQLite store read back, real Parquet outputs compared by digest)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from mmcore.config import ConfigError, load_config
+from mmcore.sweep import parse_grid, plan, read_sweep_section, render, results_table
+
+TINY = ["data.limit=200", "features.image_epochs=1", "features.text_epochs=1",
+        "features.image_channels=8", "features.text_hidden=16", "fusion.epochs=2",
+        "training.epochs=2", "testing.robustness=false", "training.register_model=false"]
+GRID = {"training.fusion": ["late", "concat"]}
+
+
+def test_grid_and_seeds_make_cells():
+    grid = parse_grid(["training.fusion=late, gmu", "fusion.loss=l2,infonce"])
+    assert grid == {"training.fusion": ["late", "gmu"], "fusion.loss": ["l2", "infonce"]}
+    cells = plan(grid, [0, 1])
+    assert len(cells) == 8 and [c.seed for c in cells] == [0] * 4 + [1] * 4
+    assert cells[1].name == "training.fusion=late fusion.loss=infonce seed=0"
+    assert cells[1].overrides() == ["seed=0", "training.fusion=late", "fusion.loss=infonce"]
+    assert [c.name for c in plan({}, [3])] == ["base seed=3"]
+
+
+@pytest.mark.parametrize(("items", "message"), [
+    (["training.fusion"], "expected key=value1,value2"),
+    (["training.fusion=late,"], "expected key=value1,value2"),
+    (["training.fusion=late", "training.fusion=gmu"], "given twice"),
+    (["training.fusion=late,late"], "distinct values"),
+    (["seed=1,2"], "--seeds"),
+    (["run_dir=a,b"], "cannot be swept"),
+])
+def test_bad_grids_are_one_line_errors(items, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_grid(items)
+
+
+def test_sweep_section_of_a_config_file(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("name: swept\ntraining: {epochs: 3}\n"
+                    "sweep:\n  grid:\n    training.fusion: [late, gmu]\n    fusion.lr: [0.001]\n"
+                    "  seeds: [0, 1]\n")
+    assert read_sweep_section(path) == ({"training.fusion": ["late", "gmu"],
+                                         "fusion.lr": ["0.001"]}, [0, 1])
+    cfg = load_config(path)  # the pipeline reads the same file and ignores the section
+    assert cfg.name == "swept" and cfg.training.epochs == 3
+    path.write_text("sweep:\n  grid: [late]\n")
+    with pytest.raises(ConfigError, match="sweep.grid"):
+        read_sweep_section(path)
+    assert read_sweep_section(None) == ({}, None)
+
+
+def test_plan_sweep_checks_every_cell_before_work():
+    from flows.sweep import plan_sweep
+
+    grid, seeds, cells = plan_sweep(None, ["seed=4"], {"training.fusion": ["late"]}, None)
+    assert seeds == [4] and len(cells) == 1
+    with pytest.raises(ConfigError, match="sweep cell training.fusion=fancy seed=0: .*fusion"):
+        plan_sweep(None, [], {"training.fusion": ["late", "fancy"]}, [0])
+
+
+def test_results_table_mean_and_std_over_seeds():
+    cells = [{"point": {"training.fusion": f}, "seed": s,
+              "metrics": {"test.accuracy": a, "test.macro_f1": a - 0.1}}
+             for f, s, a in [("late", 0, 0.8), ("late", 1, 0.9), ("gmu", 0, 0.5)]]
+    cells.append({"point": {"training.fusion": "gmu"}, "seed": 1, "error": "RuntimeError: x"})
+    table = results_table(cells)
+    assert list(table["training.fusion"]) == ["late", "gmu"]
+    assert list(table["seeds"]) == ["0,1", "0"] and list(table["failed"]) == [0, 1]
+    assert table["test.accuracy.mean"].tolist() == pytest.approx([0.85, 0.5])
+    assert table["test.accuracy.std"].tolist() == pytest.approx([0.0707107, 0.0])
+    text = render(cells, ["training.fusion"])
+    assert text.splitlines()[0].split() == ["training.fusion", "seeds", "accuracy", "macro_f1"]
+    assert "0.850 ± 0.071" in text and "1 (1 failed)" in text
+
+
+def _digests(run_dir: Path, cells: list[dict]) -> dict[tuple[str, str], dict[str, str]]:
+    """(cell, stage) -> {parquet file: sha256} of each cell's stage outputs."""
+    out = {}
+    for cell in cells:
+        for stage, info in cell["stages"].items():
+            folder = run_dir / "stages" / stage / info["key"]
+            out[cell["cell"], stage] = {
+                p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.glob("*.parquet"))}
+    return out
+
+
+@pytest.mark.slow  # 2 sweeps of 2 cells and a 2-worker LocalCluster: ~60 s on an idle machine
+def test_sweep_on_two_dask_workers_gives_the_sequential_answers(tmp_path, prefect_harness,
+                                                                mlflow_db_template):
+    import shutil
+
+    from flows.sweep import run_sweep
+
+    import torch
+
+    runs = {}
+    threads = torch.get_num_threads()
+    for name, sequential in [("sequential", True), ("dask", False)]:
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        shutil.copy(mlflow_db_template, run_dir / "mlflow.db")
+        # As on a Dask worker (one thread each): torch's CPU sums depend on the thread count.
+        torch.set_num_threads(1)
+        try:
+            runs[name] = run_dir, run_sweep(overrides=[*TINY, f"run_dir={run_dir}"], grid=GRID,
+                                            seeds=[0], workers=2, sequential=sequential)
+        finally:
+            torch.set_num_threads(threads)
+    (seq_dir, seq), (dask_dir, par) = runs["sequential"], runs["dask"]
+    assert par["executor"] == "Dask LocalCluster, 2 worker processes"
+    assert not seq["failed"] and not par["failed"]
+    assert [c["cell"] for c in par["cells"]] == [c["cell"] for c in seq["cells"]] == [
+        "training.fusion=late seed=0", "training.fusion=concat seed=0"]
+    # Same stage keys, same Parquet bytes, same metrics.
+    for a, b in zip(seq["cells"], par["cells"], strict=True):
+        assert {s: i["key"] for s, i in a["stages"].items()} == \
+            {s: i["key"] for s, i in b["stages"].items()}
+    assert _digests(seq_dir, seq["cells"]) == _digests(dask_dir, par["cells"])
+    for a, b in zip(seq["cells"], par["cells"], strict=True):
+        assert a["metrics"] == b["metrics"] and 0.0 <= a["metrics"]["test.accuracy"] <= 1.0
+    assert seq["table"] == par["table"]
+    # The cells shared their upstream stages: each computed once, by one of the two cells.
+    for stage in ("preprocessing", "feature_extraction", "fusion"):
+        states = sorted(c["stages"][stage]["state"] for c in par["cells"])
+        assert states == ["hit", "miss"], stage
+
+    client = MlflowClient(f"sqlite:///{dask_dir / 'mlflow.db'}")
+    parent = client.get_run(par["sweep_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["kind"] == "sweep"
+    assert parent.data.tags["sweep.executor"] == par["executor"]
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.info.run_id for r in children) == sorted(c["run_id"] for c in par["cells"])
+    assert {r.data.tags["sweep.training.fusion"] for r in children} == {"late", "concat"}
+    assert all(r.data.tags["kind"] == "sweep-cell" and r.info.status == "FINISHED"
+               for r in children)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"results.json", "results.csv", "summary.txt", "cells.json"} <= artifacts
+    table = client.load_table(parent.info.experiment_id, "results.json",
+                              run_ids=[parent.info.run_id])
+    assert list(table["training.fusion"]) == ["late", "concat"]
+    assert table["test.accuracy.mean"].tolist() == pytest.approx(
+        [c["metrics"]["test.accuracy"] for c in par["cells"]])
