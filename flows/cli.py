@@ -4,6 +4,9 @@
     mmpipe status [--config FILE] [--set key=value ...]
     mmpipe verify [--config FILE] [--set key=value ...]
     mmpipe compare [--config FILE] [--set key=value ...] [--seeds 0 1 2] [--fusions all|a,b]
+                   [--dask-address tcp://host:8786 | --workers N | --sequential]
+    mmpipe sweep [--config FILE] [--set key=value ...] --grid key=a,b [--grid ...]
+                 [--seeds 0 1 2] [--dask-address tcp://host:8786 | --workers N | --sequential]
     mmpipe promote VERSION [--config FILE] [--set key=value ...]
     mmpipe serve
     mmpipe deploy [--api-url URL] [--crash-after SECONDS]
@@ -34,6 +37,17 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (default: built-in defaults)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config key, e.g. training.epochs=5")
+
+
+def _cluster_args(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--dask-address", metavar="tcp://HOST:8786",
+                       help="run the cells on this Dask cluster (its workers must import "
+                            "mmpipe and share the run folder); default: a LocalCluster here")
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="worker processes of the LocalCluster (default: one per core)")
+    where.add_argument("--sequential", action="store_true",
+                       help="run the cells one after another in this process, without Dask")
 
 
 def _stage_list(text: str | None) -> list[str] | None:
@@ -70,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seeds to run every cell with (default: 0 1 2)")
     compare.add_argument("--fusions", default="all", metavar="all|a,b",
                          help="multimodal fusion operators to compare (default: all)")
+    _cluster_args(compare)
+    sweep = sub.add_parser("sweep", parents=[debug],
+                           help="every combination of --grid values on every seed, each a "
+                                "pipeline run over the shared cache, on a Dask cluster")
+    _config_args(sweep)
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=A,B",
+                       help="a config key and its values, e.g. training.fusion=late,gmu "
+                            "(repeat for more keys; adds to the config file's sweep.grid)")
+    sweep.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                       help="seeds to run every grid point with (default: the config file's "
+                            "sweep.seeds, else the config's seed)")
+    _cluster_args(sweep)
     promote = sub.add_parser("promote", parents=[debug],
                              help="point the registered model's @champion at VERSION")
     promote.add_argument("version")
@@ -202,19 +228,53 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if unknown:  # before any work
             raise errors.UsageError(f"--fusions: unknown operator(s) {unknown}; choose from "
                                     f"{', '.join(FUSION_NAMES)} or 'all'")
+    if args.workers is not None and args.workers < 1:
+        raise errors.UsageError("--workers: needs at least 1")
     cfg, overrides = _resolved_config(args, server=True)
     environment.create_tracking_store(Path(cfg.run_dir))
     from flows.compare import compare
+    from flows.sweep import on_runner, where
 
     if not args.debug:
         errors.console_without_input_tracebacks()
     with environment.without_flow_heartbeats():
-        report = compare(config=args.config, overrides=overrides, seeds=args.seeds,
-                         fusions=args.fusions)
+        report = on_runner(compare, args.dask_address, args.workers, args.sequential)(
+            config=args.config, overrides=overrides, seeds=args.seeds, fusions=args.fusions,
+            executor_name=where(args.dask_address, args.workers, args.sequential))
     print("\n" + report["table"])
     print(f"\nreport.json and plots: MLflow run {report['compare_run_id']} "
           f"(experiment '{report['config']}')")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from mmcore.sweep import parse_grid, plan_sweep
+
+    if args.workers is not None and args.workers < 1:
+        raise errors.UsageError("--workers: needs at least 1")
+    cfg, overrides = _resolved_config(args, server=True)
+    grid, seeds, cells = plan_sweep(args.config, overrides, parse_grid(args.grid), args.seeds)
+    if not grid:
+        raise errors.UsageError("nothing to sweep: give --grid KEY=A,B or a sweep.grid section "
+                                "in the config file")
+    from flows.sweep import run_sweep, where
+
+    print(f"sweep: {len(cells)} cells ({len(cells) // len(seeds)} grid points x {len(seeds)} "
+          f"seeds) on {where(args.dask_address, args.workers, args.sequential)}")
+    environment.create_tracking_store(Path(cfg.run_dir))
+    if not args.debug:
+        errors.console_without_input_tracebacks()
+    with environment.without_flow_heartbeats():
+        result = run_sweep(config=args.config, overrides=overrides, grid=grid, seeds=seeds,
+                           address=args.dask_address, workers=args.workers,
+                           sequential=args.sequential)
+    print("\n" + result["table"])
+    for cell in result["cells"]:
+        if "error" in cell:
+            print(f"failed: {cell['cell']}: {cell['error']}")
+    print(f"\nresults table: MLflow run {result['sweep_run_id']} (experiment "
+          f"'{result['config']}'), {Path(cfg.run_dir) / 'sweeps' / result['sweep_run_id']}")
+    return 1 if result["failed"] else 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -288,6 +348,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "status": cmd_status, "verify": cmd_verify, "compare": cmd_compare,
+            "sweep": cmd_sweep,
             "promote": cmd_promote, "serve": cmd_serve, "deploy": cmd_deploy,
             "server": cmd_server, "data": cmd_download}
 

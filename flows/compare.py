@@ -3,12 +3,18 @@ through the cached pipeline, as ONE MLflow experiment: a compare parent run, eac
 
 Cells of one seed share their upstream stages through the cache: unimodal A and cross-modal
 A -> B share feature extraction and fusion (the space anchored on A), every fusion operator shares
-the joint space. `run_cells` maps cells to results and takes the executor as an argument, so a
-distributed runner can replace the sequential default.
+the joint space. `run_cells` maps cells to results and takes the executor as an argument.
+
+A comparison is a preset sweep: on the sweep's engine (`flows/sweep.py`), its cells run on a Dask
+cluster when the flow runs with a DaskTaskRunner (`mmpipe compare` does, by default), else one
+after another. On a cluster the spaces anchored on one modality still reuse the joint space's
+labelled encoder: a seed's unimodal and cross-modal cells start only after its first
+multimodal cell has finished (`after_joint_space`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +23,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows.sweep import executor
 from mmcore.config import FUSION_NAMES, load_config
 from tasks import recovery, tracking
 from tasks.compare import finish_report, start_compare_run, tag_cell
@@ -62,6 +69,19 @@ def plan_cells(seeds: Iterable[int], fusions: Iterable[str],
 Executor = Callable[[Callable[[Cell], dict[str, Any]], list[Cell]], Iterator[dict[str, Any]]]
 
 
+def after_joint_space(cells: list[Cell]) -> Callable[[Cell], list[Cell]]:
+    """For a cluster: the cells each cell waits for. A unimodal or cross-modal cell waits for the
+    first multimodal cell of its seed, whose feature extraction trains the labelled encoders its
+    anchored space takes (run together, both would train them). Multimodal cells wait for
+    nobody: they share their stages through the cache locks."""
+    first = {}
+    for cell in cells:
+        if cell.mode == "multimodal":
+            first.setdefault(cell.seed, cell)
+    return lambda cell: ([] if cell.mode == "multimodal" or cell.seed not in first
+                         else [first[cell.seed]])
+
+
 def run_cells(cells: list[Cell], run_cell: Callable[[Cell], dict[str, Any]],
               executor: Executor = map) -> list[dict[str, Any]]:
     """cells -> results, in the cells' order. `executor(fn, cells)` is `map` here; a pool's or
@@ -83,42 +103,52 @@ def parse_fusions(text: str | None, default: str) -> list[str]:
 
 def cell_runner(config: str | None, overrides: list[str], parent: str,
                 ) -> Callable[[Cell], dict[str, Any]]:
-    """The function that runs one cell: the pipeline flow, nested under the compare run, in the
-    `comparison` role (its model is registered, tagged so, and never moves an alias)."""
+    """The function that runs one cell (picklable, for a cluster's workers)."""
+    return functools.partial(run_compare_cell, config, overrides, parent)
+
+
+def run_compare_cell(config: str | None, overrides: list[str], parent: str,
+                     cell: Cell) -> dict[str, Any]:
+    """One cell: the pipeline flow, nested under the compare run, in the `comparison` role (its
+    model is registered, tagged so, and never moves an alias)."""
     from flows.pipeline import pipeline
 
-    def run(cell: Cell) -> dict[str, Any]:
-        summary = pipeline(config=config, overrides=[*overrides, *cell.overrides()],
-                           role="comparison", parent_run_id=parent, run_name=cell.name)
-        plan, metrics = summary["plan"], summary["metrics"]
-        testing = Path(summary["stages"]["testing"]["path"])
-        result = {
-            "cell": cell.name, "mode": plan["mode"], "fusion": cell.fusion, "seed": cell.seed,
-            "train_modalities": plan["train"], "test_modalities": plan["test"],
-            "labels_used": plan["labels_used"], "test_accuracy": metrics["test.accuracy"],
-            "macro_f1": metrics["test.macro_f1"], "run_id": summary["parent_run_id"],
-            "predictions": str(testing / "predictions.parquet"),
-            "robustness": str(testing / "robustness.parquet")
-            if (testing / "robustness.parquet").exists() else None,
-        }
-        tag_cell(load_config(config, overrides), summary["parent_run_id"], result)
-        return result
-    return run
+    summary = pipeline(config=config, overrides=[*overrides, *cell.overrides()],
+                       role="comparison", parent_run_id=parent, run_name=cell.name)
+    plan, metrics = summary["plan"], summary["metrics"]
+    testing = Path(summary["stages"]["testing"]["path"])
+    result = {
+        "cell": cell.name, "mode": plan["mode"], "fusion": cell.fusion, "seed": cell.seed,
+        "train_modalities": plan["train"], "test_modalities": plan["test"],
+        "labels_used": plan["labels_used"], "test_accuracy": metrics["test.accuracy"],
+        "macro_f1": metrics["test.macro_f1"], "run_id": summary["parent_run_id"],
+        "predictions": str(testing / "predictions.parquet"),
+        "robustness": str(testing / "robustness.parquet")
+        if (testing / "robustness.parquet").exists() else None,
+    }
+    tag_cell(load_config(config, overrides), summary["parent_run_id"], result)
+    return result
 
 
 @flow(name="mmpipe-compare")
 def compare(config: str | None = None, overrides: list[str] | None = None,
-            seeds: list[int] | None = None, fusions: str | None = "all") -> dict[str, Any]:
+            seeds: list[int] | None = None, fusions: str | None = "all",
+            executor_name: str = "sequential (this process)") -> dict[str, Any]:
     """Unimodal, multimodal (each fusion operator) and cross-modal learning over seeds, as one
-    MLflow experiment; returns the report (also `report.json` on the compare run)."""
+    MLflow experiment; returns the report (also `report.json` on the compare run). Cells run on
+    the flow's Dask cluster if it has one (`flows.sweep.on_runner`; `executor_name` says where,
+    for the record)."""
     overrides = list(overrides or [])
     cfg = load_config(config, overrides)
     seeds = list(seeds if seeds is not None else DEFAULT_SEEDS)
     operators = parse_fusions(fusions, cfg.training.fusion)
     recovery.begin(cfg, flow_run.get_id(), get_run_logger())  # first: clean up after crashes
     parent = start_compare_run(cfg, flow_run.get_id(), seeds, operators)
+    tracking.set_tags(cfg, parent, {"compare.executor": executor_name})
+    cells = plan_cells(seeds, operators)
     try:
-        results = run_cells(plan_cells(seeds, operators), cell_runner(config, overrides, parent))
+        results = run_cells(cells, cell_runner(config, overrides, parent),
+                            executor(after=after_joint_space(cells)))
         reference = cfg.training.fusion if cfg.training.fusion in operators else operators[0]
         rep = finish_report(cfg, parent, results, reference,
                             {"config": cfg.name, "seeds": seeds, "fusions": operators})

@@ -29,7 +29,7 @@ from prefect_dask import DaskTaskRunner
 
 from flows.dask_cluster import dask_task_runner, local_workers
 from mmcore.config import load_config
-from mmcore.sweep import Grid, SweepCell, plan, read_sweep_section
+from mmcore.sweep import Grid, SweepCell, plan_sweep
 from tasks import recovery, tracking
 from tasks.sweep import log_results, start_sweep_run, tag_cell
 
@@ -93,23 +93,6 @@ def executor(after: Callable[[Any], list[Any]] | None = None) -> Executor:
 
 # ---- the sweep ------------------------------------------------------------------------------
 
-def plan_sweep(config: str | None, overrides: list[str], grid: Grid | None,
-               seeds: list[int] | None) -> tuple[Grid, list[int], list[SweepCell]]:
-    """The grid (the config file's `sweep.grid`, then the command line's keys on top), the seeds
-    (command line, `sweep.seeds`, or the config's seed) and the cells; every cell's config is
-    validated here, before anything runs (a bad value names its cell)."""
-    file_grid, file_seeds = read_sweep_section(config)
-    grid = {**file_grid, **(grid or {})}
-    seeds = list(seeds or file_seeds or [load_config(config, overrides).seed])
-    cells = plan(grid, seeds)
-    for cell in cells:
-        try:
-            load_config(config, [*overrides, *cell.overrides()])
-        except ValueError as exc:
-            raise type(exc)(f"sweep cell {cell.name}: {exc}") from None
-    return grid, seeds, cells
-
-
 def run_sweep_cell(config: str | None, overrides: list[str], parent: str,
                    cell: SweepCell) -> dict[str, Any]:
     """One cell: the pipeline in the `sweep` role (registered, never moving an alias), nested
@@ -131,7 +114,13 @@ def run_sweep_cell(config: str | None, overrides: list[str], parent: str,
                        for stage, info in summary["stages"].items()}}
 
 
-@flow(name="mmpipe-sweep")
+def _sweep_run_name() -> str:
+    """Flow runs named `sweep · <config name>`, not Prefect's random names."""
+    params = flow_run.parameters
+    return f"sweep · {load_config(params.get('config'), params.get('overrides')).name}"
+
+
+@flow(name="mmpipe-sweep", flow_run_name=_sweep_run_name)
 def sweep(config: str | None = None, overrides: list[str] | None = None,
           grid: Grid | None = None, seeds: list[int] | None = None,
           executor_name: str = "sequential (this process)") -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from mmcore.config import ConfigError
+from mmcore.config import ConfigError, load_config
 from mmcore.stats import format_mean_std, mean_std
 
 # Keys a grid may not vary: the seed has its own list, the run folder is the shared cache, the
@@ -158,3 +158,20 @@ def render(cells: list[dict[str, Any]], keys: Sequence[str]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
                      for line in lines)
+
+
+def plan_sweep(config: str | None, overrides: list[str], grid: Grid | None,
+               seeds: list[int] | None) -> tuple[Grid, list[int], list[SweepCell]]:
+    """The grid (the config file's `sweep.grid`, then the command line's keys on top), the seeds
+    (command line, `sweep.seeds`, or the config's seed) and the cells; every cell's config is
+    validated here, before anything runs (a bad value names its cell)."""
+    file_grid, file_seeds = read_sweep_section(config)
+    grid = {**file_grid, **(grid or {})}
+    seeds = list(seeds or file_seeds or [load_config(config, overrides).seed])
+    cells = plan(grid, seeds)
+    for cell in cells:
+        try:
+            load_config(config, [*overrides, *cell.overrides()])
+        except ValueError as exc:
+            raise type(exc)(f"sweep cell {cell.name}: {exc}") from None
+    return grid, seeds, cells

@@ -156,3 +156,15 @@ def test_cells_of_a_seed_share_upstream_stages(compared):
         [experiment], f"tags.mlflow.parentRunId = '{cell}' and tags.stage = 'testing'")
     history = client.get_metric_history(testing[0].info.run_id, "curves/robustness.image.occlusion")
     assert [m.step for m in history] == list(range(11))
+
+
+def test_on_a_cluster_anchored_cells_wait_for_the_joint_space_of_their_seed():
+    from flows.compare import after_joint_space
+
+    cells = plan_cells([0, 1], ["late", "gmu"])
+    after = after_joint_space(cells)
+    by_name = {c.name: c for c in cells}
+    assert after(by_name["multimodal-gmu-seed0"]) == []
+    assert after(by_name["unimodal-text-seed0"]) == [by_name["multimodal-late-seed0"]]
+    assert after(by_name["cross_modal-image-seed1"]) == [by_name["multimodal-late-seed1"]]
+    assert after_joint_space(plan_cells([0], []))(Cell("unimodal", "image", None, 0)) == []

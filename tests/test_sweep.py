@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mmcore.config import ConfigError, load_config
-from mmcore.sweep import parse_grid, plan, read_sweep_section, render, results_table
+from mmcore.sweep import parse_grid, plan, plan_sweep, read_sweep_section, render, results_table
 
 TINY = ["data.limit=200", "features.image_epochs=1", "features.text_epochs=1",
         "features.image_channels=8", "features.text_hidden=16", "fusion.epochs=2",
@@ -60,8 +60,6 @@ def test_sweep_section_of_a_config_file(tmp_path):
 
 
 def test_plan_sweep_checks_every_cell_before_work():
-    from flows.sweep import plan_sweep
-
     grid, seeds, cells = plan_sweep(None, ["seed=4"], {"training.fusion": ["late"]}, None)
     assert seeds == [4] and len(cells) == 1
     with pytest.raises(ConfigError, match="sweep cell training.fusion=fancy seed=0: .*fusion"):
