@@ -11,14 +11,16 @@ each computes the same 20 training and testing stages, and runs as a user runs i
 sweep` in a fresh process, against the run folder's local Prefect server (started before the
 clock, as it is for a user's second command). Reported per executor: the command's wall time
 (Python start, LocalCluster start and stop included), the sweep's own time (its MLflow parent
-run, cells only), and the ratio to one worker; with the load average, since this machine is
-shared.
+run, cells only), the ratio to one worker, and the CPU seconds the command and its workers used
+(`cores used` = CPU / wall: what the machine gave it); with the load average, since this
+machine is shared.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -64,22 +66,31 @@ def sweep_seconds(run_dir: Path) -> tuple[float, int]:
     return (run.info.end_time - run.info.start_time) / 1000, finished
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of finished child processes and theirs: the command, its
+    Dask workers (the command waits for them) and everything they ran."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed_sweep(warm_dir: Path, run_dir: Path, where: list[str],
                 overrides: list[str]) -> dict[str, float | str]:
     shutil.copytree(warm_dir, run_dir)
     mmpipe(run_dir, "server", "start", overrides=overrides)
     try:
         load_before = os.getloadavg()[0]
+        cpu_before = _children_cpu()
         start = time.perf_counter()
         grid = [a for g in GRID for a in ("--grid", g)]
         out = mmpipe(run_dir, "sweep", *grid, "--seeds", *SEEDS, *where, overrides=overrides)
         wall = time.perf_counter() - start
+        cpu = _children_cpu() - cpu_before
         load_after = os.getloadavg()[0]
     finally:
         mmpipe(run_dir, "server", "stop", overrides=overrides)
     inner, finished = sweep_seconds(run_dir)
     print(out.strip().split("\n\n")[-2] if "\n\n" in out else out, flush=True)
-    return {"where": " ".join(where), "wall": wall, "sweep": inner, "cells": finished,
+    return {"where": " ".join(where), "wall": wall, "sweep": inner, "cells": finished, "cpu": cpu,
             "load": f"{load_before:.1f} -> {load_after:.1f}"}
 
 
@@ -105,11 +116,12 @@ def main() -> None:
                                    overrides))
     one = next((r for r in results if r["where"] == "--workers 1"), results[0])
     print(f"\n{'executor':<14} {'cells':>5} {'command s':>10} {'sweep s':>8} "
-          f"{'s/cell':>7} {'x vs 1 worker':>14}  load avg (1 min)")
+          f"{'s/cell':>7} {'x vs 1 worker':>14} {'CPU s':>6} {'cores used':>10}  "
+          "load avg (1 min)")
     for r in results:
         print(f"{r['where']:<14} {r['cells']:>5} {r['wall']:>10.1f} {r['sweep']:>8.1f} "
-              f"{r['sweep'] / max(r['cells'], 1):>7.2f} {one['sweep'] / r['sweep']:>14.2f}  "
-              f"{r['load']}")
+              f"{r['sweep'] / max(r['cells'], 1):>7.2f} {one['sweep'] / r['sweep']:>14.2f} "
+              f"{r['cpu']:>6.0f} {r['cpu'] / r['wall']:>10.2f}  {r['load']}")
 
 
 if __name__ == "__main__":

@@ -252,11 +252,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise errors.UsageError("--workers: needs at least 1")
-    cfg, overrides = _resolved_config(args, server=True)
-    grid, seeds, cells = plan_sweep(args.config, overrides, parse_grid(args.grid), args.seeds)
+    # Before any work (no Prefect server yet): the grid, and every cell's config.
+    grid, seeds, cells = plan_sweep(args.config, args.overrides, parse_grid(args.grid),
+                                    args.seeds)
     if not grid:
         raise errors.UsageError("nothing to sweep: give --grid KEY=A,B or a sweep.grid section "
                                 "in the config file")
+    cfg, overrides = _resolved_config(args, server=True)
     from flows.sweep import run_sweep, where
 
     print(f"sweep: {len(cells)} cells ({len(cells) // len(seeds)} grid points x {len(seeds)} "

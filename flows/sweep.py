@@ -17,6 +17,7 @@ it), and on the parent the results table (`tasks/sweep.py`).
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -50,9 +51,14 @@ def task_runner(address: str | None = None, workers: int | None = None,
 
 def on_runner(flow_obj: Flow, address: str | None = None, workers: int | None = None,
               sequential: bool = False) -> Flow:
-    """`flow_obj` with its cells on Dask (see `task_runner`), or as it is when sequential."""
+    """`flow_obj` with its cells on Dask (see `task_runner`), or as it is when sequential.
+    Dask's scheduler and nannies log every start and stop at INFO (some 40 lines a sweep);
+    their warnings and errors still show."""
     runner = task_runner(address, workers, sequential)
-    return flow_obj if runner is None else flow_obj.with_options(task_runner=runner)
+    if runner is None:
+        return flow_obj
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    return flow_obj.with_options(task_runner=runner)
 
 
 def where(address: str | None, workers: int | None, sequential: bool) -> str:

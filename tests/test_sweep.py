@@ -151,3 +151,27 @@ def test_sweep_on_two_dask_workers_gives_the_sequential_answers(tmp_path, prefec
     assert list(table["training.fusion"]) == ["late", "concat"]
     assert table["test.accuracy.mean"].tolist() == pytest.approx(
         [c["metrics"]["test.accuracy"] for c in par["cells"]])
+
+
+def test_the_example_sweep_config_plans_18_cells():
+    grid, seeds, cells = plan_sweep("configs/sweep.yaml", [], None, None)
+    assert grid == {"training.fusion": ["late", "gmu", "concat"], "fusion.loss": ["l2", "infonce"]}
+    assert seeds == [0, 1, 2] and len(cells) == 18
+    # --grid keys add to the file's grid; --seeds replace its seeds.
+    grid, seeds, cells = plan_sweep("configs/sweep.yaml", [], {"training.hidden": ["32"]}, [5])
+    assert list(grid) == ["training.fusion", "fusion.loss", "training.hidden"]
+    assert seeds == [5] and len(cells) == 6
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "nothing to sweep"),
+    (["--grid", "training.fusion=late,fancy"], "sweep cell training.fusion=fancy"),
+    (["--grid", "seed=1,2"], "--seeds"),
+    (["--grid", "training.fusion=late", "--workers", "0"], "--workers"),
+])
+def test_sweep_command_line_errors_before_work(args, message, capsys, tmp_path):
+    from flows.cli import main
+
+    assert main(["sweep", *args, "--set", f"run_dir={tmp_path}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "prefect").exists()  # no Prefect server was started
