@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -26,9 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner
-from prefect_dask import DaskTaskRunner
 
-from flows.dask_cluster import dask_task_runner, local_workers
 from mmcore.config import load_config
 from mmcore.sweep import Grid, SweepCell, plan_sweep
 from tasks import recovery, tracking
@@ -46,7 +45,11 @@ def task_runner(address: str | None = None, workers: int | None = None,
     """The task runner for a sweep's flow: None (the flow's own, cells in its process) when
     `sequential`, else a DaskTaskRunner on the cluster at `address` or on a new LocalCluster of
     `workers` processes (default: one per core)."""
-    return None if sequential else dask_task_runner(address, workers)
+    if sequential:
+        return None
+    from flows.dask_cluster import dask_task_runner  # Dask only when cells run on it
+
+    return dask_task_runner(address, workers)
 
 
 def on_runner(flow_obj: Flow, address: str | None = None, workers: int | None = None,
@@ -67,6 +70,8 @@ def where(address: str | None, workers: int | None, sequential: bool) -> str:
         return "sequential (this process)"
     if address:
         return f"Dask cluster at {address}"
+    from flows.dask_cluster import local_workers
+
     return f"Dask LocalCluster, {workers or local_workers()} worker processes"
 
 
@@ -89,10 +94,17 @@ def on_cluster(run_cell: RunCell, cells: Sequence[C],
     return [futures[cell].result() for cell in cells]
 
 
+def _on_dask(runner: TaskRunner) -> bool:
+    """Whether the runner is prefect-dask's, without importing Dask where it is not loaded
+    (`mmpipe serve` and a sequential compare load this module and need none of it)."""
+    module = sys.modules.get("prefect_dask")
+    return module is not None and isinstance(runner, module.DaskTaskRunner)
+
+
 def executor(after: Callable[[Any], list[Any]] | None = None) -> Executor:
     """How this flow run runs cells: on its DaskTaskRunner's cluster, or here, one by one."""
     context = FlowRunContext.get()
-    if context is not None and isinstance(context.task_runner, DaskTaskRunner):
+    if context is not None and _on_dask(context.task_runner):
         return functools.partial(on_cluster, after=after)
     return map
 
