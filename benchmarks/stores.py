@@ -232,7 +232,7 @@ def dask_figures(tasks: int = 40) -> dict:
         try:
             from prefect import flow, task
 
-            from flows.dask_cluster import dask_task_runner
+            from tasks.dask_cluster import dask_task_runner
 
             noop = task(_noop)
 

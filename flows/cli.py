@@ -50,6 +50,14 @@ def _cluster_args(parser: argparse.ArgumentParser) -> None:
                        help="run the cells one after another in this process, without Dask")
 
 
+def _cluster(args: argparse.Namespace, cfg) -> tuple[str | None, int | None, bool]:
+    """(address, workers, sequential) for a sweep's cells: the command line's choice, else the
+    config's `dask.address` and `dask.workers`."""
+    chosen_here = args.dask_address or args.workers or args.sequential
+    address = args.dask_address or (None if chosen_here else cfg.dask.address)
+    return address, args.workers or cfg.dask.workers, args.sequential
+
+
 def _stage_list(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
@@ -231,6 +239,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise errors.UsageError("--workers: needs at least 1")
     cfg, overrides = _resolved_config(args, server=True)
+    address, workers, sequential = _cluster(args, cfg)
     environment.create_tracking_store(Path(cfg.run_dir))
     from flows.compare import compare
     from flows.sweep import on_runner, where
@@ -238,9 +247,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not args.debug:
         errors.console_without_input_tracebacks()
     with environment.without_flow_heartbeats():
-        report = on_runner(compare, args.dask_address, args.workers, args.sequential)(
+        report = on_runner(compare, address, workers, sequential)(
             config=args.config, overrides=overrides, seeds=args.seeds, fusions=args.fusions,
-            executor_name=where(args.dask_address, args.workers, args.sequential))
+            executor_name=where(address, workers, sequential))
     print("\n" + report["table"])
     print(f"\nreport.json and plots: MLflow run {report['compare_run_id']} "
           f"(experiment '{report['config']}')")
@@ -259,17 +268,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise errors.UsageError("nothing to sweep: give --grid KEY=A,B or a sweep.grid section "
                                 "in the config file")
     cfg, overrides = _resolved_config(args, server=True)
+    address, workers, sequential = _cluster(args, cfg)
     from flows.sweep import run_sweep, where
 
     print(f"sweep: {len(cells)} cells ({len(cells) // len(seeds)} grid points x {len(seeds)} "
-          f"seeds) on {where(args.dask_address, args.workers, args.sequential)}")
+          f"seeds) on {where(address, workers, sequential)}")
     environment.create_tracking_store(Path(cfg.run_dir))
     if not args.debug:
         errors.console_without_input_tracebacks()
     with environment.without_flow_heartbeats():
         result = run_sweep(config=args.config, overrides=overrides, grid=grid, seeds=seeds,
-                           address=args.dask_address, workers=args.workers,
-                           sequential=args.sequential)
+                           address=address, workers=workers, sequential=sequential)
     print("\n" + result["table"])
     for cell in result["cells"]:
         if "error" in cell:

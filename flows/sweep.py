@@ -4,7 +4,7 @@ shares.
 
 Each cell is one Prefect task (`cell`) whose body runs the pipeline flow, nested, in the Dask
 worker's process: its stages run there one after another, so tasks stay flat (a task that
-submitted tasks could deadlock single-threaded workers; `flows/dask_cluster.py`). Cells that
+submitted tasks could deadlock single-threaded workers; `tasks/dask_cluster.py`). Cells that
 share an upstream stage (same key) compute it once: the first takes the stage's lock, the others
 wait for it and then read its output (`tasks/locks.py`). A flow run without a DaskTaskRunner
 (`--sequential`, or the flows called from Python as they are) runs its cells in its own process,
@@ -47,7 +47,7 @@ def task_runner(address: str | None = None, workers: int | None = None,
     `workers` processes (default: one per core)."""
     if sequential:
         return None
-    from flows.dask_cluster import dask_task_runner  # Dask only when cells run on it
+    from tasks.dask_cluster import dask_task_runner  # Dask only when cells run on it
 
     return dask_task_runner(address, workers)
 
@@ -70,7 +70,7 @@ def where(address: str | None, workers: int | None, sequential: bool) -> str:
         return "sequential (this process)"
     if address:
         return f"Dask cluster at {address}"
-    from flows.dask_cluster import local_workers
+    from tasks.dask_cluster import local_workers
 
     return f"Dask LocalCluster, {workers or local_workers()} worker processes"
 

@@ -16,7 +16,7 @@ import pytest
 from prefect import flow, task
 from prefect.cache_policies import INPUTS
 
-from flows.dask_cluster import dask_task_runner
+from tasks.dask_cluster import dask_task_runner
 
 PARTS = 4
 
