@@ -175,3 +175,17 @@ def test_sweep_command_line_errors_before_work(args, message, capsys, tmp_path):
     assert main(["sweep", *args, "--set", f"run_dir={tmp_path}"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "prefect").exists()  # no Prefect server was started
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], ("tcp://cfg:8786", 3, False)),
+    (["--dask-address", "tcp://cli:8786"], ("tcp://cli:8786", 3, False)),
+    (["--workers", "2"], (None, 2, False)),  # a LocalCluster asked for here beats the config's
+    (["--sequential"], (None, 3, True)),
+])
+def test_cells_go_where_the_command_line_or_else_the_config_says(argv, expected):
+    from flows.cli import _cluster, build_parser
+
+    args = build_parser().parse_args(["sweep", "--grid", "seed=0,1", *argv])
+    cfg = load_config(overrides=["dask.address=tcp://cfg:8786", "dask.workers=3"])
+    assert _cluster(args, cfg) == expected
