@@ -82,14 +82,15 @@ def test_results_table_mean_and_std_over_seeds():
 
 
 def _digests(run_dir: Path, cells: list[dict]) -> dict[tuple[str, str], dict[str, str]]:
-    """(cell, stage) -> {parquet file: sha256} of each cell's stage outputs."""
+    """(cell, stage) -> {Parquet file, or part of a partitioned one: sha256} of each cell's
+    stage outputs."""
     out = {}
     for cell in cells:
         for stage, info in cell["stages"].items():
             folder = run_dir / "stages" / stage / info["key"]
             out[cell["cell"], stage] = {
-                p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(folder.glob("*.parquet"))}
+                str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*.parquet")) if p.is_file()}
     return out
 
 
