@@ -20,7 +20,10 @@ def start_compare_run(cfg: PipelineConfig, flow_run_id: str | None, seeds: list[
                       fusions: list[str]) -> str:
     """The comparison's parent run: the base config as params; seeds and operators as tags."""
     client = tracking.client_for(cfg)
-    run = client.create_run(tracking.experiment_id(client, cfg), run_name=f"compare-{cfg.name}",
+    seeds_said = f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds"
+    fusions_said = fusions[0] if len(fusions) == 1 else f"{len(fusions)} fusion operators"
+    name = f"compare · {cfg.name} · {seeds_said} · {fusions_said}"
+    run = client.create_run(tracking.experiment_id(client, cfg), run_name=name,
                             tags={"kind": "compare", "prefect.flow_run_id": flow_run_id or "",
                                   "git.commit": tracking.git_commit(),
                                   "config.digest": cfg.digest(),

@@ -18,7 +18,9 @@ def start_sweep_run(cfg: PipelineConfig, flow_run_id: str | None, grid: Grid,
     """The sweep's parent run: the base config as params; the grid, seeds and where the cells
     ran as tags."""
     client = tracking.client_for(cfg)
-    run = client.create_run(tracking.experiment_id(client, cfg), run_name=f"sweep-{cfg.name}",
+    seeds_said = f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds"
+    name = f"sweep · {cfg.name} · {' × '.join(grid)} · {seeds_said}"
+    run = client.create_run(tracking.experiment_id(client, cfg), run_name=name,
                             tags={"kind": "sweep", "prefect.flow_run_id": flow_run_id or "",
                                   "git.commit": tracking.git_commit(),
                                   "config.digest": cfg.digest(),

@@ -104,6 +104,7 @@ def test_one_mlflow_experiment_with_cells_as_children(compared):
     client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
     parent = client.get_run(report["compare_run_id"])
     assert parent.data.tags["kind"] == "compare" and parent.info.status == "FINISHED"
+    assert parent.info.run_name == "compare · default · 2 seeds · 2 fusion operators"
     experiment = parent.info.experiment_id
     children = client.search_runs([experiment],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")

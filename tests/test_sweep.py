@@ -137,6 +137,7 @@ def test_sweep_on_two_dask_workers_gives_the_sequential_answers(tmp_path, prefec
     client = MlflowClient(f"sqlite:///{dask_dir / 'mlflow.db'}")
     parent = client.get_run(par["sweep_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["kind"] == "sweep"
+    assert parent.info.run_name == "sweep · default · training.fusion · seed 0"
     assert parent.data.tags["sweep.executor"] == par["executor"]
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
