@@ -138,12 +138,16 @@ def mapper(cfg: PipelineConfig, stage: str, final: Path, out: Path, rows: int,
             if not reusable(path, job["meta"]["part"]):
                 todo.append((job, path))
         ran = where(cfg, rows, len(todo)) if todo else "nowhere"
-        get_run_logger().info("%s %s: %d parts, %d reused from an earlier attempt, %d %s",
-                              stage, name, len(jobs), len(jobs) - len(todo), len(todo),
-                              "in this process" if ran == "inline" else f"on {ran}")
+        reused = len(jobs) - len(todo)
+        computed = (f"{len(todo)} computed " + ("in this process" if ran == "inline"
+                                                else f"on {ran}")) if todo else "none to compute"
+        get_run_logger().info("%s %s: %d part%s%s, %s", stage, name, len(jobs),
+                              "" if len(jobs) == 1 else "s",
+                              f", {reused} reused from an earlier attempt" if reused else "",
+                              computed)
         failed = (_dask(cfg, stage, name, work, todo) if ran == "dask"
                   else _inline(cfg, stage, work, todo))
-        record[name] = {"parts": len(jobs), "reused": len(jobs) - len(todo), "where": ran}
+        record[name] = {"parts": len(jobs), "reused": reused, "where": ran}
         if failed:
             raise PartitionsFailed(
                 f"{stage}: {len(failed)} of {len(jobs)} parts of {name} failed (the other "
