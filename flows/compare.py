@@ -142,20 +142,14 @@ def compare(config: str | None = None, overrides: list[str] | None = None,
     cfg = load_config(config, overrides)
     seeds = list(seeds if seeds is not None else DEFAULT_SEEDS)
     operators = parse_fusions(fusions, cfg.training.fusion)
-    recovery.begin(cfg, flow_run.get_id(), get_run_logger())  # first: clean up after crashes
-    parent = start_compare_run(cfg, flow_run.get_id(), seeds, operators)
-    tracking.set_tags(cfg, parent, {"compare.executor": executor_name})
-    cells = plan_cells(seeds, operators)
-    try:
-        results = run_cells(cells, cell_runner(config, overrides, parent),
-                            executor(after=after_joint_space(cells)))
-        reference = cfg.training.fusion if cfg.training.fusion in operators else operators[0]
-        rep = finish_report(cfg, parent, results, reference,
-                            {"config": cfg.name, "seeds": seeds, "fusions": operators})
-    except BaseException:
-        tracking.end_run(cfg, parent, "FAILED")
-        recovery.end(cfg, flow_run.get_id())
-        raise
-    tracking.end_run(cfg, parent)
-    recovery.end(cfg, flow_run.get_id())
+    with recovery.recorded(cfg, flow_run.get_id(), get_run_logger()):  # first: after crashes
+        parent = start_compare_run(cfg, flow_run.get_id(), seeds, operators)
+        tracking.set_tags(cfg, parent, {"compare.executor": executor_name})
+        cells = plan_cells(seeds, operators)
+        with tracking.ended(cfg, parent):
+            results = run_cells(cells, cell_runner(config, overrides, parent),
+                                executor(after=after_joint_space(cells)))
+            reference = cfg.training.fusion if cfg.training.fusion in operators else operators[0]
+            rep = finish_report(cfg, parent, results, reference,
+                                {"config": cfg.name, "seeds": seeds, "fusions": operators})
     return rep

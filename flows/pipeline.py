@@ -49,40 +49,34 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
     logger = get_run_logger()
     cfg = load_config(config, overrides)
     wanted, first_refresh = select(stages, refresh)
-    recovery.begin(cfg, flow_run.get_id(), logger)  # first: clean up after crashed runs
-    _tag_flow_run(["mmpipe", cfg.name, cfg.training.mode, role])
-    parent = tracking.start_parent_run(cfg, flow_run.get_id(), wanted, parent=parent_run_id,
-                                       run_name=run_name)
-    refs: dict[str, StageRef] = {}
-    report: dict[str, dict[str, str]] = {}
-    try:
-        for index, stage in enumerate(STAGES[: STAGES.index(wanted[-1]) + 1]):
-            if stage not in wanted:
-                ref = registry.cached(stage, cfg, refs)
-                if ref is not None:
-                    refs[stage] = ref
-                    report[stage] = {"state": "reused", "key": ref.key, "path": ref.path}
-                    continue
-                logger.warning("%s output is missing for this config: running %s first",
-                               stage, stage)
-            refresh_it = first_refresh is not None and index >= first_refresh
-            ref, state = registry.run(stage, cfg, dict(refs), parent, refresh=refresh_it)
-            refs[stage] = ref
-            report[stage] = {"state": state, "key": ref.key, "path": ref.path}
-        model = _register(cfg, refs, role)
-        metrics = refs["testing"].summary["metrics"] if "testing" in refs else {}
-        tracking.log_metrics(cfg, parent, metrics)
-        plan = refs["training"].summary["plan"] if "training" in refs else None
-        if plan:
-            tracking.set_tags(cfg, parent, {"mode": plan["mode"],
-                                            "labels_used": ",".join(plan["labels_used"])})
-        run_url = _describe(cfg, parent, refs, report, metrics, model)
-    except BaseException:
-        tracking.end_run(cfg, parent, "FAILED")
-        recovery.end(cfg, flow_run.get_id())
-        raise
-    tracking.end_run(cfg, parent)
-    recovery.end(cfg, flow_run.get_id())
+    with recovery.recorded(cfg, flow_run.get_id(), logger):  # first: after crashed runs
+        _tag_flow_run(["mmpipe", cfg.name, cfg.training.mode, role])
+        parent = tracking.start_parent_run(cfg, flow_run.get_id(), wanted, parent=parent_run_id,
+                                           run_name=run_name)
+        refs: dict[str, StageRef] = {}
+        report: dict[str, dict[str, str]] = {}
+        with tracking.ended(cfg, parent):
+            for index, stage in enumerate(STAGES[: STAGES.index(wanted[-1]) + 1]):
+                if stage not in wanted:
+                    ref = registry.cached(stage, cfg, refs)
+                    if ref is not None:
+                        refs[stage] = ref
+                        report[stage] = {"state": "reused", "key": ref.key, "path": ref.path}
+                        continue
+                    logger.warning("%s output is missing for this config: running %s first",
+                                   stage, stage)
+                refresh_it = first_refresh is not None and index >= first_refresh
+                ref, state = registry.run(stage, cfg, dict(refs), parent, refresh=refresh_it)
+                refs[stage] = ref
+                report[stage] = {"state": state, "key": ref.key, "path": ref.path}
+            model = _register(cfg, refs, role)
+            metrics = refs["testing"].summary["metrics"] if "testing" in refs else {}
+            tracking.log_metrics(cfg, parent, metrics)
+            plan = refs["training"].summary["plan"] if "training" in refs else None
+            if plan:
+                tracking.set_tags(cfg, parent, {"mode": plan["mode"],
+                                                "labels_used": ",".join(plan["labels_used"])})
+            run_url = _describe(cfg, parent, refs, report, metrics, model)
     return {"config": cfg.name, "run_dir": cfg.run_dir, "parent_run_id": parent,
             "run_url": run_url,
             "tracking_uri": tracking.tracking_uri(cfg.run_dir), "stages": report,

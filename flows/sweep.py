@@ -148,20 +148,14 @@ def sweep(config: str | None = None, overrides: list[str] | None = None,
     overrides = list(overrides or [])
     cfg = load_config(config, overrides)
     grid, seeds, cells = plan_sweep(config, overrides, grid, seeds)
-    recovery.begin(cfg, flow_run.get_id(), get_run_logger())  # first: clean up after crashes
-    parent = start_sweep_run(cfg, flow_run.get_id(), grid, seeds, len(cells), executor_name)
-    get_run_logger().info("sweep: %d cells (%d grid points x %d seeds) on %s", len(cells),
-                          len(cells) // len(seeds), len(seeds), executor_name)
-    try:
-        results = list(executor()(functools.partial(run_sweep_cell, config, overrides, parent),
-                                  cells))
-        table = log_results(cfg, parent, results, list(grid))
-    except BaseException:
-        tracking.end_run(cfg, parent, "FAILED")
-        recovery.end(cfg, flow_run.get_id())
-        raise
-    tracking.end_run(cfg, parent)
-    recovery.end(cfg, flow_run.get_id())
+    with recovery.recorded(cfg, flow_run.get_id(), get_run_logger()):  # first: after crashes
+        parent = start_sweep_run(cfg, flow_run.get_id(), grid, seeds, len(cells), executor_name)
+        get_run_logger().info("sweep: %d cells (%d grid points x %d seeds) on %s", len(cells),
+                              len(cells) // len(seeds), len(seeds), executor_name)
+        with tracking.ended(cfg, parent):
+            results = list(executor()(functools.partial(run_sweep_cell, config, overrides, parent),
+                                      cells))
+            table = log_results(cfg, parent, results, list(grid))
     return {"config": cfg.name, "sweep_run_id": parent, "grid": grid, "seeds": seeds,
             "executor": executor_name, "cells": results, "table": table,
             "failed": [c["cell"] for c in results if "error" in c]}

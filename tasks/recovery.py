@@ -25,6 +25,8 @@ import re
 import shutil
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from logging import Logger, LoggerAdapter
 from pathlib import Path
 from typing import Any
@@ -253,3 +255,14 @@ def begin(cfg: PipelineConfig, flow_run_id: str, logger: Logger | LoggerAdapter)
 def end(cfg: PipelineConfig, flow_run_id: str) -> None:
     """This run finished (in any state its own process could record)."""
     (Path(cfg.run_dir) / RECORDS / f"{flow_run_id}.json").unlink(missing_ok=True)
+
+
+@contextmanager
+def recorded(cfg: PipelineConfig, flow_run_id: str, logger: Logger | LoggerAdapter,
+             ) -> Iterator[None]:
+    """`begin` (first: clean up after crashed runs), then `end` however the block ends."""
+    begin(cfg, flow_run_id, logger)
+    try:
+        yield
+    finally:
+        end(cfg, flow_run_id)

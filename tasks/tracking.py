@@ -270,3 +270,15 @@ def log_artifacts(cfg: PipelineConfig, run_id: str, paths: list[Path]) -> None:
 
 def end_run(cfg: PipelineConfig, run_id: str, status: str = "FINISHED") -> None:
     client_for(cfg).set_terminated(run_id, status)
+
+
+@contextmanager
+def ended(cfg: PipelineConfig, run_id: str) -> Iterator[str]:
+    """The MLflow run ends FINISHED when the block completes, FAILED when it raises (or is
+    interrupted)."""
+    try:
+        yield run_id
+    except BaseException:
+        end_run(cfg, run_id, "FAILED")
+        raise
+    end_run(cfg, run_id)
