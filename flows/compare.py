@@ -15,7 +15,7 @@ multimodal cell has finished (`after_joint_space`).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.sweep import executor
+from flows.sweep import Executor, executor
 from mmcore.config import FUSION_NAMES, load_config
 from tasks import recovery, tracking
 from tasks.compare import finish_report, start_compare_run, tag_cell
@@ -64,9 +64,6 @@ def plan_cells(seeds: Iterable[int], fusions: Iterable[str],
             cells.append(Cell("unimodal", modality, None, seed))
             cells.append(Cell("cross_modal", modality, None, seed))
     return cells
-
-
-Executor = Callable[[Callable[[Cell], dict[str, Any]], list[Cell]], Iterator[dict[str, Any]]]
 
 
 def after_joint_space(cells: list[Cell]) -> Callable[[Cell], list[Cell]]:
