@@ -31,8 +31,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,9 +117,10 @@ def mlflow_figures(calls: int) -> list[dict]:
     return rows
 
 
-def prefect_figures(tasks: int = 100, repeats: int = 9) -> dict:
-    """Against a local Prefect server (as `mmpipe run` uses): API round trip, the wall time of
-    an empty flow run, and of one task run inside a flow (median over `tasks` calls)."""
+@contextmanager
+def _local_prefect_server() -> Iterator[None]:
+    """A throwaway local Prefect server (as `mmpipe run` starts one) for the block, in a temporary
+    PREFECT_HOME; stopped, and PREFECT_API_URL unset, however the block ends."""
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PREFECT_HOME"] = str(Path(tmp) / "prefect")
         from flows import environment, local_server
@@ -126,47 +128,60 @@ def prefect_figures(tasks: int = 100, repeats: int = 9) -> dict:
         environment.prepare(tmp)
         info = local_server.start(Path(tmp))
         os.environ["PREFECT_API_URL"] = info["api_url"]
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
         try:
-            from prefect import flow, get_client, task
-
-            @task
-            def noop(i: int) -> int:
-                return i
-
-            @flow
-            def empty() -> None:
-                pass
-
-            @flow
-            def many() -> list[float]:
-                times = []
-                for i in range(tasks):
-                    start = time.perf_counter()
-                    noop(i)
-                    times.append(time.perf_counter() - start)
-                return times
-
-            with get_client(sync_client=True) as client:
-                client.read_flows(limit=1)
-                trips = []
-                for _ in range(50):
-                    start = time.perf_counter()
-                    client.read_flows(limit=1)
-                    trips.append(time.perf_counter() - start)
-            with environment.without_flow_heartbeats():
-                empty()  # warm
-                flows = []
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    empty()
-                    flows.append(time.perf_counter() - start)
-                task_times = many()
-            from prefect.logging.handlers import APILogWorker
-
-            APILogWorker.drain_all(timeout=30)  # the task-run logs, before their server goes
+            # Prefect reads its settings once per process: a second server needs them updated.
+            with temporary_settings(updates={PREFECT_API_URL: info["api_url"]}):
+                yield
         finally:
             local_server.stop(Path(tmp))
             os.environ.pop("PREFECT_API_URL", None)
+
+
+def prefect_figures(tasks: int = 100, repeats: int = 9) -> dict:
+    """Against a local Prefect server (as `mmpipe run` uses): API round trip, the wall time of
+    an empty flow run, and of one task run inside a flow (median over `tasks` calls)."""
+    with _local_prefect_server():
+        from prefect import flow, get_client, task
+
+        from flows import environment
+
+        @task
+        def noop(i: int) -> int:
+            return i
+
+        @flow
+        def empty() -> None:
+            pass
+
+        @flow
+        def many() -> list[float]:
+            times = []
+            for i in range(tasks):
+                start = time.perf_counter()
+                noop(i)
+                times.append(time.perf_counter() - start)
+            return times
+
+        with get_client(sync_client=True) as client:
+            client.read_flows(limit=1)
+            trips = []
+            for _ in range(50):
+                start = time.perf_counter()
+                client.read_flows(limit=1)
+                trips.append(time.perf_counter() - start)
+        with environment.without_flow_heartbeats():
+            empty()  # warm
+            flows = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                empty()
+                flows.append(time.perf_counter() - start)
+            task_times = many()
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=30)  # the task-run logs, before their server goes
     return {"api_round_trip_ms": 1000 * statistics.median(trips),
             "empty_flow_ms": 1000 * statistics.median(flows),
             "per_task_ms": 1000 * statistics.median(task_times)}
@@ -222,32 +237,23 @@ def dask_figures(tasks: int = 40) -> dict:
     start = time.perf_counter()
     cluster.close()
     closed = time.perf_counter() - start
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["PREFECT_HOME"] = str(Path(tmp) / "prefect")
-        from flows import environment, local_server
+    with _local_prefect_server():
+        from prefect import flow, task
 
-        environment.prepare(tmp)
-        info = local_server.start(Path(tmp))
-        os.environ["PREFECT_API_URL"] = info["api_url"]
-        try:
-            from prefect import flow, task
+        from flows import environment
+        from tasks.dask_cluster import dask_task_runner
 
-            from tasks.dask_cluster import dask_task_runner
+        noop = task(_noop)
 
-            noop = task(_noop)
+        @flow(task_runner=dask_task_runner(workers=2))
+        def on_dask(n: int) -> float:
+            [f.result() for f in noop.map(range(2))]  # workers import Prefect first
+            begin = time.perf_counter()
+            [f.result() for f in noop.map(range(n))]
+            return time.perf_counter() - begin
 
-            @flow(task_runner=dask_task_runner(workers=2))
-            def on_dask(n: int) -> float:
-                [f.result() for f in noop.map(range(2))]  # workers import Prefect first
-                begin = time.perf_counter()
-                [f.result() for f in noop.map(range(n))]
-                return time.perf_counter() - begin
-
-            with environment.without_flow_heartbeats():
-                elapsed = on_dask(tasks)
-        finally:
-            local_server.stop(Path(tmp))
-            os.environ.pop("PREFECT_API_URL", None)
+        with environment.without_flow_heartbeats():
+            elapsed = on_dask(tasks)
     return {"cluster_start_s": started, "cluster_close_s": closed,
             "tasks_per_s": tasks / elapsed}
 
