@@ -184,7 +184,7 @@ def child(args: argparse.Namespace) -> None:
     t = time.perf_counter()
     phase("imports")
     from mmcore.config import load_config
-    from mmcore.data.registry import open_source
+    from mmcore.data.sources import open_source
     from mmcore.stages.feature_extraction import run_feature_extraction
     from mmcore.stages.preprocessing import run_preprocessing
 

@@ -44,9 +44,9 @@ def prepare(work: Path, mnist: Path | None) -> tuple[Path, Path, int, str]:
     import torch
 
     from mmcore.config import load_config
-    from mmcore.data.registry import open_source
+    from mmcore.data.sources import open_source
     from mmcore.encoders.encoder_classifier import EncoderClassifier
-    from mmcore.parquet_io import read_metadata
+    from mmcore.io.parquet import read_metadata
     from mmcore.stages.preprocessing import run_preprocessing
 
     if mnist is None:
@@ -74,7 +74,7 @@ def prepare(work: Path, mnist: Path | None) -> tuple[Path, Path, int, str]:
 
 def cluster_start(workers: int) -> float:
     """Seconds to start a LocalCluster of `workers` and connect (then stop it)."""
-    from tasks.dask_cluster import dask_task_runner
+    from tasks.parallel.dask_cluster import dask_task_runner
 
     start = time.perf_counter()
     with dask_task_runner(workers=workers) as runner:
@@ -88,10 +88,10 @@ def measure(work: Path, samples: Path, weights: Path, rows: int, repeats: int,
     from prefect import flow
 
     from mmcore.config import load_config
-    from mmcore.integrity import manifest
-    from mmcore.parquet_io import read_metadata
+    from mmcore.io.integrity import manifest
+    from mmcore.io.parquet import read_metadata
     from mmcore.stages.feature_extraction import embed_jobs, embed_part
-    from tasks.partitions import mapper
+    from tasks.parallel.partitions import mapper
 
     meta = read_metadata(samples / "train.parquet")
 

@@ -43,7 +43,8 @@ def median(values: list[float]) -> float:
 def in_process(repeats: int, work: Path) -> dict[str, dict[str, float]]:
     """Both heartbeat settings in one warm process against one local server (a process can
     not point an imported Prefect at a second server); returns {"on": ..., "off": ...}."""
-    from flows import environment, local_server
+    from flows.cli import environment
+    from flows.server import local_server
 
     run_root = environment.prepare(work / "inproc")
     t0 = time.perf_counter()

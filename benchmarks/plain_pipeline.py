@@ -14,7 +14,7 @@ from pathlib import Path
 
 def run_plain(out: Path, overrides: list[str] | None = None) -> dict:
     from mmcore.config import load_config
-    from mmcore.data.registry import open_source
+    from mmcore.data.sources import open_source
     from mmcore.stages.feature_extraction import run_feature_extraction
     from mmcore.stages.shared_space import run_fusion
     from mmcore.stages.testing import run_testing

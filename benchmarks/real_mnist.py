@@ -166,7 +166,7 @@ def read_back(run_dir: Path, output: str) -> dict:
     """Metrics and per-stage times of the run, from its MLflow store."""
     from mlflow import MlflowClient
 
-    from tasks.tracking import tracking_uri
+    from tasks.tracking.runs import tracking_uri
 
     client = MlflowClient(tracking_uri(run_dir))
     match = re.search(r"MLflow parent run ([0-9a-f]+)", output)

@@ -123,7 +123,8 @@ def _local_prefect_server() -> Iterator[None]:
     PREFECT_HOME; stopped, and PREFECT_API_URL unset, however the block ends."""
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PREFECT_HOME"] = str(Path(tmp) / "prefect")
-        from flows import environment, local_server
+        from flows.cli import environment
+        from flows.server import local_server
 
         environment.prepare(tmp)
         info = local_server.start(Path(tmp))
@@ -145,7 +146,7 @@ def prefect_figures(tasks: int = 100, repeats: int = 9) -> dict:
     with _local_prefect_server():
         from prefect import flow, get_client, task
 
-        from flows import environment
+        from flows.cli import environment
 
         @task
         def noop(i: int) -> int:
@@ -192,7 +193,7 @@ def parquet_figures(rows: int = 200_000, repeats: int = 3) -> list[dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mmcore.parquet_io import embedding_array, embedding_table, write_table
+    from mmcore.io.parquet import embedding_array, embedding_table, write_table
 
     rng = np.random.default_rng(0)
     tables = {
@@ -240,8 +241,8 @@ def dask_figures(tasks: int = 40) -> dict:
     with _local_prefect_server():
         from prefect import flow, task
 
-        from flows import environment
-        from tasks.dask_cluster import dask_task_runner
+        from flows.cli import environment
+        from tasks.parallel.dask_cluster import dask_task_runner
 
         noop = task(_noop)
 
@@ -285,7 +286,7 @@ def pipeline_calls() -> dict:
         os.environ["MLFLOW_TRACKING_URI"] = server.url
         from prefect.testing.utilities import prefect_test_harness
 
-        from flows import environment
+        from flows.cli import environment
 
         environment.prepare(tmp)
         with prefect_test_harness(server_startup_timeout=120), \

@@ -92,7 +92,7 @@ def inference_ratio(run_dir: Path) -> dict:
 
     from mmcore.config import FeaturesConfig
     from mmcore.encoders.encoder_classifier import EncoderClassifier
-    from mmcore.parquet_io import read_metadata
+    from mmcore.io.parquet import read_metadata
     from mmcore.stages.feature_extraction import EMBED_ROWS, embed_splits
     from mmcore.training.batches import sample_decoder
 

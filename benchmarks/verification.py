@@ -43,8 +43,8 @@ def hash_rate(path: Path, algorithm: str, repeats: int) -> float:
 
 def check_time(folders: list[Path], full: bool, repeats: int) -> float:
     """Seconds to check `folders` as a fresh process would (nothing hashed before)."""
-    from mmcore import integrity
-    from mmcore.parquet_io import verify_folder
+    from mmcore.io import integrity
+    from mmcore.io.parquet import verify_folder
 
     times = []
     for _ in range(repeats):
@@ -69,7 +69,7 @@ def _timing(spent: list[float], real):
 
 
 def lock_time(work: Path, repeats: int = 200) -> float:
-    from tasks.locks import stage_lock
+    from tasks.engine.locks import stage_lock
 
     start = time.perf_counter()
     for _ in range(repeats):
@@ -81,26 +81,27 @@ def lock_time(work: Path, repeats: int = 200) -> float:
 def cached_rerun(work: Path, repeats: int) -> tuple[float, float, float, list[Path]]:
     """(median cached rerun s, median verification s inside it, median recovery s inside it,
     the five stage folders)."""
-    from flows import environment, local_server
+    from flows.cli import environment
+    from flows.server import local_server
 
     run_dir = environment.prepare(work / "runs")
     local_server.use(run_dir)
     from flows.pipeline import pipeline
-    from tasks import recovery, stage
+    from tasks.engine import recovery, skeleton
 
     spent: list[float] = []
     recovering: list[float] = []
-    real, real_begin = stage.verify_folder, recovery.begin
+    real, real_begin = skeleton.verify_folder, recovery.begin
 
     overrides = [f"run_dir={run_dir}"]
     try:
         with environment.without_flow_heartbeats():
             cold = pipeline(overrides=overrides)
-            stage.verify_folder = _timing(spent, real)
+            skeleton.verify_folder = _timing(spent, real)
             recovery.begin = _timing(recovering, real_begin)
             totals, verifying = [], []
             for _ in range(repeats):
-                from mmcore import integrity
+                from mmcore.io import integrity
 
                 integrity._hashed.clear()  # as a fresh `mmpipe run` process
                 spent.clear()
@@ -110,7 +111,7 @@ def cached_rerun(work: Path, repeats: int) -> tuple[float, float, float, list[Pa
                 verifying.append(sum(spent))
                 assert {s["state"] for s in summary["stages"].values()} == {"hit"}
     finally:
-        stage.verify_folder, recovery.begin = real, real_begin
+        skeleton.verify_folder, recovery.begin = real, real_begin
         from prefect.logging.handlers import APILogHandler
 
         APILogHandler().flush()
@@ -121,7 +122,7 @@ def cached_rerun(work: Path, repeats: int) -> tuple[float, float, float, list[Pa
 
 
 def large_folder(work: Path, megabytes: int) -> Path:
-    from mmcore.parquet_io import mark_complete
+    from mmcore.io.parquet import mark_complete
 
     folder = work / "large"
     folder.mkdir()

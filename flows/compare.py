@@ -25,8 +25,9 @@ from prefect.runtime import flow_run
 
 from flows.sweep import Executor, executor
 from mmcore.config import FUSION_NAMES, load_config
-from tasks import recovery, tracking
-from tasks.compare import finish_report, start_compare_run, tag_cell
+from tasks.engine import recovery
+from tasks.tracking import runs
+from tasks.tracking.experiment_runs import finish_report, start_compare_run, tag_cell
 
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -141,9 +142,9 @@ def compare(config: str | None = None, overrides: list[str] | None = None,
     operators = parse_fusions(fusions, cfg.training.fusion)
     with recovery.recorded(cfg, flow_run.get_id(), get_run_logger()):  # first: after crashes
         parent = start_compare_run(cfg, flow_run.get_id(), seeds, operators)
-        tracking.set_tags(cfg, parent, {"compare.executor": executor_name})
+        runs.set_tags(cfg, parent, {"compare.executor": executor_name})
         cells = plan_cells(seeds, operators)
-        with tracking.ended(cfg, parent):
+        with runs.ended(cfg, parent):
             results = run_cells(cells, cell_runner(config, overrides, parent),
                                 executor(after=after_joint_space(cells)))
             reference = cfg.training.fusion if cfg.training.fusion in operators else operators[0]

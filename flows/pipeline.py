@@ -15,8 +15,10 @@ from prefect.runtime import flow_run
 from prefect.utilities.urls import url_for
 
 from mmcore.config import STAGES, PipelineConfig, load_config
-from tasks import model_registry, recovery, registry, run_summary, tracking
-from tasks.stage import StageRef
+from tasks.engine import recovery
+from tasks.engine.skeleton import StageRef
+from tasks.stages import table
+from tasks.tracking import model_registry, run_summary, runs
 
 
 def select(stages: list[str] | None, refresh: list[str] | None) -> tuple[list[str], int | None]:
@@ -51,14 +53,14 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
     wanted, first_refresh = select(stages, refresh)
     with recovery.recorded(cfg, flow_run.get_id(), logger):  # first: after crashed runs
         _tag_flow_run(["mmpipe", cfg.name, cfg.training.mode, role])
-        parent = tracking.start_parent_run(cfg, flow_run.get_id(), wanted, parent=parent_run_id,
+        parent = runs.start_parent_run(cfg, flow_run.get_id(), wanted, parent=parent_run_id,
                                            run_name=run_name)
         refs: dict[str, StageRef] = {}
         report: dict[str, dict[str, str]] = {}
-        with tracking.ended(cfg, parent):
+        with runs.ended(cfg, parent):
             for index, stage in enumerate(STAGES[: STAGES.index(wanted[-1]) + 1]):
                 if stage not in wanted:
-                    ref = registry.cached(stage, cfg, refs)
+                    ref = table.cached(stage, cfg, refs)
                     if ref is not None:
                         refs[stage] = ref
                         report[stage] = {"state": "reused", "key": ref.key, "path": ref.path}
@@ -66,20 +68,20 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
                     logger.warning("%s output is missing for this config: running %s first",
                                    stage, stage)
                 refresh_it = first_refresh is not None and index >= first_refresh
-                ref, state = registry.run(stage, cfg, dict(refs), parent, refresh=refresh_it)
+                ref, state = table.run(stage, cfg, dict(refs), parent, refresh=refresh_it)
                 refs[stage] = ref
                 report[stage] = {"state": state, "key": ref.key, "path": ref.path}
             model = _register(cfg, refs, role)
             metrics = refs["testing"].summary["metrics"] if "testing" in refs else {}
-            tracking.log_metrics(cfg, parent, metrics)
+            runs.log_metrics(cfg, parent, metrics)
             plan = refs["training"].summary["plan"] if "training" in refs else None
             if plan:
-                tracking.set_tags(cfg, parent, {"mode": plan["mode"],
+                runs.set_tags(cfg, parent, {"mode": plan["mode"],
                                                 "labels_used": ",".join(plan["labels_used"])})
             run_url = _describe(cfg, parent, refs, report, metrics, model)
     return {"config": cfg.name, "run_dir": cfg.run_dir, "parent_run_id": parent,
             "run_url": run_url,
-            "tracking_uri": tracking.tracking_uri(cfg.run_dir), "stages": report,
+            "tracking_uri": runs.tracking_uri(cfg.run_dir), "stages": report,
             "metrics": metrics, "plan": plan,
             "labels_used": plan["labels_used"] if plan else None,
             "quality": refs["preprocessing"].summary["metrics"],
@@ -116,7 +118,7 @@ def _tag_flow_run(tags: list[str]) -> None:
 
 def _register(cfg: PipelineConfig, refs: dict[str, StageRef], role: str) -> dict[str, Any] | None:
     """The trained model in the registry: a version after training, the champion decision after
-    testing (see tasks/model_registry.py)."""
+    testing (see tasks/tracking/model_registry.py)."""
     registration = (model_registry.register_candidate(cfg, refs, role)
                     if "training" in refs else None)
     if registration is None:

@@ -4,14 +4,14 @@ shares.
 
 Each cell is one Prefect task (`cell`) whose body runs the pipeline flow, nested, in the Dask
 worker's process: its stages run there one after another, so tasks stay flat (a task that
-submitted tasks could deadlock single-threaded workers; `tasks/dask_cluster.py`). Cells that
+submitted tasks could deadlock single-threaded workers; `tasks/parallel/dask_cluster.py`). Cells that
 share an upstream stage (same key) compute it once: the first takes the stage's lock, the others
-wait for it and then read its output (`tasks/locks.py`). A flow run without a DaskTaskRunner
+wait for it and then read its output (`tasks/engine/locks.py`). A flow run without a DaskTaskRunner
 (`--sequential`, or the flows called from Python as they are) runs its cells in its own process,
 one after another.
 
 In MLflow a sweep is one parent run, each cell a child (its pipeline run, with its stages below
-it), and on the parent the results table (`tasks/sweep.py`).
+it), and on the parent the results table (`tasks/tracking/experiment_runs.py`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner
 
 from mmcore.config import load_config
-from mmcore.sweep import Grid, SweepCell, plan_sweep
-from tasks import recovery, tracking
-from tasks.sweep import log_results, start_sweep_run, tag_cell
+from mmcore.experiments.grid import Grid, SweepCell, plan_sweep
+from tasks.engine import recovery
+from tasks.tracking import runs
+from tasks.tracking.experiment_runs import log_results, start_sweep_run, tag_cell
 
 C = TypeVar("C", bound=Hashable)
 RunCell = Callable[[Any], dict[str, Any]]
@@ -47,7 +48,7 @@ def task_runner(address: str | None = None, workers: int | None = None,
     `workers` processes (default: one per core)."""
     if sequential:
         return None
-    from tasks.dask_cluster import dask_task_runner  # Dask only when cells run on it
+    from tasks.parallel.dask_cluster import dask_task_runner  # Dask only when cells run on it
 
     return dask_task_runner(address, workers)
 
@@ -70,7 +71,7 @@ def where(address: str | None, workers: int | None, sequential: bool) -> str:
         return "sequential (this process)"
     if address:
         return f"Dask cluster at {address}"
-    from tasks.dask_cluster import local_workers
+    from tasks.parallel.dask_cluster import local_workers
 
     return f"Dask LocalCluster, {workers or local_workers()} worker processes"
 
@@ -152,7 +153,7 @@ def sweep(config: str | None = None, overrides: list[str] | None = None,
         parent = start_sweep_run(cfg, flow_run.get_id(), grid, seeds, len(cells), executor_name)
         get_run_logger().info("sweep: %d cells (%d grid points x %d seeds) on %s", len(cells),
                               len(cells) // len(seeds), len(seeds), executor_name)
-        with tracking.ended(cfg, parent):
+        with runs.ended(cfg, parent):
             results = list(executor()(functools.partial(run_sweep_cell, config, overrides, parent),
                                       cells))
             table = log_results(cfg, parent, results, list(grid))

@@ -14,9 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-# `training.fusion` accepts exactly the names of mmcore/fusion/registry.py (a test keeps the two
+# `training.fusion` accepts exactly the names of mmcore/fusion/operators.py (a test keeps the two
 # equal). Listed, not imported: every stage imports the config, and its code fingerprint would
-# then cover every fusion operator's code (tasks/fingerprint.py).
+# then cover every fusion operator's code (tasks/engine/fingerprint.py).
 FUSION_NAMES = ("late", "concat", "sum", "mean", "gmu", "tensor", "lmf", "attention")
 
 STAGES = ("preprocessing", "feature_extraction", "fusion", "training", "testing")
@@ -169,7 +169,7 @@ class FusionConfig(_Section):
 class TrainingConfig(_Section):
     mode: Literal["multimodal", "unimodal", "cross_modal"] = "multimodal"
     modality: Literal["image", "text"] = "image"  # unimodal: which one; cross_modal: train on it
-    # multimodal fusion operator (mmcore/fusion/registry.py); late = product of experts over the
+    # multimodal fusion operator (mmcore/fusion/operators.py); late = product of experts over the
     # shared space, the default (docs/decisions.md)
     fusion: Literal[FUSION_NAMES] = "late"
     hidden: int = Field(64, ge=2)
@@ -270,7 +270,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: cannot read config: {exc}") from exc
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        tree.pop("sweep", None)  # what to sweep, not a pipeline setting (mmcore/sweep.py)
+        tree.pop("sweep", None)  # what to sweep, not a pipeline setting (mmcore/experiments/grid.py)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:

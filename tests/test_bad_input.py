@@ -46,8 +46,8 @@ from data_factories import (
 )
 
 from mmcore.config import ConfigError, load_config
-from mmcore.data.registry import open_source
 from mmcore.data.source import RAW_SCHEMA, DataError, Source
+from mmcore.data.sources import open_source
 from mmcore.stages.preprocessing import run_preprocessing
 
 SPLITS = ("train", "val", "test")

@@ -11,12 +11,13 @@ import sys
 
 import pytest
 
-from flows import cli, errors, local_server
+from flows.cli import commands, errors
+from flows.server import local_server
 from mmcore.data.source import DataError
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str]:
-    code = cli.main(list(args))
+    code = commands.main(list(args))
     return code, capsys.readouterr().err
 
 
@@ -58,7 +59,7 @@ def test_an_unexpected_error_is_one_line_with_a_hint_and_exit_code_1(capsys, mon
     def broken(args):
         raise RuntimeError("disk on fire\nsecond line")
 
-    monkeypatch.setitem(cli.COMMANDS, "status", broken)
+    monkeypatch.setitem(commands.COMMANDS, "status", broken)
     code, err = run_cli(capsys, "status")
     assert code == 1
     assert err == ("mmpipe: unexpected error: RuntimeError: disk on fire "
@@ -71,8 +72,8 @@ def test_bad_input_is_found_without_importing_prefect_or_torch(tmp_path):
     """In a fresh interpreter, as the installed command runs."""
     code = f"""
 import sys, json
-from flows import cli
-codes = [cli.main(["run", "--set", "run_dir={tmp_path}", *args]) for args in
+from flows.cli import commands
+codes = [commands.main(["run", "--set", "run_dir={tmp_path}", *args]) for args in
          (["--stages", "x"], ["--refresh", "x"], ["--set", "data.source=mnist"])]
 heavy = sorted(m for m in ("prefect", "torch", "mlflow", "sklearn") if m in sys.modules)
 print(json.dumps({{"codes": codes, "heavy": heavy}}))

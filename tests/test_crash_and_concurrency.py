@@ -1,5 +1,5 @@
 """Real `mmpipe run` processes against a real Prefect server: killed with SIGKILL at five points
-(MMPIPE_FAULT, `tasks/faults.py`), and started together on one run directory.
+(MMPIPE_FAULT, `tasks/engine/faults.py`), and started together on one run directory.
 
 - After the kills, one more run finishes with outputs bit for bit those of an uninterrupted run
   and the same metrics; no MLflow run stays RUNNING, the killed flow runs are Crashed, and no
@@ -23,8 +23,8 @@ from mlflow import MlflowClient
 from servers import MMPIPE, prefect_server
 
 from mmcore.config import STAGES
-from mmcore.integrity import manifest
-from mmcore.parquet_io import MARKER
+from mmcore.io.integrity import manifest
+from mmcore.io.parquet import MARKER
 
 pytestmark = pytest.mark.slow
 

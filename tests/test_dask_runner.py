@@ -16,7 +16,7 @@ import pytest
 from prefect import flow, task
 from prefect.cache_policies import INPUTS
 
-from tasks.dask_cluster import dask_task_runner
+from tasks.parallel.dask_cluster import dask_task_runner
 
 PARTS = 4
 
@@ -27,7 +27,7 @@ def write_part(run_dir: str, index: int, barrier: int) -> dict:
     same time, which single-threaded workers can only do in different processes."""
     from prefect.settings import get_current_settings
 
-    from mmcore.parquet_io import embedding_table, write_table
+    from mmcore.io.parquet import embedding_table, write_table
 
     folder = Path(run_dir)
     (folder / "arrived").mkdir(exist_ok=True)

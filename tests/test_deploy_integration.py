@@ -23,9 +23,9 @@ from servers import (
     wait_for,
 )
 
-from flows import serve
-from flows.deploy import CRASH_AUTOMATION, FLOW_NAMES
-from flows.errors import UsageError
+from flows.cli.errors import UsageError
+from flows.deployments import run_locally
+from flows.deployments.deploy import CRASH_AUTOMATION, FLOW_NAMES
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists("/proc/self"), reason="reads /proc")]
@@ -159,11 +159,11 @@ def test_serve_refuses_a_local_name_held_by_a_work_pool_deployment(api_url, api,
     taken = api.post("/deployments/", {"name": "local-weekly-retrain", "flow_id": flow["id"],
                                        "work_pool_name": POOL, "entrypoint": "elsewhere.py:f"})
     try:
-        deployments = [serve.build(spec) for spec in serve.load_deployments()]
+        deployments = [run_locally.build(spec) for spec in run_locally.load_deployments()]
         with temporary_settings(updates={PREFECT_API_URL: api_url}), \
                 pytest.raises(UsageError, match="mmpipe/local-weekly-retrain exists on work "
                                                 f"pool '{POOL}'.*will not take it over"):
-            serve.refuse_taken_names(deployments)
+            run_locally.refuse_taken_names(deployments)
         assert api.get(f"/deployments/{taken['id']}")["entrypoint"] == "elsewhere.py:f"
     finally:
         api.http.delete(f"/deployments/{taken['id']}")

@@ -10,17 +10,18 @@ import threading
 
 import pytest
 
-from flows import cli, deploy, serve
+from flows.cli import commands
+from flows.cli.errors import UsageError
 from flows.compare import compare
-from flows.errors import UsageError
+from flows.deployments import deploy, run_locally
 from flows.pipeline import pipeline, select
 
 
 def test_every_deployment_in_prefect_yaml_serves_as_local_name_with_its_schedules():
-    specs = serve.load_deployments()
+    specs = run_locally.load_deployments()
     assert {s["name"] for s in specs} >= {"nightly-full-run", "weekly-retrain"}
     for spec in specs:
-        deployment = serve.build(spec)
+        deployment = run_locally.build(spec)
         # A name of its own: never the work-pool deployment `mmpipe deploy` creates.
         assert deployment.name == "local-" + spec["name"]
         assert deployment.parameters == spec.get("parameters", {})
@@ -40,11 +41,11 @@ def test_served_schedules_keep_their_time_zone_and_parameters():
             "parameters": {"config": "configs/default.yaml"},
             "schedules": [{"cron": "0 2 * * *", "timezone": "Europe/Berlin",
                            "parameters": {"stages": ["testing"]}}]}
-    [schedule] = serve.build(spec).schedules
+    [schedule] = run_locally.build(spec).schedules
     assert schedule.schedule.timezone == "Europe/Berlin"
     assert schedule.parameters == {"stages": ["testing"]}
     with pytest.raises(UsageError, match="cron schedules only"):
-        serve.build({**spec, "schedules": [{"interval": 60}]})
+        run_locally.build({**spec, "schedules": [{"interval": 60}]})
 
 
 def test_deploy_refuses_a_project_folder_without_prefect_yaml(tmp_path, monkeypatch):
@@ -114,19 +115,19 @@ def test_stage_selection_rejects_unknown_stages():
 
 
 def test_cli_reports_a_bad_config_value_and_exits_2(tmp_path, capsys):
-    code = cli.main(["status", "--set", f"run_dir={tmp_path}", "--set", "training.epochs=many"])
+    code = commands.main(["status", "--set", f"run_dir={tmp_path}", "--set", "training.epochs=many"])
     assert code == 2
     assert "training.epochs" in capsys.readouterr().err
 
 
 def test_cli_reports_an_unknown_config_key(tmp_path, capsys):
-    code = cli.main(["status", "--set", f"run_dir={tmp_path}", "--set", "fusion.lossy=l2"])
+    code = commands.main(["status", "--set", f"run_dir={tmp_path}", "--set", "fusion.lossy=l2"])
     assert code == 2
     assert "fusion.lossy" in capsys.readouterr().err
 
 
 def test_cli_status_on_a_fresh_run_dir_says_every_stage_misses(tmp_path, capsys):
-    assert cli.main(["status", "--set", f"run_dir={tmp_path}"]) == 0
+    assert commands.main(["status", "--set", f"run_dir={tmp_path}"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["preprocessing", "feature_extraction",
                                                    "fusion", "training", "testing"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mmcore.config import STAGES
-from tasks.fingerprint import ROOT, fingerprint, module_digests
+from tasks.engine.fingerprint import ROOT, fingerprint, module_digests
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def edit(path: Path, old: str, new: str) -> None:
 
 def test_each_stage_covers_its_task_module_and_the_library_code_it_reaches():
     modules = {s: module_digests(f"tasks.{s}") for s in STAGES}
-    assert "tasks.fusion" in modules["fusion"] and "tasks.training" not in modules["fusion"]
+    assert "tasks.stages.shared_space" in modules["fusion"] and "tasks.stages.training" not in modules["fusion"]
     assert "mmcore.stages.shared_space" in modules["fusion"]
     # Lazy imports inside the task body count: the stage code is imported only on a miss.
     assert "mmcore.stages.preprocessing" in modules["preprocessing"]
@@ -69,7 +69,7 @@ def test_comments_docstrings_and_formatting_do_not_count(project):
 
 def test_editing_a_shared_module_changes_every_stage_that_imports_it(project):
     before = fingerprints(project)
-    edit(project / "mmcore/parquet_io.py", 'MARKER = "_COMPLETE.json"',
+    edit(project / "mmcore/io/parquet.py", 'MARKER = "_COMPLETE.json"',
          'MARKER = "_DONE.json"')
     after = fingerprints(project)
     assert all(before[s] != after[s] for s in STAGES)
@@ -80,7 +80,7 @@ def test_a_module_named_in_a_string_counts_as_imported(project):
     (project / "mmcore/plugin.py").write_text("X = 1\n")
     registry = project / "mmcore/stages/shared_space.py"
     registry.write_text(registry.read_text() + '\nPLUGINS = {"p": "mmcore.plugin:X"}\n')
-    assert "mmcore.plugin" in module_digests("tasks.fusion", root=project)
+    assert "mmcore.plugin" in module_digests("tasks.stages.shared_space", root=project)
     before = fingerprints(project)
     (project / "mmcore/plugin.py").write_text("X = 2\n")
     assert fingerprints(project)["fusion"] != before["fusion"]
@@ -88,11 +88,11 @@ def test_a_module_named_in_a_string_counts_as_imported(project):
 
 def test_the_on_disk_cache_sees_an_edit_in_a_new_process(project, tmp_path):
     cache = tmp_path / "digests.json"
-    first = module_digests("tasks.fusion", root=project, cache_file=cache)
+    first = module_digests("tasks.stages.shared_space", root=project, cache_file=cache)
     assert cache.exists()
     edit(project / "mmcore/stages/shared_space.py", "seed_everything(seed)",
          "seed_everything(seed + 1)")
-    second = module_digests("tasks.fusion", root=project, cache_file=cache)
+    second = module_digests("tasks.stages.shared_space", root=project, cache_file=cache)
     assert first["mmcore.stages.shared_space"] != second["mmcore.stages.shared_space"]
     assert {k: v for k, v in first.items() if k != "mmcore.stages.shared_space"} == \
         {k: v for k, v in second.items() if k != "mmcore.stages.shared_space"}

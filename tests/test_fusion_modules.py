@@ -19,7 +19,7 @@ from mmcore.fusion.fusion_classifier import FusionClassifier, build_classifier
 from mmcore.fusion.gated_multimodal_unit import GatedMultimodalUnit
 from mmcore.fusion.late_fusion import WEIGHT_GRID, LateFusion
 from mmcore.fusion.mean_fusion import MeanFusion
-from mmcore.fusion.registry import FUSIONS, build_fusion, fusion_class
+from mmcore.fusion.operators import FUSIONS, build_fusion, fusion_class
 
 NAMES = list(FUSIONS)
 
@@ -80,11 +80,11 @@ def test_config_does_not_import_torch():
 def test_operators_count_in_the_training_fingerprint_not_in_preprocessing():
     """Why the config lists the names instead of importing the registry: editing an operator
     must re-run training, not preprocessing."""
-    from tasks.fingerprint import module_digests
+    from tasks.engine.fingerprint import module_digests
 
     operators = {FUSIONS[name].partition(":")[0] for name in NAMES}
-    assert operators <= set(module_digests("tasks.training"))
-    assert not operators & set(module_digests("tasks.preprocessing"))
+    assert operators <= set(module_digests("tasks.stages.training"))
+    assert not operators & set(module_digests("tasks.stages.preprocessing"))
 
 
 # --- every operator: shape, key order, missing modality -----------------------------------------

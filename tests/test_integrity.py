@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from mmcore import integrity
 from mmcore.config import load_config
-from mmcore.parquet_io import MARKER, mark_complete, read_marker, verify_folder, write_json
-from tasks import faults, locks, recovery
+from mmcore.io import integrity
+from mmcore.io.parquet import MARKER, mark_complete, read_marker, verify_folder, write_json
+from tasks.engine import faults, locks, recovery
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG = logging.getLogger("test")
@@ -126,7 +126,7 @@ def test_a_malformed_fault_is_an_error_not_a_no_op(monkeypatch):
 
 
 def test_a_stage_lock_waits_for_its_holder_and_dies_with_it(tmp_path):
-    holder = _python("import time\nfrom tasks.locks import stage_lock\n"
+    holder = _python("import time\nfrom tasks.engine.locks import stage_lock\n"
                      f"with stage_lock({str(tmp_path)!r}, 'fusion', 'k1'):\n"
                      "    print('held', flush=True); time.sleep(120)\n",
                      stdout=subprocess.PIPE)

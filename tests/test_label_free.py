@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mmcore.config import load_config
-from mmcore.data.registry import open_source
+from mmcore.data.sources import open_source
 from mmcore.inference import InferenceChain
 from mmcore.learning_plan import space_of
 from mmcore.stages.feature_extraction import (
@@ -150,7 +150,7 @@ def test_control_a_step_that_reads_labels_changes(runs):
     """The comparison above can fail: the text encoder trained *with* labels differs when the
     labels are the sentinel."""
     cfg = runs["cfg"]
-    from mmcore.parquet_io import read_metadata
+    from mmcore.io.parquet import read_metadata
 
     meta = read_metadata(runs["samples"] / "train.parquet")
     real = train_encoder("text", runs["samples"], cfg.features, cfg.seed, meta)

@@ -55,10 +55,10 @@ def test_one_modality_data():
 def test_status_names_a_change_of_learning_space(tmp_path):
     """Feature extraction and fusion keys carry the space: switching mode says so."""
     from mmcore.config import load_config
-    from mmcore.parquet_io import write_json
-    from tasks.registry import KEY_EXTRA
-    from tasks.runner import _latest_path, miss_reason
-    from tasks.stage import stage_code, stage_key
+    from mmcore.io.parquet import write_json
+    from tasks.engine.cache import _latest_path, miss_reason
+    from tasks.engine.skeleton import stage_code, stage_key
+    from tasks.stages.table import KEY_EXTRA
 
     joint = load_config(overrides=[f"run_dir={tmp_path}"])
     cross = load_config(overrides=[f"run_dir={tmp_path}", "training.mode=cross_modal"])

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tasks import model_registry as reg
-from tasks.tracking import using_tracking_uri
+from tasks.tracking import model_registry as reg
+from tasks.tracking.runs import using_tracking_uri
 
 NAME = "mmpipe-classifier"
 

@@ -1,4 +1,4 @@
-"""mmcore.parquet_io: the fixed-size-list contract, metadata, atomic writes, markers, streaming."""
+"""mmcore.io.parquet: the fixed-size-list contract, metadata, atomic writes, markers, streaming."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmcore.parquet_io import (
+from mmcore.io.parquet import (
     MARKER,
     atomic_writer,
     embedding_array,

@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mmcore.parquet_io import embedding_table, mark_complete, read_dataset, read_marker, write_table
-from mmcore.partitions import part_name
+from mmcore.io.parquet import embedding_table, mark_complete, read_dataset, read_marker, write_table
+from mmcore.io.partitions import part_name
 
 # Small partitions (data.batch_rows) so tiny data has several per split: of 300 rows, 60 are
 # test rows -> 3 prediction parts of 25 rows; the embedding datasets get a dozen parts each.
@@ -139,7 +139,7 @@ def test_a_failed_part_reruns_alone_and_the_others_are_reused(tmp_path, prefect_
 
 def test_auto_sends_parts_to_a_cluster_only_when_one_is_named_and_the_input_is_large():
     from mmcore.config import load_config
-    from tasks.partitions import where
+    from tasks.parallel.partitions import where
 
     assert where(load_config(), 10**7, 8) == "inline"  # one machine: threads, no cluster
     named = load_config(overrides=["dask.address=tcp://127.0.0.1:8786"])

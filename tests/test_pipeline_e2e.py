@@ -19,7 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mmcore.config import STAGES, load_config
-from tasks.tracking import using_tracking_uri
+from tasks.tracking.runs import using_tracking_uri
 
 FAST = ["features.image_epochs=3", "features.text_epochs=3", "fusion.epochs=5",
         "training.epochs=5"]
@@ -197,7 +197,7 @@ def test_refresh_forces_a_stage_and_what_follows(cold, run_dir):
 
 
 def test_status_reports_hits_and_reasons(cold, run_dir):
-    from tasks.registry import status_all
+    from tasks.stages.table import status_all
 
     cfg = load_config(overrides=[*FAST, f"run_dir={run_dir}", "training.epochs=7"])
     rows = {r["stage"]: r for r in status_all(cfg)}
@@ -220,7 +220,7 @@ def test_a_code_edit_misses_that_stage_and_those_after_it_only(cold, run_dir, tm
                                                  "seed_everything(seed + 1)", 1))
     code = ("import json, sys\n"
             "from mmcore.config import load_config\n"
-            "from tasks.registry import status_all\n"
+            "from tasks.stages.table import status_all\n"
             "cfg = load_config(overrides=sys.argv[1:])\n"
             "print(json.dumps(status_all(cfg)))\n")
     out = subprocess.run([sys.executable, "-c", code, *FAST, f"run_dir={run_dir}"],
@@ -251,7 +251,7 @@ def test_a_truncated_output_misses_naming_the_file_and_only_its_stage_reruns(col
     """Half of fusion's Parquet file cut off, its marker left in place: status and the run name
     the file; fusion runs again, and the stages after it are hits because its rebuilt output is
     bit for bit the same."""
-    from tasks.registry import status_all
+    from tasks.stages.table import status_all
 
     cfg = load_config(overrides=[*FAST, f"run_dir={run_dir}"])
     path = _stage_file(cold, "fusion", "shared_image.parquet")
@@ -271,8 +271,8 @@ def test_a_truncated_output_misses_naming_the_file_and_only_its_stage_reruns(col
 
 
 def test_flipped_bytes_are_found_by_status_and_verify(cold, run_dir, capsys):
-    from flows.cli import main
-    from tasks.registry import status_all
+    from flows.cli.commands import main
+    from tasks.stages.table import status_all
 
     cfg = load_config(overrides=[*FAST, f"run_dir={run_dir}"])
     assert main(["verify", "--set", f"run_dir={run_dir}"]) == 0
@@ -299,8 +299,8 @@ def test_flipped_bytes_are_found_by_status_and_verify(cold, run_dir, capsys):
 def test_an_upstream_rebuilt_with_other_content_misses_the_stages_built_on_it(cold, run_dir):
     """Keys come from the config, so a rebuilt upstream keeps its key; its marker's content
     digest tells the stages after it that what they were built from has changed."""
-    from mmcore.parquet_io import MARKER, mark_complete, read_marker
-    from tasks.registry import status_all
+    from mmcore.io.parquet import MARKER, mark_complete, read_marker
+    from tasks.stages.table import status_all
 
     cfg = load_config(overrides=[*FAST, f"run_dir={run_dir}"])
     folder = _stage_file(cold, "fusion", "")
@@ -334,8 +334,9 @@ def test_recovery_marks_a_dead_runs_prefect_and_mlflow_runs(cold, run_dir):
     from prefect.client.orchestration import get_client
     from prefect.states import Running
 
-    from mmcore.parquet_io import write_json
-    from tasks import recovery, tracking
+    from mmcore.io.parquet import write_json
+    from tasks.engine import recovery
+    from tasks.tracking import runs
 
     @flow(name="crash-me")
     def crash_me() -> None: ...
@@ -344,23 +345,23 @@ def test_recovery_marks_a_dead_runs_prefect_and_mlflow_runs(cold, run_dir):
     def stage() -> None: ...
 
     cfg = load_config(overrides=[f"run_dir={run_dir}", "name=recovery"])
-    mlflow = MlflowClient(tracking.tracking_uri(run_dir))
-    experiment = tracking.experiment_id(mlflow, cfg)
+    mlflow = MlflowClient(runs.tracking_uri(run_dir))
+    experiment = runs.experiment_id(mlflow, cfg)
     with get_client(sync_client=True) as client:
         dead_run = client.create_flow_run(crash_me, state=Running())
         live_run = client.create_flow_run(crash_me, state=Running())
         task_run = client.create_task_run(stage, dead_run.id, "0", state=Running())
-    runs = {}
+    mlflow_runs = {}
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     dead_pid = proc.pid
     for name, flow_run_id in (("dead", dead_run.id), ("live", live_run.id)):
-        runs[name] = mlflow.create_run(experiment, tags={"prefect.flow_run_id": str(flow_run_id)})
+        mlflow_runs[name] = mlflow.create_run(experiment, tags={"prefect.flow_run_id": str(flow_run_id)})
         owner = recovery.owner() | ({"pid": dead_pid} if name == "dead" else {})
         write_json(run_dir / "running" / f"{flow_run_id}.json", {
             "flow_run_id": str(flow_run_id), "owner": owner,
             "prefect_api_url": recovery._prefect_api_url(), "experiment": "recovery",
-            "tracking_uri": tracking.tracking_uri(run_dir)})
+            "tracking_uri": runs.tracking_uri(run_dir)})
 
     done = recovery.recover(cfg, "new-flow-run", logging.getLogger("test"))
 
@@ -369,10 +370,10 @@ def test_recovery_marks_a_dead_runs_prefect_and_mlflow_runs(cold, run_dir):
         assert client.read_flow_run(dead_run.id).state.name == "Crashed"
         assert client.read_task_run(task_run.id).state.name == "Crashed"
         assert client.read_flow_run(live_run.id).state.name == "Running"
-    killed = mlflow.get_run(runs["dead"].info.run_id)
+    killed = mlflow.get_run(mlflow_runs["dead"].info.run_id)
     assert killed.info.status == "KILLED"
     assert "died without finishing" in killed.data.tags["mmpipe.recovery"]
-    assert mlflow.get_run(runs["live"].info.run_id).info.status == "RUNNING"
+    assert mlflow.get_run(mlflow_runs["live"].info.run_id).info.status == "RUNNING"
     assert [p.stem for p in (run_dir / "running").iterdir()] == [str(live_run.id)]
     recovery.end(cfg, str(live_run.id))
-    mlflow.set_terminated(runs["live"].info.run_id)
+    mlflow.set_terminated(mlflow_runs["live"].info.run_id)

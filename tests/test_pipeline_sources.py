@@ -15,9 +15,9 @@ import pytest
 from data_factories import write_idx_mnist, write_image_manifest, write_imdb
 
 from mmcore.config import load_config
-from mmcore.data.registry import open_source
-from mmcore.parquet_io import read_metadata, to_matrix
-from tasks.tracking import using_tracking_uri
+from mmcore.data.sources import open_source
+from mmcore.io.parquet import read_metadata, to_matrix
+from tasks.tracking.runs import using_tracking_uri
 
 TINY = ["features.image_epochs=1", "features.text_epochs=1", "fusion.epochs=2",
         "training.epochs=2", "features.image_channels=4", "training.register_model=true"]

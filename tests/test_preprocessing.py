@@ -18,10 +18,10 @@ import pytest
 
 from mmcore.config import load_config
 from mmcore.data.digit_texts import WORDS
-from mmcore.data.registry import open_source
 from mmcore.data.source import DataError, Source, SourceInfo, raw_batch
+from mmcore.data.sources import open_source
 from mmcore.data.tokenizer import PAD, UNK, TextEncoding, Vocabulary, split_words
-from mmcore.parquet_io import read_metadata, to_matrix
+from mmcore.io.parquet import read_metadata, to_matrix
 from mmcore.stages.preprocessing import SPLIT_CODE, assign_splits, run_preprocessing
 
 SPLITS = ("train", "val", "test")

@@ -17,7 +17,7 @@ import pytest
 from servers import free_port, server_process, venv_command, venv_env
 from sklearn.datasets import load_digits
 
-from tasks.tracking import using_tracking_uri
+from tasks.tracking.runs import using_tracking_uri
 
 pytestmark = pytest.mark.slow
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -31,8 +31,8 @@ from mmcore.data.imdb import ImdbSource, clean_review
 from mmcore.data.manifest import ImageReadError, ManifestSource, resolve_image
 from mmcore.data.mnist import MnistSource
 from mmcore.data.pairing import PairedSource
-from mmcore.data.registry import open_source
 from mmcore.data.source import RAW_SCHEMA, DataError
+from mmcore.data.sources import open_source
 from mmcore.data.validation import QualityReport, RowValidator, image_checks
 
 

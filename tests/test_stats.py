@@ -1,11 +1,11 @@
-"""mmcore.stats: mean ± std over seeds, McNemar's test, Wilson intervals, on known values."""
+"""mmcore.experiments.stats: mean ± std over seeds, McNemar's test, Wilson intervals, on known values."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mmcore.stats import format_mean_std, mcnemar, mean_std, wilson_interval
+from mmcore.experiments.stats import format_mean_std, mcnemar, mean_std, wilson_interval
 
 
 def test_mean_std_sample_std():

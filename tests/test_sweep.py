@@ -13,7 +13,14 @@ import pytest
 from mlflow import MlflowClient
 
 from mmcore.config import ConfigError, load_config
-from mmcore.sweep import parse_grid, plan, plan_sweep, read_sweep_section, render, results_table
+from mmcore.experiments.grid import (
+    parse_grid,
+    plan,
+    plan_sweep,
+    read_sweep_section,
+    render,
+    results_table,
+)
 
 TINY = ["data.limit=200", "features.image_epochs=1", "features.text_epochs=1",
         "features.image_channels=8", "features.text_hidden=16", "fusion.epochs=2",
@@ -172,7 +179,7 @@ def test_the_example_sweep_config_plans_18_cells():
     (["--grid", "training.fusion=late", "--workers", "0"], "--workers"),
 ])
 def test_sweep_command_line_errors_before_work(args, message, capsys, tmp_path):
-    from flows.cli import main
+    from flows.cli.commands import main
 
     assert main(["sweep", *args, "--set", f"run_dir={tmp_path}"]) == 2
     assert message in capsys.readouterr().err
@@ -186,7 +193,7 @@ def test_sweep_command_line_errors_before_work(args, message, capsys, tmp_path):
     (["--sequential"], (None, 3, True)),
 ])
 def test_cells_go_where_the_command_line_or_else_the_config_says(argv, expected):
-    from flows.cli import _cluster, build_parser
+    from flows.cli.commands import _cluster, build_parser
 
     args = build_parser().parse_args(["sweep", "--grid", "seed=0,1", *argv])
     cfg = load_config(overrides=["dask.address=tcp://cfg:8786", "dask.workers=3"])

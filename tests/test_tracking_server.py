@@ -21,9 +21,9 @@ from mlflow import MlflowClient
 from servers import mlflow_server, postgres_bin, postgres_cluster
 
 from mmcore.config import STAGES, load_config
-from mmcore.data.registry import open_source
-from tasks import tracking
-from tasks.tracking import using_tracking_uri
+from mmcore.data.sources import open_source
+from tasks.tracking import runs
+from tasks.tracking.runs import using_tracking_uri
 
 # As small as the pipeline goes: what is under test is where things are recorded.
 TINY = ["data.limit=400", "features.image_epochs=1", "features.text_epochs=1",
@@ -41,15 +41,15 @@ def test_only_a_store_without_a_server_keeps_artifacts_in_the_run_folder(
         uri, on_server, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     cfg = load_config(overrides=[f"run_dir={tmp_path}", "name=exp"])
-    assert tracking.has_artifact_store(uri) is on_server
+    assert runs.has_artifact_store(uri) is on_server
     expected = None if on_server else (tmp_path / "mlartifacts" / "exp").resolve().as_uri()
-    assert tracking.artifact_location(cfg) == expected
+    assert runs.artifact_location(cfg) == expected
 
 
 def test_default_sqlite_store_keeps_artifacts_in_the_run_folder(tmp_path):
     cfg = load_config(overrides=[f"run_dir={tmp_path}"])
-    client = tracking.client_for(cfg)
-    exp = client.get_experiment(tracking.experiment_id(client, cfg))
+    client = runs.client_for(cfg)
+    exp = client.get_experiment(runs.experiment_id(client, cfg))
     assert exp.artifact_location == (tmp_path / "mlartifacts" / "default").resolve().as_uri()
 
 
@@ -149,8 +149,8 @@ def test_an_experiment_with_a_client_side_artifact_folder_is_reported(server, tm
                                                artifact_location=tmp_path.as_uri())
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     cfg = load_config(overrides=[f"run_dir={tmp_path}", "name=legacy"])
-    with caplog.at_level(logging.WARNING, logger="tasks.tracking"):
-        tracking.experiment_id(tracking.client_for(cfg), cfg)
+    with caplog.at_level(logging.WARNING, logger="tasks.tracking.runs"):
+        runs.experiment_id(runs.client_for(cfg), cfg)
     assert "colleagues" in caplog.text and tmp_path.as_uri() in caplog.text
 
 

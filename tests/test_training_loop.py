@@ -11,8 +11,8 @@ import torch._dynamo  # noqa: F401  (sets TORCHINDUCTOR_CACHE_DIR: see the note 
 import torch.nn.functional as F
 from torch import nn
 
+from mmcore.io.parquet import embedding_array
 from mmcore.losses import classification_loss
-from mmcore.parquet_io import embedding_array
 from mmcore.training import ArrayBatches, ParquetBatches, fit, resolve_device, seed_everything
 from mmcore.training.batches import sample_decoder
 from mmcore.training.loop import Progress

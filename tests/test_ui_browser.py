@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from servers import mlflow_server
 
 from mmcore.config import STAGES
-from tasks.run_summary import run_link as mlflow_run_route
+from tasks.tracking.run_summary import run_link as mlflow_run_route
 
 pytestmark = pytest.mark.slow
 

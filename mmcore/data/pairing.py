@@ -40,7 +40,7 @@ SPLIT_SEED = {None: 0, "train": 1, "val": 2, "test": 3}  # stable per-pool seed 
 
 def open_side(cfg: DataConfig, side: PairSide, text: str, seed: int) -> Source:
     """The source one side of the pair names, with the data settings of `cfg`."""
-    from mmcore.data.registry import open_source  # registry imports this module
+    from mmcore.data.sources import open_source  # registry imports this module
 
     side_cfg = cfg.model_copy(update={"source": side.source, "path": side.path, "pair": None,
                                       "text": text, "limit": None})

@@ -1,6 +1,6 @@
 """Projection into the shared space, and the fusion operators over dict[modality, Tensor].
 
-The operators are listed by name in `mmcore.fusion.registry` (imported from there, not here, so
+The operators are listed by name in `mmcore.fusion.operators` (imported from there, not here, so
 that code which needs only the projection does not depend on every operator).
 """
 

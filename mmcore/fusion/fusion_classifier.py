@@ -8,7 +8,7 @@ from torch import nn
 
 from mmcore.config import TrainingConfig
 from mmcore.fusion.fusion_operator import FusionOperator
-from mmcore.fusion.registry import fusion_class
+from mmcore.fusion.operators import fusion_class
 from mmcore.fusion.select_fusion import SelectFusion
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from mmcore.config import FeaturesConfig
 from mmcore.encoders import ImageCNN
-from mmcore.parquet_io import to_matrix
+from mmcore.io.parquet import to_matrix
 
 Batch = dict[str, torch.Tensor]
 

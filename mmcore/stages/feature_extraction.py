@@ -1,6 +1,6 @@
 """Feature extraction: train one encoder per modality on its own train split, then embed every
 split into the dataset `<modality>.parquet/` (id, split, label, embedding as
-fixed_size_list<float32>), one part file per row group of the samples (`mmcore/partitions.py`).
+fixed_size_list<float32>), one part file per row group of the samples (`mmcore/io/partitions.py`).
 
 An encoder learns with labels, or, in an anchored space (`mmcore.learning_plan`), label-free
 from the pairs (`mmcore.stages.paired_encoder`); a label-free encoder's file has a null label.
@@ -25,17 +25,17 @@ import torch
 from mmcore.config import FeaturesConfig
 from mmcore.data.validation import SPLITS
 from mmcore.encoders.encoder_classifier import EncoderClassifier
-from mmcore.learning_plan import JOINT, LABELS, encoder_recipe, labelled
-from mmcore.losses import classification_loss
-from mmcore.modalities import MODALITIES
-from mmcore.parquet_io import (
+from mmcore.io.parquet import (
     atomic_writer,
     embedding_schema,
     embedding_table,
     read_embeddings,
     read_metadata,
 )
-from mmcore.partitions import MapParts, one_thread, run_inline
+from mmcore.io.partitions import MapParts, one_thread, run_inline
+from mmcore.learning_plan import JOINT, LABELS, encoder_recipe, labelled
+from mmcore.losses import classification_loss
+from mmcore.modalities import MODALITIES
 from mmcore.stages.paired_encoder import label_free_columns, pair_loss_on, train_paired_encoder
 from mmcore.training import ParquetBatches, fit, resolve_device, seed_everything, to_device
 from mmcore.training.batches import sample_decoder
@@ -164,7 +164,7 @@ def embed_splits(model: EncoderClassifier, samples: Path, out_dir: Path, meta: d
                  part_rows: int, with_labels: bool = True) -> Path:
     """Save the encoder to `encoder_<modality>.pt` and embed every split into the dataset
     `<modality>.parquet/`, one part per `part_rows` rows (whole row groups) of the samples,
-    through `map_parts` (here one after another, or on a cluster: `tasks/partitions.py`).
+    through `map_parts` (here one after another, or on a cluster: `tasks/parallel/partitions.py`).
     Returns the dataset folder."""
     weights = out_dir / f"encoder_{model.modality}.pt"
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, weights)

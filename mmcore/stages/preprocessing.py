@@ -29,7 +29,7 @@ from mmcore.config import DataConfig
 from mmcore.data.source import DataError, Source
 from mmcore.data.tokenizer import AUTO_RULE, TextEncoding, Vocabulary, auto_max_tokens
 from mmcore.data.validation import SPLITS, QualityReport, RowValidator, image_checks
-from mmcore.parquet_io import atomic_writer, embedding_array, write_json, write_table
+from mmcore.io.parquet import atomic_writer, embedding_array, write_json, write_table
 
 SPLIT_CODE = {None: -1, "train": 0, "val": 1, "test": 2}
 

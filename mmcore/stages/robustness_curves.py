@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from mmcore.io.parquet import embedding_array, read_metadata, to_matrix
 from mmcore.modalities import MODALITIES
-from mmcore.parquet_io import embedding_array, read_metadata, to_matrix
 from mmcore.robustness import (
     CORRUPTIONS,
     IMAGE_CORRUPTIONS,

@@ -29,10 +29,10 @@ from torch import nn
 
 from mmcore.config import FusionConfig
 from mmcore.fusion import ProjectionHead
+from mmcore.io.parquet import embedding_table, read_embeddings, write_table
 from mmcore.learning_plan import JOINT, anchor_of, labelled
 from mmcore.losses import info_nce_loss, l2_alignment_loss
 from mmcore.metrics import paired_distances, retrieval_at_1
-from mmcore.parquet_io import embedding_table, read_embeddings, write_table
 from mmcore.stages.anchored_space import fit_anchor_side, fit_student_side, project
 from mmcore.training import ArrayBatches, fit, resolve_device, seed_everything
 

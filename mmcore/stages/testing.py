@@ -2,7 +2,7 @@
 robustness curves (each test modality corrupted at increasing levels).
 
 Predictions are a partitioned dataset, `predictions.parquet/part-NNNNN.parquet`, one part per
-`part_rows` test rows (`mmcore/partitions.py`); each part needs only the stage's input folders,
+`part_rows` test rows (`mmcore/io/partitions.py`); each part needs only the stage's input folders,
 so parts can run in other processes (on Dask). The metrics are computed from the parts read back.
 """
 
@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from mmcore.io.parquet import embedding_array, read_dataset, write_table
+from mmcore.io.partitions import MapParts, one_thread, run_inline
 from mmcore.metrics import classification_metrics, plot_confusion
-from mmcore.parquet_io import embedding_array, read_dataset, write_table
-from mmcore.partitions import MapParts, one_thread, run_inline
 from mmcore.stages.training import labels_of, load_classifier, load_shared, predict_proba
 
 

@@ -18,9 +18,9 @@ import torch
 
 from mmcore.config import TrainingConfig
 from mmcore.fusion.fusion_classifier import build_classifier
+from mmcore.io.parquet import read_embeddings, write_json
 from mmcore.learning_plan import plan_for
 from mmcore.losses import classification_loss, classification_loss_name
-from mmcore.parquet_io import read_embeddings, write_json
 from mmcore.training import ArrayBatches, fit, resolve_device, seed_everything
 
 

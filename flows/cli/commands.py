@@ -1,0 +1,393 @@
+"""`mmpipe`: run the pipeline, see each stage's cache state, deploy it, download datasets.
+
+    mmpipe run [--config FILE] [--set key=value ...] [--stages a,b] [--refresh STAGE]
+    mmpipe status [--config FILE] [--set key=value ...]
+    mmpipe verify [--config FILE] [--set key=value ...]
+    mmpipe compare [--config FILE] [--set key=value ...] [--seeds 0 1 2] [--fusions all|a,b]
+                   [--dask-address tcp://host:8786 | --workers N | --sequential]
+    mmpipe sweep [--config FILE] [--set key=value ...] --grid key=a,b [--grid ...]
+                 [--seeds 0 1 2] [--dask-address tcp://host:8786 | --workers N | --sequential]
+    mmpipe promote VERSION [--config FILE] [--set key=value ...]
+    mmpipe serve
+    mmpipe deploy [--api-url URL] [--crash-after SECONDS]
+    mmpipe server start|stop|status
+    mmpipe data download mnist|imdb [--dest DIR] [--url-base URL]
+
+Errors before work: the config, stage names and data paths are checked before Prefect starts or
+anything heavy is imported. A problem with them is one line on stderr and exit code 2; any other
+error is one line and exit code 1; `--debug` adds the traceback. Heavy imports (prefect, mlflow,
+torch) happen only inside the command that needs them, after the environment points Prefect's
+home and MLflow's store into the run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from flows.cli import environment, errors, preflight
+from flows.cli.errors import UsageError
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (default: built-in defaults)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config key, e.g. training.epochs=5")
+
+
+def _cluster_args(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--dask-address", metavar="tcp://HOST:8786",
+                       help="run the cells on this Dask cluster (its workers must import "
+                            "mmpipe and share the run folder); default: a LocalCluster here")
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="worker processes of the LocalCluster (default: one per core)")
+    where.add_argument("--sequential", action="store_true",
+                       help="run the cells one after another in this process, without Dask")
+
+
+def _cluster(args: argparse.Namespace, cfg) -> tuple[str | None, int | None, bool]:
+    """(address, workers, sequential) for a sweep's cells: the command line's choice, else the
+    config's `dask.address` and `dask.workers`."""
+    chosen_here = args.dask_address or args.workers or args.sequential
+    address = args.dask_address or (None if chosen_here else cfg.dask.address)
+    return address, args.workers or cfg.dask.workers, args.sequential
+
+
+def _stage_list(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --debug is accepted before or after the command (`mmpipe --debug run`, `mmpipe run --debug`)
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="print the traceback of an error")
+    parser = argparse.ArgumentParser(prog="mmpipe", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the pipeline (cached stages are reused)",
+                         parents=[debug])
+    _config_args(run)
+    run.add_argument("--stages", help="comma-separated stages to run, e.g. training,testing")
+    run.add_argument("--refresh", action="append", default=[], metavar="STAGE",
+                     help="force STAGE (and the selected stages after it) to run again")
+    status = sub.add_parser("status", help="each stage's cache state for a config; runs nothing",
+                            parents=[debug])
+    _config_args(status)
+    verify = sub.add_parser("verify", parents=[debug],
+                            help="hash every stage output file and compare it with its marker; "
+                                 "exit 1 if one is damaged (with --config or --set other than "
+                                 "run_dir: only that config's stages)")
+    _config_args(verify)
+    compare = sub.add_parser("compare", parents=[debug],
+                             help="unimodal, multimodal and cross-modal side by side, over "
+                                  "seeds, as one MLflow experiment")
+    _config_args(compare)
+    compare.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
+                         help="seeds to run every cell with (default: 0 1 2)")
+    compare.add_argument("--fusions", default="all", metavar="all|a,b",
+                         help="multimodal fusion operators to compare (default: all)")
+    _cluster_args(compare)
+    sweep = sub.add_parser("sweep", parents=[debug],
+                           help="every combination of --grid values on every seed, each a "
+                                "pipeline run over the shared cache, on a Dask cluster")
+    _config_args(sweep)
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=A,B",
+                       help="a config key and its values, e.g. training.fusion=late,gmu "
+                            "(repeat for more keys; adds to the config file's sweep.grid)")
+    sweep.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                       help="seeds to run every grid point with (default: the config file's "
+                            "sweep.seeds, else the config's seed)")
+    _cluster_args(sweep)
+    promote = sub.add_parser("promote", parents=[debug],
+                             help="point the registered model's @champion at VERSION")
+    promote.add_argument("version")
+    _config_args(promote)
+    sub.add_parser("serve", parents=[debug],
+                   help="run prefect.yaml's deployments (and schedules) on this machine, "
+                        "as local-<name>")
+    deploy = sub.add_parser("deploy", parents=[debug],
+                            help="put prefect.yaml's deployments on a Prefect server's work pool")
+    deploy.add_argument("--api-url", help="the server's API URL (default: PREFECT_API_URL)")
+    deploy.add_argument("--crash-after", type=float, default=None, metavar="SECONDS",
+                        help="mark a run Crashed when its heartbeats stop for this long "
+                             "(default 540: three missed heartbeats)")
+    server = sub.add_parser("server", help="the local Prefect server that runs reuse",
+                            parents=[debug])
+    server.add_argument("action", choices=["start", "stop", "status"])
+    _config_args(server)
+    data = sub.add_parser("data", help="dataset commands", parents=[debug])
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    download = data_sub.add_parser("download", help="download a dataset, checksum-verified",
+                                   parents=[debug])
+    download.add_argument("name", choices=["mnist", "imdb"])
+    download.add_argument("--dest", default="data", help="folder to download into")
+    download.add_argument("--url-base", help="mirror to download from instead of the default")
+    return parser
+
+
+def _checked_config(args: argparse.Namespace):
+    """The config, checked before anything starts: values (pydantic), stage names, data paths."""
+    from mmcore.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    preflight.check_run(cfg, _stage_list(getattr(args, "stages", None)),
+                        getattr(args, "refresh", None))
+    return cfg
+
+
+def _resolved_config(args: argparse.Namespace, server: bool = False, check: bool = True):
+    """The config (checked unless `check` is False) with an absolute run_dir, the overrides that
+    say so, and the environment set up (plus the local Prefect server when `server`)."""
+    from mmcore.config import load_config
+
+    cfg = _checked_config(args) if check else load_config(args.config, args.overrides)
+    run_dir = environment.prepare(cfg.run_dir)
+    if server:
+        from flows.server import local_server
+
+        info = local_server.use(run_dir)
+        if info:
+            print(f"Prefect server: {info['ui_url']} (stops after "
+                  f"{info.get('idle_minutes', 0):g} min unused; `mmpipe server stop` stops it "
+                  "now)")
+    return cfg.model_copy(update={"run_dir": str(run_dir)}), [*args.overrides,
+                                                              f"run_dir={run_dir}"]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg, overrides = _resolved_config(args, server=True)
+    environment.create_tracking_store(Path(cfg.run_dir))
+    from flows.pipeline import pipeline
+
+    if not args.debug:
+        errors.console_without_input_tracebacks()
+    with environment.without_flow_heartbeats():
+        summary = pipeline(config=args.config, overrides=overrides,
+                           stages=_stage_list(args.stages), refresh=args.refresh or None)
+    print_summary(summary)
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    print("\nstages:")
+    for stage, info in summary["stages"].items():
+        print(f"  {stage:<20} {info['state']:<7} {info['path']}")
+    quality = summary["quality"]
+    reasons = ", ".join(f"{k.split('.', 1)[1]}: {int(v)}" for k, v in quality.items()
+                        if k.startswith(("rejected.", "modified.")))
+    print(f"data: {int(quality['rows_in'])} rows in, {int(quality['rows_kept'])} kept, "
+          f"{int(quality['rows_rejected'])} rejected" + (f" ({reasons})" if reasons else ""))
+    if summary["metrics"]:
+        print("test metrics:", json.dumps(summary["metrics"]))
+    for row in summary.get("comparison") or []:
+        print(f"  {row['model']:<40} labels used: {row.get('labels_used', '?'):<11} "
+              f"test accuracy {row['test_accuracy']:.4f}")
+    if model := summary.get("model"):
+        print(f"model: {model['name']} version {model['version']}"
+              f"{'' if model['new_version'] else ' (unchanged: no new version)'}"
+              f"{', @candidate' if model['candidate'] else ''}; @champion: "
+              f"{model['decision']}")
+    uri = summary["tracking_uri"]
+    print(f"\nresults: {summary['run_dir']}/stages/"
+          f"  (MLflow parent run {summary['parent_run_id']})")
+    if uri.startswith("sqlite:"):
+        print(f"MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
+              f"           then open {summary['run_url']}")
+    else:
+        print(f"MLflow run: {summary['run_url']}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg, _ = _resolved_config(args)
+    from tasks.stages.table import status_all
+
+    for row in status_all(cfg):
+        print(f"{row['stage']:<20} {row['state']:<5} {row['key']}  {row['reason']}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    cfg, _ = _resolved_config(args)
+    from tasks.stages.verify import verify
+
+    only_config = bool(args.config) or any(not o.startswith("run_dir=") for o in args.overrides)
+    rows = verify(cfg, only_config)
+    for row in rows:
+        print(f"{row['state']:<12} {row['stage']}/{row['key']}  " + (
+            f"{row['files']} files, {row['bytes']:,} bytes" if row["state"] == "ok"
+            else "; ".join(row["problems"])))
+    damaged = sum(row["state"] == "damaged" for row in rows)
+    print(f"{len(rows)} stage folders, {damaged} damaged"
+          + (" (the next run that needs them rebuilds them)" if damaged else ""))
+    return 1 if damaged else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mmcore.config import FUSION_NAMES
+
+    if args.fusions != "all":
+        unknown = [f for f in args.fusions.split(",") if f.strip() not in FUSION_NAMES]
+        if unknown:  # before any work
+            raise errors.UsageError(f"--fusions: unknown operator(s) {unknown}; choose from "
+                                    f"{', '.join(FUSION_NAMES)} or 'all'")
+    if args.workers is not None and args.workers < 1:
+        raise errors.UsageError("--workers: needs at least 1")
+    cfg, overrides = _resolved_config(args, server=True)
+    address, workers, sequential = _cluster(args, cfg)
+    environment.create_tracking_store(Path(cfg.run_dir))
+    from flows.compare import compare
+    from flows.sweep import on_runner, where
+
+    if not args.debug:
+        errors.console_without_input_tracebacks()
+    with environment.without_flow_heartbeats():
+        report = on_runner(compare, address, workers, sequential)(
+            config=args.config, overrides=overrides, seeds=args.seeds, fusions=args.fusions,
+            executor_name=where(address, workers, sequential))
+    print("\n" + report["table"])
+    print(f"\nreport.json and plots: MLflow run {report['compare_run_id']} "
+          f"(experiment '{report['config']}')")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from mmcore.experiments.grid import parse_grid, plan_sweep
+
+    if args.workers is not None and args.workers < 1:
+        raise errors.UsageError("--workers: needs at least 1")
+    # Before any work (no Prefect server yet): the grid, and every cell's config.
+    grid, seeds, cells = plan_sweep(args.config, args.overrides, parse_grid(args.grid),
+                                    args.seeds)
+    if not grid:
+        raise errors.UsageError("nothing to sweep: give --grid KEY=A,B or a sweep.grid section "
+                                "in the config file")
+    cfg, overrides = _resolved_config(args, server=True)
+    address, workers, sequential = _cluster(args, cfg)
+    from flows.sweep import run_sweep, where
+
+    print(f"sweep: {len(cells)} cells ({len(cells) // len(seeds)} grid points x {len(seeds)} "
+          f"seeds) on {where(address, workers, sequential)}")
+    environment.create_tracking_store(Path(cfg.run_dir))
+    if not args.debug:
+        errors.console_without_input_tracebacks()
+    with environment.without_flow_heartbeats():
+        result = run_sweep(config=args.config, overrides=overrides, grid=grid, seeds=seeds,
+                           address=address, workers=workers, sequential=sequential)
+    print("\n" + result["table"])
+    for cell in result["cells"]:
+        if "error" in cell:
+            print(f"failed: {cell['cell']}: {cell['error']}")
+    print(f"\nresults table: MLflow run {result['sweep_run_id']} (experiment "
+          f"'{result['config']}'), {Path(cfg.run_dir) / 'sweeps' / result['sweep_run_id']}")
+    return 1 if result["failed"] else 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    cfg, _ = _resolved_config(args, check=False)  # the registry only: no data needed
+    from tasks.tracking import model_registry, runs
+
+    try:
+        mv = model_registry.promote(runs.tracking_uri(cfg.run_dir),
+                                    cfg.training.model_name, args.version)
+    except ValueError as exc:  # no such version: the command line's problem
+        raise errors.UsageError(str(exc)) from None
+    print(f"{mv.name}@champion -> version {mv.version} ({mv.tags.get('mode', '?')}, "
+          f"{mv.tags.get('test_modalities', '?')}, test accuracy "
+          f"{mv.tags.get('test.accuracy', 'unknown')})")
+    return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    cfg, _ = _resolved_config(args, check=False)  # no data needed to start or stop a server
+    from flows.server import local_server
+
+    run_dir = Path(cfg.run_dir)
+    if args.action == "start":
+        info = local_server.start(run_dir)
+        print(f"{info['ui_url']} (stops after {info['idle_minutes']:g} min unused; "
+              f"{local_server.IDLE_ENV}=0 keeps it running)")
+    elif args.action == "stop":
+        print("stopped" if local_server.stop(run_dir) else "no server was running")
+    else:
+        info = local_server.running(run_dir)
+        print(info["ui_url"] if info else "not running")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.deployments import run_locally
+
+    if not (run_locally.PROJECT / "prefect.yaml").is_file():
+        raise UsageError(f"{run_locally.PROJECT} has no prefect.yaml: run `mmpipe serve` from an "
+                         "mmpipe checkout (pip install -e .)")
+    os.chdir(run_locally.PROJECT)  # prefect.yaml's entrypoints and config paths are relative to it
+    from mmcore.config import load_config
+
+    run_dir = environment.prepare(load_config().run_dir)
+    from flows.server import local_server
+
+    local_server.use(run_dir)
+    run_locally.serve()
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from flows.deployments import deploy
+
+    environment.quiet()
+    crash_after = deploy.DEFAULT_CRASH_AFTER_S if args.crash_after is None else args.crash_after
+    print(deploy.describe(deploy.deploy(args.api_url, crash_after)))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from mmcore.data.download import DATASETS, download_dataset
+
+    urls = None
+    if args.url_base:
+        base = args.url_base.rstrip("/")
+        urls = {name: f"{base}/{name}" for name in DATASETS[args.name]}
+    for path in download_dataset(args.name, Path(args.dest), urls=urls):
+        print(path)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "status": cmd_status, "verify": cmd_verify, "compare": cmd_compare,
+            "sweep": cmd_sweep,
+            "promote": cmd_promote, "serve": cmd_serve, "deploy": cmd_deploy,
+            "server": cmd_server, "data": cmd_download}
+
+
+def report(exc: BaseException, debug: bool) -> int:
+    """One line on stderr (the traceback too with --debug); the exit code: 2 for a problem with
+    the command line, config, data or environment, 1 for anything unexpected."""
+    if debug:
+        traceback.print_exception(exc)
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, errors.input_error_types()):
+        print(f"mmpipe: error: {first}", file=sys.stderr)
+        return 2
+    hint = "" if debug else " (run with --debug for the traceback)"
+    print(f"mmpipe: unexpected error: {type(exc).__name__}: {first}{hint}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("mmpipe: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        return report(exc, args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

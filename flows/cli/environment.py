@@ -1,0 +1,71 @@
+"""Quiet, self-contained state: Prefect's home and MLflow's store inside the run directory.
+
+Must run before prefect is imported (its settings are read from the environment). Variables the
+user already set win.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+DEFAULTS = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    # Without this, every temporary-server run printed a "database is locked" traceback here.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # A fresh temporary server took 19-21 s to start here; Prefect's default limit is 20 s.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_LOGGING_LOG_PRINTS": "true",
+    "GIT_PYTHON_REFRESH": "quiet",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def quiet() -> None:
+    """No telemetry, no analytics, quiet libraries (variables the user set win)."""
+    for name, value in DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def prepare(run_dir: str | Path) -> Path:
+    """Create the run directory and point Prefect's home into it; return its absolute path."""
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    quiet()
+    os.environ.setdefault("PREFECT_HOME", str(run_dir / "prefect"))
+    return run_dir
+
+
+def create_tracking_store(run_dir: Path) -> None:
+    """Create the run directory's MLflow SQLite store once, under a file lock.
+
+    MLflow creates a new store by running its schema migrations; two `mmpipe run`s started
+    together in a fresh folder both did, and one failed ("Online migration expected to match
+    one row ... 0 found"). A store that exists, or a tracking server, needs nothing."""
+    if os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlflow.db").exists():
+        return
+    with open(run_dir / "mlflow.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (run_dir / "mlflow.db").exists():
+            from mlflow import MlflowClient
+
+            from tasks.tracking.runs import tracking_uri
+
+            MlflowClient(tracking_uri(run_dir)).search_experiments(max_results=1)
+
+
+def without_flow_heartbeats():
+    """Prefect settings for flow runs someone waits on (the CLI, the tests), as a context manager.
+
+    Prefect 3.9 starts a heartbeat thread per flow run (every 180 s by default; they let an
+    automation mark crashed deployment runs) and joins it when the run ends. The thread sleeps in
+    1 s steps, so the join added up to 1 s to every flow run: a trivial flow took 1.11 s against
+    the local server, 0.16 s without heartbeats, and a cached rerun of the pipeline was mostly this
+    wait. Served deployments (`mmpipe serve`) keep their heartbeats. An environment variable can
+    only set another frequency, which does not help; `None` turns them off.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})

@@ -1,0 +1,52 @@
+"""Stage 4: a classifier on the shared embeddings for one learning mode; the whole inference chain
+logged to MLflow as a pyfunc model (the pipeline registers it: `tasks.tracking.model_registry`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmcore.config import PipelineConfig
+from mmcore.data.sources import open_source
+from tasks.engine.skeleton import StageRun, stage_task
+from tasks.tracking import runs
+
+STAGE = "training"
+
+
+@stage_task(STAGE, reads={"fusion": "training"})
+def training_task(run: StageRun) -> dict:
+    from mmcore.inference import InferenceChain  # torch and mlflow.pyfunc: only on a miss
+    from mmcore.stages.training import run_training
+    from tasks.tracking.logged_model import chain_digest, log_chain
+
+    cfg, fusion = run.cfg, run.summary("fusion")
+    result = run_training(run.path("fusion"), fusion["modalities"], len(fusion["class_names"]),
+                          cfg.training, cfg.seed, run.out, on_epoch=run.epochs,
+                          device=cfg.device)
+    chain = InferenceChain.from_stage_dirs(run.path("preprocessing"),
+                                           run.path("feature_extraction"), run.path("fusion"),
+                                           run.out, cfg.features.model_dump(mode="json"))
+    model_uri = log_chain(chain, run.run_id, _example(cfg, chain),
+                          runs.tracking_uri(cfg.run_dir))
+    run.log_metrics({f"{runs.SUMMARY}val_acc": result["val_acc"],
+                     **{f"{runs.SUMMARY}fusion_weight.{m}": w
+                        for m, w in result["fusion_weights"].items()}})
+    plan = result["plan"]
+    run.set_tags({"mode": plan["mode"], "model.uri": model_uri,
+                  "labels_used": ",".join(plan["labels_used"]), "space": plan["space"]})
+    return {"plan": plan, "labels_used": plan["labels_used"], "modalities": fusion["modalities"],
+            "class_names": fusion["class_names"], "model_uri": model_uri,
+            "content_digest": chain_digest(chain)}
+
+
+def _example(cfg: PipelineConfig, chain):
+    """Three raw rows from the source (pixels on its own scale, text) as the input example."""
+    batch = next(open_source(cfg.data, cfg.seed).batches(3))
+    images = None
+    if chain.spec["image_shape"] is not None:
+        pixel_max = chain.spec["pixel_max"]
+        images = [np.asarray(v, np.float32) * pixel_max for v in batch.column("image").to_pylist()]
+    texts = batch.column("text").to_pylist()
+    from tasks.tracking.logged_model import example_input
+
+    return example_input(chain, images, texts)
