@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmcore.config import FeaturesConfig
-from mmcore.encoders.encoder_classifier import EncoderClassifier
+from mmcore.modalities.encoder_classifier import EncoderClassifier
 from mmcore.training.loop import resolve_device
 
 VOCAB, SIDE = 5000, 28

@@ -45,7 +45,7 @@ def prepare(work: Path, mnist: Path | None) -> tuple[Path, Path, int, str]:
 
     from mmcore.config import load_config
     from mmcore.data.sources import open_source
-    from mmcore.encoders.encoder_classifier import EncoderClassifier
+    from mmcore.modalities.encoder_classifier import EncoderClassifier
     from mmcore.io.parquet import read_metadata
     from mmcore.stages.preprocessing import run_preprocessing
 

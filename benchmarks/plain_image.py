@@ -89,7 +89,7 @@ def build(arch: str, side: int) -> nn.Module:
     if arch == "reference":
         return ReferenceCNN(side)
     from mmcore.config import FeaturesConfig
-    from mmcore.encoders.encoder_classifier import EncoderClassifier
+    from mmcore.modalities.encoder_classifier import EncoderClassifier
 
     # the images come standardised already: the model's input layer is the identity
     meta = {"image_shape": [1, side, side], "image_mean": [0.0], "image_std": [1.0]}

@@ -79,7 +79,7 @@ def forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def run(data: Path, encoder: str, epochs: int, max_tokens: int, batch: int, lr: float,
         target: float, seed: int = 0) -> dict:
     from mmcore.config import FeaturesConfig
-    from mmcore.encoders.encoder_classifier import EncoderClassifier
+    from mmcore.modalities.encoder_classifier import EncoderClassifier
 
     start = time.perf_counter()
     tensors, vocab_size = tokenise(load_texts(data, seed), max_tokens)

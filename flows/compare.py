@@ -27,7 +27,7 @@ from flows.sweep import Executor, executor
 from mmcore.config import FUSION_NAMES, load_config
 from tasks.engine import recovery
 from tasks.tracking import runs
-from tasks.tracking.experiment_runs import finish_report, start_compare_run, tag_cell
+from tasks.tracking.experiment_runs import finish_report, start_compare_run, tag_compare_cell
 
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -124,7 +124,7 @@ def run_compare_cell(config: str | None, overrides: list[str], parent: str,
         "robustness": str(testing / "robustness.parquet")
         if (testing / "robustness.parquet").exists() else None,
     }
-    tag_cell(load_config(config, overrides), summary["parent_run_id"], result)
+    tag_compare_cell(load_config(config, overrides), summary["parent_run_id"], result)
     return result
 
 

@@ -16,7 +16,7 @@ from prefect.utilities.urls import url_for
 
 from mmcore.config import STAGES, PipelineConfig, load_config
 from tasks.engine import recovery
-from tasks.engine.skeleton import StageRef
+from tasks.engine.keys import StageRef
 from tasks.stages import table
 from tasks.tracking import model_registry, run_summary, runs
 
@@ -53,8 +53,9 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
     wanted, first_refresh = select(stages, refresh)
     with recovery.recorded(cfg, flow_run.get_id(), logger):  # first: after crashed runs
         _tag_flow_run(["mmpipe", cfg.name, cfg.training.mode, role])
-        parent = runs.start_parent_run(cfg, flow_run.get_id(), wanted, parent=parent_run_id,
-                                           run_name=run_name)
+        parent = runs.start_parent_run(
+            cfg, flow_run.get_id(), run_name or f"{cfg.name} · {cfg.training.mode}",
+            {"stages": ",".join(wanted)}, parent=parent_run_id)
         refs: dict[str, StageRef] = {}
         report: dict[str, dict[str, str]] = {}
         with runs.ended(cfg, parent):

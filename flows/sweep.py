@@ -32,7 +32,7 @@ from mmcore.config import load_config
 from mmcore.experiments.grid import Grid, SweepCell, plan_sweep
 from tasks.engine import recovery
 from tasks.tracking import runs
-from tasks.tracking.experiment_runs import log_results, start_sweep_run, tag_cell
+from tasks.tracking.experiment_runs import log_results, start_sweep_run, tag_sweep_cell
 
 C = TypeVar("C", bound=Hashable)
 RunCell = Callable[[Any], dict[str, Any]]
@@ -126,7 +126,7 @@ def run_sweep_cell(config: str | None, overrides: list[str], parent: str,
                            parent_run_id=parent, run_name=cell.name)
     except Exception as exc:  # one cell's failure is reported, not fatal
         return {**result, "error": f"{type(exc).__name__}: {exc}"}
-    tag_cell(load_config(config, cell_overrides), summary["parent_run_id"], result["point"],
+    tag_sweep_cell(load_config(config, cell_overrides), summary["parent_run_id"], result["point"],
              cell.seed)
     return {**result, "run_id": summary["parent_run_id"], "metrics": summary["metrics"],
             "stages": {stage: {"key": info["key"], "state": info["state"]}

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mmcore.config import FeaturesConfig, TrainingConfig
-from mmcore.encoders.encoder_classifier import EncoderClassifier
+from mmcore.modalities.encoder_classifier import EncoderClassifier
 from mmcore.fusion.fusion_classifier import build_classifier
 from mmcore.io.parquet import read_metadata
 from mmcore.modalities import MODALITIES

@@ -1,5 +1,5 @@
 """Real `mmpipe run` processes against a real Prefect server: killed with SIGKILL at five points
-(MMPIPE_FAULT, `tasks/engine/faults.py`), and started together on one run directory.
+(MMPIPE_FAULT, `tasks/faults.py`), and started together on one run directory.
 
 - After the kills, one more run finishes with outputs bit for bit those of an uninterrupted run
   and the same metrics; no MLflow run stays RUNNING, the killed flow runs are Crashed, and no

@@ -23,7 +23,7 @@ from servers import (
     wait_for,
 )
 
-from flows.cli.errors import UsageError
+from flows.errors import UsageError
 from flows.deployments import run_locally
 from flows.deployments.deploy import CRASH_AUTOMATION, FLOW_NAMES
 

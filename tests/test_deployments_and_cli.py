@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from flows.cli import commands
-from flows.cli.errors import UsageError
+from flows.errors import UsageError
 from flows.compare import compare
 from flows.deployments import deploy, run_locally
 from flows.pipeline import pipeline, select

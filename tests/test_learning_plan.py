@@ -57,7 +57,7 @@ def test_status_names_a_change_of_learning_space(tmp_path):
     from mmcore.config import load_config
     from mmcore.io.parquet import write_json
     from tasks.engine.cache import _latest_path, miss_reason
-    from tasks.engine.skeleton import stage_code, stage_key
+    from tasks.engine.keys import stage_code, stage_key
     from tasks.stages.table import KEY_EXTRA
 
     joint = load_config(overrides=[f"run_dir={tmp_path}"])

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from servers import MMPIPE, service_env, wait_for
 
-from flows.cli.errors import UsageError
+from flows.errors import UsageError
 from flows.server import local_server
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self"), reason="reads /proc")

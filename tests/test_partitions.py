@@ -18,8 +18,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mmcore.io.parquet import embedding_table, mark_complete, read_dataset, read_marker, write_table
-from mmcore.io.partitions import part_name
+from mmcore.io.parquet import (
+    embedding_table,
+    mark_complete,
+    part_name,
+    read_dataset,
+    read_marker,
+    write_table,
+)
 
 # Small partitions (data.batch_rows) so tiny data has several per split: of 300 rows, 60 are
 # test rows -> 3 prediction parts of 25 rows; the embedding datasets get a dozen parts each.

@@ -29,8 +29,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from flows.cli import environment, errors, preflight
-from flows.cli.errors import UsageError
+from flows import errors
+from flows.cli import environment, preflight
+from flows.errors import UsageError
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:

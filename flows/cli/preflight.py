@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.cli.errors import UsageError
+from flows.errors import UsageError
 from mmcore.config import STAGES, PipelineConfig
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from flows.cli.errors import UsageError
+from flows.errors import UsageError
 
 PROJECT = Path(__file__).resolve().parent.parent
 LOCAL_PREFIX = "local-"

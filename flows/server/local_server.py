@@ -31,7 +31,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from flows.cli.errors import UsageError
+from flows.errors import UsageError
 
 STARTUP_TIMEOUT_S = 120
 DEFAULT_IDLE_MINUTES = 30.0

@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from mmcore.config import DataConfig, PairSide
 from mmcore.data.source import DataError, Source, SourceInfo, raw_batch
+from mmcore.data.sources import open_source
 from mmcore.data.validation import QualityReport, RowValidator, image_checks
 
 SPLIT_SEED = {None: 0, "train": 1, "val": 2, "test": 3}  # stable per-pool seed component
@@ -40,8 +41,6 @@ SPLIT_SEED = {None: 0, "train": 1, "val": 2, "test": 3}  # stable per-pool seed 
 
 def open_side(cfg: DataConfig, side: PairSide, text: str, seed: int) -> Source:
     """The source one side of the pair names, with the data settings of `cfg`."""
-    from mmcore.data.sources import open_source  # registry imports this module
-
     side_cfg = cfg.model_copy(update={"source": side.source, "path": side.path, "pair": None,
                                       "text": text, "limit": None})
     return open_source(side_cfg, seed)

@@ -1,39 +1,42 @@
-"""Choose a data source from config alone: `data.source` = digits|mnist|imdb|manifest|paired."""
+"""The data sources by name: `data.source` = digits|mnist|imdb|manifest|paired.
+
+Each entry is "module:Class", imported on first use (as the fusion operators' table does), so
+this table imports no source, and a source that opens others (pairing) may import it without an
+import circle. Adding a source is its file under mmcore/data/ and one line here.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 from mmcore.config import DataConfig
 from mmcore.data.source import DataError, Source
 
+SOURCES: dict[str, str] = {
+    "digits": "mmcore.data.digits:DigitsSource",
+    "mnist": "mmcore.data.mnist:MnistSource",
+    "imdb": "mmcore.data.imdb:ImdbSource",
+    "manifest": "mmcore.data.manifest:ManifestSource",
+    "paired": "mmcore.data.pairing:PairedSource",
+}
+# Sources that need no data.path: the built-in digits, and pairs (each side names its own).
+_NO_PATH = {"digits", "paired"}
+_GENERATED_TEXT = "mmcore.data.generated_text:GeneratedTextSource"
+
+
+def _load(entry: str) -> type:
+    module, _, name = entry.partition(":")
+    return getattr(importlib.import_module(module), name)
+
 
 def open_source(cfg: DataConfig, seed: int) -> Source:
-    """The source `cfg` names, with generated digit texts added when `data.text=generated`."""
-    if cfg.source == "digits":
-        from mmcore.data.digits import DigitsSource
-
-        return DigitsSource(cfg, seed)
-    if cfg.source == "paired":
-        from mmcore.data.pairing import PairedSource
-
-        if cfg.pair is None:
-            raise DataError("data.source=paired needs a data.pair section", field="data.pair")
-        return PairedSource(cfg, seed)
-    if cfg.path is None:
+    """The source `cfg` names, with generated digit texts added when `data.text=generated`
+    (the built-in digits and pairs handle `data.text` themselves)."""
+    if cfg.source == "paired" and cfg.pair is None:
+        raise DataError("data.source=paired needs a data.pair section", field="data.pair")
+    if cfg.source not in _NO_PATH and cfg.path is None:
         raise DataError(f"data.source={cfg.source} needs data.path", field="data.path")
-    if cfg.source == "mnist":
-        from mmcore.data.mnist import MnistSource
-
-        source: Source = MnistSource(cfg, seed)
-    elif cfg.source == "imdb":
-        from mmcore.data.imdb import ImdbSource
-
-        source = ImdbSource(cfg, seed)
-    else:
-        from mmcore.data.manifest import ManifestSource
-
-        source = ManifestSource(cfg, seed)
-    if cfg.text == "generated":
-        from mmcore.data.generated_text import GeneratedTextSource
-
-        source = GeneratedTextSource(source, cfg, seed)
+    source: Source = _load(SOURCES[cfg.source])(cfg, seed)
+    if cfg.text == "generated" and cfg.source not in _NO_PATH:
+        source = _load(_GENERATED_TEXT)(source, cfg, seed)
     return source

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmcore.io import integrity
-from mmcore.io.partitions import missing_parts, part_files
+
+# Partitioned datasets (`mmcore/io/partitions.py`): a folder `<name>.parquet/` of part files.
+PART = "part-{:05d}.parquet"
+_PART = re.compile(r"^part-(\d{5})\.parquet$")
 
 META_KEY = b"mmpipe"
 MARKER = "_COMPLETE.json"
@@ -186,3 +190,36 @@ def iter_batches(path: str | Path, columns: list[str] | None = None,
     file = pq.ParquetFile(path)
     for group in range(file.num_row_groups):
         yield from file.read_row_group(group, columns=columns).to_batches()
+
+
+def part_name(index: int) -> str:
+    return PART.format(index)
+
+
+def part_files(dataset: str | Path) -> list[Path]:
+    """The part files of a dataset folder, in row order (hidden and temporary files left out)."""
+    return sorted(p for p in Path(dataset).iterdir() if _PART.match(p.name))
+
+
+def part_info(path: Path) -> dict[str, Any] | None:
+    """A part file's `part` metadata, or None if the file is missing or unreadable."""
+    try:
+        return read_metadata(path).get("part")
+    except (OSError, ValueError):
+        return None
+
+
+def missing_parts(dataset: str | Path) -> list[str]:
+    """What keeps a dataset folder from being complete: parts missing from 0..of-1, or parts
+    that disagree on their count. Empty: every part is there."""
+    parts = part_files(dataset)
+    if not parts:
+        return [f"{Path(dataset).name}: no part files"]
+    infos = [part_info(p) or {} for p in parts]
+    counts = {info.get("of") for info in infos}
+    if len(counts) != 1 or None in counts:
+        return [f"{Path(dataset).name}: parts disagree on their count ({sorted(map(str, counts))})"]
+    (count,) = counts
+    have = {info.get("index") for info in infos}
+    return [f"{Path(dataset).name}/{part_name(i)} is missing" for i in range(count)
+            if i not in have]

@@ -17,14 +17,12 @@ part missing).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-PART = "part-{:05d}.parquet"
-_PART = re.compile(r"^part-(\d{5})\.parquet$")
+from mmcore.io.parquet import part_info, part_name
 
 
 class MapParts(Protocol):
@@ -71,45 +69,10 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def part_name(index: int) -> str:
-    return PART.format(index)
-
-
-def part_files(dataset: str | Path) -> list[Path]:
-    """The part files of a dataset folder, in row order (hidden and temporary files left out)."""
-    return sorted(p for p in Path(dataset).iterdir() if _PART.match(p.name))
-
-
-def part_info(path: Path) -> dict[str, Any] | None:
-    """A part file's `part` metadata, or None if the file is missing or unreadable."""
-    from mmcore.io.parquet import read_metadata
-
-    try:
-        return read_metadata(path).get("part")
-    except (OSError, ValueError):
-        return None
-
-
 def reusable(path: Path, expected: dict[str, Any]) -> bool:
     """Whether a part left in the work folder by an earlier attempt can stand for this one: it
     is complete (published by rename) and was computed from the same source."""
     return part_info(path) == expected
-
-
-def missing_parts(dataset: str | Path) -> list[str]:
-    """What keeps a dataset folder from being complete: parts missing from 0..of-1, or parts
-    that disagree on their count. Empty: every part is there."""
-    parts = part_files(dataset)
-    if not parts:
-        return [f"{Path(dataset).name}: no part files"]
-    infos = [part_info(p) or {} for p in parts]
-    counts = {info.get("of") for info in infos}
-    if len(counts) != 1 or None in counts:
-        return [f"{Path(dataset).name}: parts disagree on their count ({sorted(map(str, counts))})"]
-    (count,) = counts
-    have = {info.get("index") for info in infos}
-    return [f"{Path(dataset).name}/{part_name(i)} is missing" for i in range(count)
-            if i not in have]
 
 
 def move_parts(work: Path, dataset: Path, count: int) -> None:

@@ -24,7 +24,7 @@ import torch
 
 from mmcore.config import FeaturesConfig
 from mmcore.data.validation import SPLITS
-from mmcore.encoders.encoder_classifier import EncoderClassifier
+from mmcore.modalities.encoder_classifier import EncoderClassifier
 from mmcore.io.parquet import (
     atomic_writer,
     embedding_schema,

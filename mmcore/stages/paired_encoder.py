@@ -20,7 +20,7 @@ import pyarrow as pa
 import torch
 
 from mmcore.config import FeaturesConfig
-from mmcore.encoders.encoder_classifier import EncoderClassifier
+from mmcore.modalities.encoder_classifier import EncoderClassifier
 from mmcore.losses import l2_alignment_loss
 from mmcore.modalities import MODALITIES
 from mmcore.training import ParquetBatches, fit, seed_everything, to_device

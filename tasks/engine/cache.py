@@ -19,7 +19,8 @@ from prefect.transactions import CommitMode, transaction
 from mmcore.config import PipelineConfig
 from mmcore.io.parquet import write_json
 from tasks.engine import locks
-from tasks.engine.skeleton import StageRef, content, stage_code, stage_dir, stage_key, verified
+from tasks.engine.keys import StageRef, stage_code, stage_dir, stage_key
+from tasks.engine.outputs import content, verified
 from tasks.tracking import runs
 
 

@@ -1,102 +1,37 @@
-"""The skeleton every stage task shares, written once: cache key, output folder, MLflow child run.
+"""The skeleton every stage task shares, written once: output folder, MLflow child run, inputs
+and outputs logged, the result published.
 
 A stage module holds only what is its own: a body `(run: StageRun) -> summary` that reads its
 inputs, calls `mmcore`, and logs its metrics and artifacts. `stage_task` wraps it into the
 Prefect task and does the rest:
 
-- The cache key = digest(stage, its config section, its inputs' keys, a fingerprint of the code
-  it runs, torch/pyarrow versions) -- `stage_key`, computable from the config alone (so `status`
-  answers without running anything). `StagePolicy` hands it to Prefect.
-- Outputs go to `<run_dir>/stages/<stage>/<key>/`, written in a temporary sibling folder that is
-  renamed into place after its completion marker is written: a folder without the marker does
-  not exist for anyone. The marker lists each file's size and digest, and records the content
-  digest of each upstream folder the stage read, so a damaged output, or one built on an
-  upstream that was rebuilt differently since, is not a cache hit (`verified`).
-- Before the body runs, its upstream folders are checked against their markers: a damaged input
-  is an error naming the file, never a pyarrow traceback.
-- The stage's MLflow child run (FAILED if the body raises), its upstream Parquet files logged as
-  dataset inputs and its own as outputs, per-epoch metrics flushed at the end.
-- A body that maps over partitions of its input (`run.map_parts`, `tasks/parallel/partitions.py`)
-  computes the parts in the key's work folder, which outlives a failed attempt so that the
-  next one reuses the parts already done; they move into the temporary folder before the
-  marker, and the work folder goes once the output is published.
-- The task returns a `StageRef` (path + key + the MLflow run that produced it + a small summary),
-  which Prefect persists; never a DataFrame.
+- its upstream folders are checked against their markers (`tasks/engine/outputs.py`);
+- the body writes into a temporary folder, published with its marker when the body succeeds;
+- the stage's MLflow child run (FAILED if the body raises), its upstream Parquet files logged as
+  dataset inputs and its own as outputs, per-epoch metrics flushed at the end;
+- a body that maps over partitions of its input (`run.map_parts`, `tasks/parallel/partitions.py`)
+  computes the parts in the key's work folder, which outlives a failed attempt so that the next
+  one reuses the parts already done;
+- the task returns a `StageRef` (path + key + the MLflow run that produced it + a small summary),
+  which Prefect persists; never a DataFrame. Its cache key comes from `tasks/engine/keys.py`.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import CachePolicy
-from prefect.context import TaskRunContext
-from pydantic import BaseModel
 
-from mmcore.config import PipelineConfig, digest
-from mmcore.io.parquet import mark_complete, read_marker, verify_folder
+from mmcore.config import PipelineConfig
 from mmcore.io.partitions import MapParts
-from tasks.engine import faults
-from tasks.engine.fingerprint import fingerprint, module_digests
+from tasks import faults
+from tasks.engine.keys import StagePolicy, StageRef, stage_dir
+from tasks.engine.outputs import check_inputs, output_folder, publish
 from tasks.parallel import partitions
 from tasks.tracking import runs
-
-
-class StageRef(BaseModel):
-    """What a stage task returns and Prefect persists: where its output is, not the output."""
-
-    stage: str
-    key: str
-    path: str
-    run_id: str | None = None  # MLflow run that produced the output
-    summary: dict[str, Any] = {}
-
-
-def stage_code(cfg: PipelineConfig, stage: str) -> dict[str, str]:
-    """Digest per module of the code `stage` runs: its task module and the mmcore modules it
-    reaches (`tasks/engine/fingerprint.py`)."""
-    return module_digests(f"tasks.stages.{stage}", cache_file=Path(cfg.run_dir) / "code-digests.json")
-
-
-def stage_key(stage: str, cfg: PipelineConfig, upstream_keys: dict[str, str],
-              extra: dict[str, Any] | None = None) -> str:
-    return digest({
-        "stage": stage,
-        "code": fingerprint(stage_code(cfg, stage)),
-        "config": cfg.section(stage),
-        "upstream": upstream_keys,
-        "extra": extra or {},
-        # Versions from package metadata: a fully cached run never imports torch.
-        "torch": version("torch"),
-        "pyarrow": version("pyarrow"),
-    })
-
-
-def stage_dir(cfg: PipelineConfig, stage: str, key: str) -> Path:
-    return Path(cfg.run_dir) / "stages" / stage / key
-
-
-@dataclass
-class StagePolicy(CachePolicy):
-    """Prefect cache policy: the stage's key from the task's `key` input, nothing else.
-
-    Prefect's default policy includes the flow-run id (so nothing is shared across runs) and
-    TASK_SOURCE hashes differ under `serve`; this one depends only on config and inputs.
-    """
-
-    stage: str = ""
-
-    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
-                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
-        return f"{self.stage}-{inputs['key']}"
 
 
 @dataclass
@@ -181,55 +116,6 @@ class _Epochs(runs.EpochLogger):
         super().__call__(epoch, record, prefix)
 
 
-class DamagedOutput(RuntimeError):
-    """A stage output that no longer matches its completion marker."""
-
-
-def verified(cfg: PipelineConfig, stage: str, key: str,
-             ) -> tuple[dict[str, Any] | None, list[str]]:
-    """(marker, problems) of the stage's output folder for `key`: (None, []) when there is no
-    complete folder; problems name each missing, truncated, altered or added file."""
-    marker, problems = verify_folder(stage_dir(cfg, stage, key))
-    return marker, [str(p) for p in problems]
-
-
-def _check_inputs(stage: str, upstream: dict[str, StageRef]) -> dict[str, str]:
-    """Each upstream folder checked against its marker right before the body reads it; returns
-    their content digests (recorded in this stage's marker)."""
-    contents = {}
-    for name, ref in upstream.items():
-        marker, problems = verify_folder(ref.path)
-        if marker is None or problems:
-            what = "; ".join(problems) or "its completion marker is gone"
-            raise DamagedOutput(f"{stage}: its input {name} at {ref.path} is damaged: {what}. "
-                                f"The next run rebuilds {name}.")
-        contents[name] = marker["content"]
-    return contents
-
-
-@contextmanager
-def _output_folder(cfg: PipelineConfig, stage: str, key: str):
-    """A temporary folder beside the final one, `.<key>.<pid>-<random>.tmp`; removed if the
-    stage fails, and by `tasks/engine/recovery.py` if its process died."""
-    final = stage_dir(cfg, stage, key)
-    tmp = final.with_name(f".{key}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir(parents=True)
-    try:
-        yield final, tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _publish(final: Path, tmp: Path, ref: StageRef, upstream_content: dict[str, str]) -> None:
-    """Marker last, then rename: the output exists all at once or not at all."""
-    mark_complete(tmp, {**ref.model_dump(), "upstream_content": upstream_content})
-    faults.point(ref.stage, "publish")
-    if final.exists():  # a damaged or outdated output, replaced under the stage's lock
-        shutil.rmtree(final)
-    tmp.rename(final)
-    shutil.rmtree(partitions.work_dir(final), ignore_errors=True)  # its parts are in `final`
-
-
 Body = Callable[[StageRun], dict[str, Any]]
 
 
@@ -242,8 +128,8 @@ def stage_task(stage: str, reads: dict[str, str] | None = None):
     def decorate(body: Body):
         def run_stage(cfg: PipelineConfig, upstream: dict[str, StageRef], key: str,
                       parent_run_id: str) -> StageRef:
-            upstream_content = _check_inputs(stage, upstream)
-            with _output_folder(cfg, stage, key) as (final, tmp):
+            upstream_content = check_inputs(stage, upstream)
+            with output_folder(cfg, stage, key) as (final, tmp):
                 run_id = runs.start_child_run(cfg, parent_run_id, stage, key, cache="miss")
                 try:
                     for name, context in (reads or {}).items():
@@ -263,7 +149,7 @@ def stage_task(stage: str, reads: dict[str, str] | None = None):
                                       for name, p in run.parts.items()})
                     ref = StageRef(stage=stage, key=key, path=str(final), run_id=run_id,
                                    summary={"metrics": run.metrics, **summary})
-                    _publish(final, tmp, ref, upstream_content)
+                    publish(final, tmp, ref, upstream_content)
                     runs.log_parquet_inputs(cfg, run_id, sorted(final.glob("*.parquet")),
                                                 key, "output")
                 except BaseException:
@@ -277,16 +163,3 @@ def stage_task(stage: str, reads: dict[str, str] | None = None):
         return task(run_stage, name=stage, task_run_name=stage,
                     cache_policy=StagePolicy(stage=stage), persist_result=True)
     return decorate
-
-
-def completed(cfg: PipelineConfig, stage: str, key: str) -> StageRef | None:
-    """The StageRef recorded in a complete output folder whose files match its marker, or
-    None."""
-    marker, problems = verified(cfg, stage, key)
-    return StageRef.model_validate(marker) if marker and not problems else None
-
-
-def content(cfg: PipelineConfig, stage: str, key: str) -> str | None:
-    """The content digest of a stage's complete output folder, if there is one."""
-    marker = read_marker(stage_dir(cfg, stage, key))
-    return marker.get("content") if marker else None

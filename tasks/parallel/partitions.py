@@ -37,8 +37,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from mmcore.config import PipelineConfig
-from mmcore.io.partitions import MapParts, move_parts, one_thread, part_meta, part_name, reusable
-from tasks.engine import faults
+from mmcore.io.parquet import part_name
+from mmcore.io.partitions import MapParts, move_parts, one_thread, part_meta, reusable
+from tasks import faults
 
 
 class PartitionsFailed(RuntimeError):

@@ -14,7 +14,9 @@ from typing import Any
 
 from mmcore.config import PipelineConfig
 from mmcore.learning_plan import JOINT, space_of
-from tasks.engine.skeleton import StageRun, completed, stage_dir, stage_key, stage_task
+from tasks.engine.keys import stage_dir, stage_key
+from tasks.engine.outputs import completed
+from tasks.engine.skeleton import StageRun, stage_task
 from tasks.tracking import runs
 
 STAGE = "feature_extraction"

@@ -11,7 +11,8 @@ from prefect import Task
 
 from mmcore.config import STAGES, PipelineConfig
 from tasks.engine import cache
-from tasks.engine.skeleton import StageRef, completed
+from tasks.engine.keys import StageRef
+from tasks.engine.outputs import completed
 from tasks.stages.feature_extraction import feature_extraction_task
 from tasks.stages.feature_extraction import key_extra as feature_extraction_key_extra
 from tasks.stages.preprocessing import key_extra as preprocessing_key_extra

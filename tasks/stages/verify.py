@@ -12,7 +12,7 @@ from typing import Any
 
 from mmcore.config import STAGES, PipelineConfig
 from mmcore.io.parquet import verify_folder
-from tasks.engine.skeleton import stage_dir
+from tasks.engine.keys import stage_dir
 from tasks.stages.table import status_all
 
 

@@ -1,7 +1,11 @@
-"""MLflow for a comparison of learning modes: one parent run per `mmpipe compare`, each cell a
-child run (the cell's pipeline run, its stages below it), and on the parent the transfer matrix
-(`log_table` + heatmap), the fusion operators side by side, the robustness plots and
-`report.json`."""
+"""MLflow for experiments over many pipeline runs: one parent run per `mmpipe compare` or
+`mmpipe sweep`, each cell a child run (the cell's pipeline run, its stages below it).
+
+- A comparison of learning modes gets on its parent the transfer matrix (`log_table` + heatmap),
+  the fusion operators side by side, the robustness plots and `report.json`.
+- A sweep gets the results table (`log_table`, mean ± std over seeds per grid point) with
+  `results.csv` and the terminal table as artifacts.
+"""
 
 from __future__ import annotations
 
@@ -13,27 +17,36 @@ from typing import Any
 import pandas as pd
 
 from mmcore.config import PipelineConfig
+from mmcore.experiments.grid import Grid, results_table
+from mmcore.experiments.grid import render as render_grid
 from tasks.tracking import runs
+
+
+def _seeds_said(seeds: list[int]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds"
 
 
 def start_compare_run(cfg: PipelineConfig, flow_run_id: str | None, seeds: list[int],
                       fusions: list[str]) -> str:
     """The comparison's parent run: the base config as params; seeds and operators as tags."""
-    client = runs.client_for(cfg)
-    seeds_said = f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds"
     fusions_said = fusions[0] if len(fusions) == 1 else f"{len(fusions)} fusion operators"
-    name = f"compare · {cfg.name} · {seeds_said} · {fusions_said}"
-    run = client.create_run(runs.experiment_id(client, cfg), run_name=name,
-                            tags={"kind": "compare", "prefect.flow_run_id": flow_run_id or "",
-                                  "git.commit": runs.git_commit(),
-                                  "config.digest": cfg.digest(),
-                                  "compare.seeds": ",".join(map(str, seeds)),
-                                  "compare.fusions": ",".join(fusions)})
-    runs.log_params_and_metrics(client, run.info.run_id, cfg.flat())
-    return run.info.run_id
+    return runs.start_parent_run(
+        cfg, flow_run_id, f"compare · {cfg.name} · {_seeds_said(seeds)} · {fusions_said}",
+        {"kind": "compare", "compare.seeds": ",".join(map(str, seeds)),
+         "compare.fusions": ",".join(fusions)})
 
 
-def tag_cell(cfg: PipelineConfig, run_id: str, cell: dict[str, Any]) -> None:
+def start_sweep_run(cfg: PipelineConfig, flow_run_id: str | None, grid: Grid,
+                    seeds: list[int], cells: int, where: str) -> str:
+    """The sweep's parent run: the base config as params; the grid, seeds and where the cells
+    ran as tags."""
+    return runs.start_parent_run(
+        cfg, flow_run_id, f"sweep · {cfg.name} · {' × '.join(grid)} · {_seeds_said(seeds)}",
+        {"kind": "sweep", "sweep.grid": json.dumps(grid), "sweep.seeds": ",".join(map(str, seeds)),
+         "sweep.cells": str(cells), "sweep.executor": where})
+
+
+def tag_compare_cell(cfg: PipelineConfig, run_id: str, cell: dict[str, Any]) -> None:
     """What a cell is, on its run: its name (mode, operator, seed) and as tags mode,
     modalities, operator, seed, labels used."""
     runs.client_for(cfg).update_run(run_id, name=cell["cell"])
@@ -98,3 +111,28 @@ def log_report(cfg: PipelineConfig, run_id: str, report: dict[str, Any], out: Pa
         metrics[f"multimodal.{sig['fusion']}.difference_vs_best_unimodal"] = sig["difference_mean"]
         metrics[f"multimodal.{sig['fusion']}.mcnemar_p"] = sig["p_value"]
     runs.log_metrics(cfg, run_id, metrics)
+
+
+def tag_sweep_cell(cfg: PipelineConfig, run_id: str, point: dict[str, str], seed: int) -> None:
+    """What a cell is, on its run: `kind=sweep-cell`, the grid values as `sweep.<key>`, seed."""
+    runs.set_tags(cfg, run_id, {"kind": "sweep-cell", "seed": str(seed),
+                                    **{f"sweep.{k}": v for k, v in point.items()}})
+
+
+def log_results(cfg: PipelineConfig, run_id: str, cells: list[dict[str, Any]],
+                keys: list[str]) -> str:
+    """The results table on the parent run (`results.json` as an MLflow table, `results.csv`,
+    `summary.txt`); returns the terminal table."""
+    out = Path(cfg.run_dir) / "sweeps" / run_id
+    out.mkdir(parents=True, exist_ok=True)
+    table = results_table(cells)
+    text = render_grid(cells, keys)
+    runs.client_for(cfg).log_table(run_id, table, "results.json")
+    table.to_csv(out / "results.csv", index=False)
+    (out / "summary.txt").write_text(text + "\n")
+    (out / "cells.json").write_text(json.dumps(cells, indent=1, default=str))
+    runs.log_artifacts(cfg, run_id, [out / "results.csv", out / "summary.txt",
+                                         out / "cells.json"])
+    failed = sum("error" in c for c in cells)
+    runs.set_tags(cfg, run_id, {"sweep.failed_cells": str(failed)})
+    return text

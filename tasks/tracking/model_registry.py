@@ -20,7 +20,7 @@ cached default run still points `@candidate` at its model. `register_version` an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import mlflow
 from mlflow import MlflowClient
@@ -28,9 +28,11 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from mmcore.config import PipelineConfig
-from tasks.engine.skeleton import StageRef
 from tasks.tracking.runs import tracking_uri as store_uri
 from tasks.tracking.runs import using_tracking_uri
+
+if TYPE_CHECKING:  # annotations only: tracking never imports the engine at run time
+    from tasks.engine.keys import StageRef
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"

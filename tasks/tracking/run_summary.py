@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from mmcore.config import STAGES, PipelineConfig
-from tasks.engine.skeleton import StageRef
 from tasks.tracking.runs import stage_run_name, tracking_uri
+
+if TYPE_CHECKING:  # annotations only: tracking never imports the engine at run time
+    from tasks.engine.keys import StageRef
 
 # Where people open the MLflow UI on a local store: the command the CLI prints uses this port.
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"

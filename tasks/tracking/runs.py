@@ -112,24 +112,24 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start_parent_run(cfg: PipelineConfig, flow_run_id: str | None, stages: list[str],
-                     parent: str | None = None, run_name: str | None = None) -> str:
-    """The pipeline run: whole resolved config as params; flow-run id, commit, digest as tags.
+def start_parent_run(cfg: PipelineConfig, flow_run_id: str | None, run_name: str,
+                     tags: dict[str, str], parent: str | None = None) -> str:
+    """A top-level run (a pipeline run, a comparison, a sweep): the resolved config as params;
+    flow-run id, commit, config digest, run folder and host as tags, beside `tags`.
     `parent`: the run it is nested under (a comparison's cell is a child of the comparison)."""
     client = client_for(cfg)
     tags = {
         "prefect.flow_run_id": flow_run_id or "",
         "git.commit": git_commit(),
         "config.digest": cfg.digest(),
-        "stages": ",".join(stages),
         # Where the stage outputs (and the Parquet files recorded as datasets) are: a path on
         # this host, or on the shared folder that a team or a cluster uses as run folder.
         "mmpipe.run_dir": str(Path(cfg.run_dir).resolve()),
         "mmpipe.host": socket.gethostname(),
         **({MLFLOW_PARENT_RUN_ID: parent} if parent else {}),
+        **tags,
     }
-    run = client.create_run(experiment_id(client, cfg),
-                            run_name=run_name or f"{cfg.name} · {cfg.training.mode}", tags=tags)
+    run = client.create_run(experiment_id(client, cfg), run_name=run_name, tags=tags)
     log_params_and_metrics(client, run.info.run_id, cfg.flat())
     return run.info.run_id
 

@@ -1,0 +1,2 @@
+"""Files between stages: Parquet tables and their metadata (`parquet`), partitioned datasets
+(`partitions`), and completion markers with per-file digests (`integrity`)."""
