@@ -45,8 +45,8 @@ def prepare(work: Path, mnist: Path | None) -> tuple[Path, Path, int, str]:
 
     from mmcore.config import load_config
     from mmcore.data.sources import open_source
-    from mmcore.modalities.encoder_classifier import EncoderClassifier
     from mmcore.io.parquet import read_metadata
+    from mmcore.modalities.encoder_classifier import EncoderClassifier
     from mmcore.stages.preprocessing import run_preprocessing
 
     if mnist is None:

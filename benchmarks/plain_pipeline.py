@@ -16,7 +16,7 @@ def run_plain(out: Path, overrides: list[str] | None = None) -> dict:
     from mmcore.config import load_config
     from mmcore.data.sources import open_source
     from mmcore.stages.feature_extraction import run_feature_extraction
-    from mmcore.stages.shared_space import run_fusion
+    from mmcore.stages.shared_space import run_shared_space
     from mmcore.stages.testing import run_testing
     from mmcore.stages.training import run_training
 
@@ -29,7 +29,7 @@ def run_plain(out: Path, overrides: list[str] | None = None) -> dict:
     run_preprocessing(open_source(cfg.data, cfg.seed), cfg.data, cfg.seed, dirs["samples"], {})
     feats = run_feature_extraction(dirs["samples"], cfg.features, cfg.seed, dirs["features"], {})
     n_classes = len(feats["class_names"])
-    run_fusion(dirs["features"], feats["modalities"], n_classes, cfg.fusion, cfg.seed,
+    run_shared_space(dirs["features"], feats["modalities"], n_classes, cfg.shared_space, cfg.seed,
                dirs["shared"], {})
     run_training(dirs["shared"], feats["modalities"], n_classes, cfg.training, cfg.seed,
                  dirs["model"])

@@ -51,7 +51,7 @@ IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-STAGES = ("preprocessing", "feature_extraction", "fusion", "training", "testing")
+STAGES = ("preprocessing", "feature_extraction", "shared_space", "training", "testing")
 
 
 # --------------------------------------------------------------------------- the data

@@ -279,7 +279,7 @@ def pipeline_calls() -> dict:
     import mlflow.utils.rest_utils as rest
 
     tiny = ["data.limit=400", "features.image_epochs=1", "features.text_epochs=1",
-            "fusion.epochs=2", "training.epochs=2"]
+            "shared_space.epochs=2", "training.epochs=2"]
     out = {}
     with tempfile.TemporaryDirectory() as tmp, mlflow_server(Path(tmp) / "server") as server:
         os.environ["PREFECT_HOME"] = str(Path(tmp) / "prefect")

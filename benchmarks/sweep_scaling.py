@@ -47,7 +47,7 @@ def warm(run_dir: Path, overrides: list[str]) -> float:
     """The upstream stages of every seed, in `run_dir`; returns the seconds it took."""
     start = time.perf_counter()
     for seed in SEEDS:
-        mmpipe(run_dir, "run", "--stages", "fusion", overrides=[*overrides, f"seed={seed}"])
+        mmpipe(run_dir, "run", "--stages", "shared_space", overrides=[*overrides, f"seed={seed}"])
     mmpipe(run_dir, "server", "stop", overrides=overrides)
     return time.perf_counter() - start
 

@@ -91,8 +91,8 @@ def inference_ratio(run_dir: Path) -> dict:
     import torch
 
     from mmcore.config import FeaturesConfig
-    from mmcore.modalities.encoder_classifier import EncoderClassifier
     from mmcore.io.parquet import read_metadata
+    from mmcore.modalities.encoder_classifier import EncoderClassifier
     from mmcore.stages.feature_extraction import EMBED_ROWS, embed_splits
     from mmcore.training.batches import sample_decoder
 

@@ -4,7 +4,8 @@ shares.
 
 Each cell is one Prefect task (`cell`) whose body runs the pipeline flow, nested, in the Dask
 worker's process: its stages run there one after another, so tasks stay flat (a task that
-submitted tasks could deadlock single-threaded workers; `tasks/parallel/dask_cluster.py`). Cells that
+submitted tasks could deadlock single-threaded workers; `tasks/parallel/dask_cluster.py`).
+Cells that
 share an upstream stage (same key) compute it once: the first takes the stage's lock, the others
 wait for it and then read its output (`tasks/engine/locks.py`). A flow run without a DaskTaskRunner
 (`--sequential`, or the flows called from Python as they are) runs its cells in its own process,

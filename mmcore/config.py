@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,12 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 # then cover every fusion operator's code (tasks/engine/fingerprint.py).
 FUSION_NAMES = ("late", "concat", "sum", "mean", "gmu", "tensor", "lmf", "attention")
 
-STAGES = ("preprocessing", "feature_extraction", "fusion", "training", "testing")
+STAGES = ("preprocessing", "feature_extraction", "shared_space", "training", "testing")
+# Old names that still load, with a warning: the stage that learns the shared space was called
+# "fusion", which is also the word for the operators that combine modalities (`training.fusion`).
+RENAMED = {"fusion": "shared_space"}
 # Which config section each stage reads; its cache key covers exactly that section (plus `seed`).
 STAGE_SECTION = {
     "preprocessing": "data",
     "feature_extraction": "features",
-    "fusion": "fusion",
+    "shared_space": "shared_space",
     "training": "training",
     "testing": "testing",
 }
@@ -154,7 +158,9 @@ class FeaturesConfig(_Section):
         return min(max(-(-self.auto_steps // max(steps_per_epoch, 1)), 3), 20)
 
 
-class FusionConfig(_Section):
+class SharedSpaceConfig(_Section):
+    """The shared-space stage: one space for every modality, learned with an alignment loss."""
+
     shared_dim: int = Field(32, ge=2)
     loss: Literal["l2", "infonce"] = "l2"
     # The L2 term alone is minimised by mapping everything to one point; a class term keeps the
@@ -211,7 +217,7 @@ class PipelineConfig(_Section):
     device: Literal["cpu", "cuda", "auto"] = "cpu"  # auto: CUDA when torch sees one
     data: DataConfig = DataConfig()
     features: FeaturesConfig = FeaturesConfig()
-    fusion: FusionConfig = FusionConfig()
+    shared_space: SharedSpaceConfig = SharedSpaceConfig()
     training: TrainingConfig = TrainingConfig()
     testing: TestingConfig = TestingConfig()
     dask: DaskConfig = DaskConfig()
@@ -258,6 +264,30 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def renamed_key(dotted: str, where: str = "--set") -> str:
+    """`fusion.loss` -> `shared_space.loss`, with a FutureWarning (shown to users by default);
+    other keys unchanged."""
+    section, dot, rest = dotted.partition(".")
+    if section not in RENAMED:
+        return dotted
+    new = RENAMED[section]
+    warnings.warn(f"{where}: config section '{section}' is now '{new}' ({new}{dot}{rest})",
+                  FutureWarning, stacklevel=3)
+    return f"{new}{dot}{rest}"
+
+
+def _renamed_sections(tree: dict[str, Any], where: str) -> dict[str, Any]:
+    """A config file's old section names under their new names (a warning says so); both names
+    at once is an error, since one would silently win."""
+    for old, new in RENAMED.items():
+        if old in tree:
+            if new in tree:
+                raise ConfigError(f"{where}: sections '{old}' and '{new}' are the same section "
+                                  f"(renamed); keep only '{new}'")
+            tree = {(renamed_key(k, where) if k == old else k): v for k, v in tree.items()}
+    return tree
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 ) -> PipelineConfig:
     """Read a YAML config (or the defaults) and apply `key.sub=value` overrides (YAML values)."""
@@ -270,7 +300,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: cannot read config: {exc}") from exc
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        tree.pop("sweep", None)  # what to sweep, not a pipeline setting (mmcore/experiments/grid.py)
+        tree.pop("sweep", None)  # what to sweep, not a setting (mmcore/experiments/grid.py)
+        tree = _renamed_sections(tree, str(path))
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -279,7 +310,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
-        _set_dotted(tree, key.strip(), value)
+        _set_dotted(tree, renamed_key(key.strip()), value)
     try:
         return PipelineConfig.model_validate(tree)
     except ValidationError as exc:

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from mmcore.config import FeaturesConfig, TrainingConfig
-from mmcore.modalities.encoder_classifier import EncoderClassifier
 from mmcore.fusion.fusion_classifier import build_classifier
 from mmcore.io.parquet import read_metadata
 from mmcore.modalities import MODALITIES
+from mmcore.modalities.encoder_classifier import EncoderClassifier
 from mmcore.stages.shared_space import SharedSpace
 
 # What the chain keeps of the samples' metadata (preprocessing's transforms and class names).

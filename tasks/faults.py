@@ -8,7 +8,8 @@ Points (where `tasks/engine/skeleton.py` calls `point`):
 - `metrics`: the body logs its metrics, after writing its files;
 - `artifacts`: one artifact was logged to MLflow, the others not yet;
 - `publish`: the completion marker is written, the folder not yet renamed into place;
-- `partition`: a part of a partitioned dataset is about to be computed (`tasks/parallel/partitions.py`),
+- `partition`: a part of a partitioned dataset is about to be computed
+  (`tasks/parallel/partitions.py`),
   in the flow's process or on a Dask worker.
 
 Unset (always, outside tests), a point costs one environment lookup.

@@ -14,7 +14,7 @@ os.environ["PREFECT_HOME"] = _HOME
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 import mmcore  # noqa: E402, F401  (first, as in the CLI: it sets OMP_WAIT_POLICY before torch loads)
-from flows import environment  # noqa: E402
+from flows.cli import environment  # noqa: E402
 
 environment.prepare(_HOME)
 
@@ -59,7 +59,7 @@ def mlflow_db_template(tmp_path_factory):
 
 
 # Quick settings for end-to-end runs that test what surrounds the model, not its accuracy.
-FAST_RUN = ["features.image_epochs=3", "features.text_epochs=3", "fusion.epochs=5",
+FAST_RUN = ["features.image_epochs=3", "features.text_epochs=3", "shared_space.epochs=5",
             "training.epochs=5"]
 
 

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from flows.compare import Cell, parse_fusions, plan_cells, run_cells
 
 FAST = ["data.limit=500", "features.image_epochs=2", "features.text_epochs=2",
-        "features.image_channels=8", "features.text_hidden=16", "fusion.epochs=4",
+        "features.image_channels=8", "features.text_hidden=16", "shared_space.epochs=4",
         "training.epochs=4"]
 SEEDS = [0, 1]
 FUSIONS = "late,concat"
@@ -114,7 +114,7 @@ def test_one_mlflow_experiment_with_cells_as_children(compared):
         assert tags["kind"] == "compare-cell" and "labels_used" in tags
         stages = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
         assert {s.data.tags["stage"] for s in stages} == {
-            "preprocessing", "feature_extraction", "fusion", "training", "testing"}
+            "preprocessing", "feature_extraction", "shared_space", "training", "testing"}
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"report.json", "transfer_matrix.png", "fusion_operators.png", "robustness_image.png",
             "robustness_text.png", "transfer_matrix.json", "fusion_operators.json"} <= artifacts
@@ -140,7 +140,7 @@ def test_cells_of_a_seed_share_upstream_stages(compared):
           for c in report["cells"]}
     uni = stages(by["unimodal", "image", None, 0])
     cross = stages(by["cross_modal", "image", None, 0])
-    for stage in ("preprocessing", "feature_extraction", "fusion"):
+    for stage in ("preprocessing", "feature_extraction", "shared_space"):
         assert uni[stage]["cache.key"] == cross[stage]["cache.key"]
         assert cross[stage]["cache"] == "hit"
     assert uni["training"]["cache.key"] != cross["training"]["cache.key"]
@@ -149,9 +149,9 @@ def test_cells_of_a_seed_share_upstream_stages(compared):
         stages(by["multimodal", "image", "late", 0])["feature_extraction"]["cache.key"])
     late = stages(by["multimodal", "image", "late", 0])
     concat = stages(by["multimodal", "image", "concat", 0])
-    assert late["fusion"]["cache.key"] == concat["fusion"]["cache.key"]
-    assert late["fusion"]["cache.key"] != uni["fusion"]["cache.key"]
-    assert concat["fusion"]["cache"] == "hit"
+    assert late["shared_space"]["cache.key"] == concat["shared_space"]["cache.key"]
+    assert late["shared_space"]["cache.key"] != uni["shared_space"]["cache.key"]
+    assert concat["shared_space"]["cache"] == "hit"
     cell = by["multimodal", "image", "late", 0]["run_id"]
     testing = client.search_runs(
         [experiment], f"tags.mlflow.parentRunId = '{cell}' and tags.stage = 'testing'")

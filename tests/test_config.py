@@ -16,7 +16,7 @@ def test_defaults_load():
     assert cfg.data.split.test == pytest.approx(0.20)
     assert cfg.data.on_bad_row == "skip"
     assert cfg.features.image_dim == 64
-    assert cfg.fusion.loss == "l2"
+    assert cfg.shared_space.loss == "l2"
     assert cfg.training.fusion == "late"
     assert cfg.testing.batch_size == 512
 
@@ -40,7 +40,7 @@ def test_yaml_file_and_overrides(tmp_path):
         "training.register_model=false",  # YAML bool
         "data.classes=[cat, dog]",  # YAML list
         "data.path=",  # empty -> None
-        "fusion.loss=infonce",
+        "shared_space.loss=infonce",
     ])
     assert cfg.name == "tiny"
     assert cfg.seed == 7
@@ -52,7 +52,7 @@ def test_yaml_file_and_overrides(tmp_path):
     assert cfg.training.epochs == 2
     assert cfg.data.classes == ["cat", "dog"]
     assert cfg.data.path is None
-    assert cfg.fusion.loss == "infonce"
+    assert cfg.shared_space.loss == "infonce"
     # untouched values keep their defaults
     assert cfg.features.image_dim == 64
 
@@ -164,5 +164,6 @@ def test_flat_uses_dotted_keys():
     assert flat["data.path"] == "None"
     assert "data" not in flat and "data.split" not in flat
     assert {k.split(".")[0] for k in flat} == {
-        "name", "seed", "run_dir", "device", "data", "features", "fusion", "training", "testing",
+        "name", "seed", "run_dir", "device", "data", "features", "shared_space", "training",
+        "testing",
         "dask"}

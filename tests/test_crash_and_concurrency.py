@@ -30,13 +30,13 @@ pytestmark = pytest.mark.slow
 
 # Small: what is under test is what a kill leaves and what concurrent runs share, not the model
 # (training needs 2+ epochs for the kill in its second).
-FAST = ["features.image_epochs=2", "features.text_epochs=2", "fusion.epochs=3",
+FAST = ["features.image_epochs=2", "features.text_epochs=2", "shared_space.epochs=3",
         "training.epochs=3", "training.register_model=false", "data.limit=300"]
 # Where each killed run dies: in preprocessing after its files are written, in feature
 # extraction as its third embedding part starts (the next run reuses the parts written),
 # between fusion's marker and its rename, in training's second epoch, and in testing's MLflow
 # artifact logging.
-FAULTS = ["preprocessing:metrics", "feature_extraction:partition@3", "fusion:publish",
+FAULTS = ["preprocessing:metrics", "feature_extraction:partition@3", "shared_space:publish",
           "training:epoch@2", "testing:artifacts"]
 
 
@@ -103,7 +103,7 @@ def test_concurrent_runs_all_succeed_and_compute_each_stage_once(concurrent):
     assert set(misses.values()) == {1}, misses  # no stage key computed twice
     # The other config shares the first three stages' keys: 5 + 2 keys in all.
     assert Counter(stage for stage, _ in misses) == {
-        "preprocessing": 1, "feature_extraction": 1, "fusion": 1, "training": 2, "testing": 2}
+        "preprocessing": 1, "feature_extraction": 1, "shared_space": 1, "training": 2, "testing": 2}
     assert len(children) == 4 * len(STAGES)  # every run reports every stage, hit or miss
 
 
@@ -118,10 +118,10 @@ def test_runs_killed_anywhere_leave_nothing_the_next_run_does_not_repair(server,
         if previous == "feature_extraction:partition@3":  # the parts done before the kill
             assert re.search(r"image\.parquet: 3 parts, [12] reused from an earlier", out), out
         previous = fault
-        if fault == "fusion:publish":  # complete, but never renamed into place
-            leftover = list((tmp_path / "stages" / "fusion").glob(".*.tmp"))
+        if fault == "shared_space:publish":  # complete, but never renamed into place
+            leftover = list((tmp_path / "stages" / "shared_space").glob(".*.tmp"))
             assert len(leftover) == 1 and (leftover[0] / MARKER).exists()
-            assert not [p for p in (tmp_path / "stages" / "fusion").iterdir()
+            assert not [p for p in (tmp_path / "stages" / "shared_space").iterdir()
                         if not p.name.startswith(".") and p.suffix != ".json"]
     out = _finish(_start(server, tmp_path))
     assert "recovery: MLflow run" in out and "-> KILLED" in out

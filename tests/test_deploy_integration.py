@@ -23,9 +23,9 @@ from servers import (
     wait_for,
 )
 
-from flows.errors import UsageError
 from flows.deployments import run_locally
 from flows.deployments.deploy import CRASH_AUTOMATION, FLOW_NAMES
+from flows.errors import UsageError
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists("/proc/self"), reason="reads /proc")]
@@ -35,7 +35,7 @@ DEPLOYMENTS = ["mmpipe/nightly-full-run", "mmpipe/weekly-retrain",
                "mmpipe-compare/compare-learning-modes"]
 CRASH_AFTER_S = 15  # the automation's limit in the test: Prefect's minimum is 10 s
 FAST = ["data.limit=240", "features.image_epochs=1", "features.text_epochs=1",
-        "fusion.epochs=1", "training.epochs=1"]
+        "shared_space.epochs=1", "training.epochs=1"]
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import threading
 import pytest
 
 from flows.cli import commands
-from flows.errors import UsageError
 from flows.compare import compare
 from flows.deployments import deploy, run_locally
+from flows.errors import UsageError
 from flows.pipeline import pipeline, select
 
 
@@ -115,20 +115,22 @@ def test_stage_selection_rejects_unknown_stages():
 
 
 def test_cli_reports_a_bad_config_value_and_exits_2(tmp_path, capsys):
-    code = commands.main(["status", "--set", f"run_dir={tmp_path}", "--set", "training.epochs=many"])
+    code = commands.main(["status", "--set", f"run_dir={tmp_path}",
+                          "--set", "training.epochs=many"])
     assert code == 2
     assert "training.epochs" in capsys.readouterr().err
 
 
 def test_cli_reports_an_unknown_config_key(tmp_path, capsys):
-    code = commands.main(["status", "--set", f"run_dir={tmp_path}", "--set", "fusion.lossy=l2"])
+    code = commands.main(["status", "--set", f"run_dir={tmp_path}",
+                          "--set", "shared_space.lossy=l2"])
     assert code == 2
-    assert "fusion.lossy" in capsys.readouterr().err
+    assert "shared_space.lossy" in capsys.readouterr().err
 
 
 def test_cli_status_on_a_fresh_run_dir_says_every_stage_misses(tmp_path, capsys):
     assert commands.main(["status", "--set", f"run_dir={tmp_path}"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["preprocessing", "feature_extraction",
-                                                   "fusion", "training", "testing"]
+                                                   "shared_space", "training", "testing"]
     assert all(" miss " in line and "never ran" in line for line in lines)

@@ -33,8 +33,9 @@ def edit(path: Path, old: str, new: str) -> None:
 
 def test_each_stage_covers_its_task_module_and_the_library_code_it_reaches():
     modules = {s: module_digests(f"tasks.{s}") for s in STAGES}
-    assert "tasks.stages.shared_space" in modules["fusion"] and "tasks.stages.training" not in modules["fusion"]
-    assert "mmcore.stages.shared_space" in modules["fusion"]
+    assert "tasks.stages.shared_space" in modules["shared_space"]
+    assert "tasks.stages.training" not in modules["shared_space"]
+    assert "mmcore.stages.shared_space" in modules["shared_space"]
     # Lazy imports inside the task body count: the stage code is imported only on a miss.
     assert "mmcore.stages.preprocessing" in modules["preprocessing"]
     assert "mmcore.data.mnist" in modules["preprocessing"]  # via the source registry
@@ -51,7 +52,7 @@ def test_editing_a_stage_function_changes_that_stage_and_those_reading_its_code(
          "seed_everything(seed + 1)")
     after = fingerprints(project)
     changed = {s for s in STAGES if before[s] != after[s]}
-    assert "fusion" in changed
+    assert "shared_space" in changed
     assert not changed & {"preprocessing", "feature_extraction"}
 
 
@@ -83,7 +84,7 @@ def test_a_module_named_in_a_string_counts_as_imported(project):
     assert "mmcore.plugin" in module_digests("tasks.stages.shared_space", root=project)
     before = fingerprints(project)
     (project / "mmcore/plugin.py").write_text("X = 2\n")
-    assert fingerprints(project)["fusion"] != before["fusion"]
+    assert fingerprints(project)["shared_space"] != before["shared_space"]
 
 
 def test_the_on_disk_cache_sees_an_edit_in_a_new_process(project, tmp_path):

@@ -108,38 +108,38 @@ def _python(code: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
 
 def test_a_fault_point_kills_the_process_on_its_nth_visit_only():
     code = ("from tasks import faults\n"
-            "faults.point('fusion', 'epoch'); print('first', flush=True)\n"
+            "faults.point('shared_space', 'epoch'); print('first', flush=True)\n"
             "faults.point('training', 'epoch'); print('other stage', flush=True)\n"
-            "faults.point('fusion', 'epoch'); print('second', flush=True)\n")
-    proc = _python(code, {"MMPIPE_FAULT": "fusion:epoch@2"}, stdout=subprocess.PIPE,
+            "faults.point('shared_space', 'epoch'); print('second', flush=True)\n")
+    proc = _python(code, {"MMPIPE_FAULT": "shared_space:epoch@2"}, stdout=subprocess.PIPE,
                    stderr=subprocess.PIPE)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert out.split() == ["first", "other", "stage"]
-    assert "killing process" in err and "fusion:epoch" in err
+    assert "killing process" in err and "shared_space:epoch" in err
 
 
 def test_a_malformed_fault_is_an_error_not_a_no_op(monkeypatch):
-    monkeypatch.setenv("MMPIPE_FAULT", "fusion:nosuch")
+    monkeypatch.setenv("MMPIPE_FAULT", "shared_space:nosuch")
     with pytest.raises(ValueError, match="expected <stage>:<point>"):
-        faults.point("fusion", "epoch")
+        faults.point("shared_space", "epoch")
 
 
 def test_a_stage_lock_waits_for_its_holder_and_dies_with_it(tmp_path):
     holder = _python("import time\nfrom tasks.engine.locks import stage_lock\n"
-                     f"with stage_lock({str(tmp_path)!r}, 'fusion', 'k1'):\n"
+                     f"with stage_lock({str(tmp_path)!r}, 'shared_space', 'k1'):\n"
                      "    print('held', flush=True); time.sleep(120)\n",
                      stdout=subprocess.PIPE)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with locks.try_stage_lock(tmp_path, "fusion", "k1") as free:
+        with locks.try_stage_lock(tmp_path, "shared_space", "k1") as free:
             assert not free
-        with locks.try_stage_lock(tmp_path, "fusion", "k2") as free:
+        with locks.try_stage_lock(tmp_path, "shared_space", "k2") as free:
             assert free  # another key: never waits
         waited = []
         os.kill(holder.pid, signal.SIGKILL)  # the kernel releases the lock with the process
-        with locks.stage_lock(tmp_path, "fusion", "k1", on_wait=waited.append):
-            assert locks.lock_path(tmp_path, "fusion", "k1").read_text().startswith(
+        with locks.stage_lock(tmp_path, "shared_space", "k1", on_wait=waited.append):
+            assert locks.lock_path(tmp_path, "shared_space", "k1").read_text().startswith(
                 f"pid {os.getpid()} ")
         assert not waited or f"pid {holder.pid} " in waited[0]
     finally:
@@ -164,7 +164,7 @@ def test_owner_liveness_sees_dead_reused_and_foreign_processes():
 
 def test_stale_temporaries_go_and_live_ones_stay(tmp_path):
     cfg = load_config(overrides=[f"run_dir={tmp_path}"])
-    stages = tmp_path / "stages" / "fusion"
+    stages = tmp_path / "stages" / "shared_space"
     dead, old = _dead_pid(), time.time() - 60
     crashed = stages / f".k1.{dead}-0123abcd.tmp"
     busy = stages / f".k2.{dead}-0123abcd.tmp"
@@ -178,11 +178,11 @@ def test_stale_temporaries_go_and_live_ones_stay(tmp_path):
         path.write_text("{")
         stamp = time.time() - 0.2 if str(os.getpid()) in path.name else old
         os.utime(path, (stamp, stamp))
-    with locks.stage_lock(tmp_path, "fusion", "k2"):  # someone computes k2 right now
+    with locks.stage_lock(tmp_path, "shared_space", "k2"):  # someone computes k2 right now
         done = recovery.recover(cfg, "flow-run-id", LOG)
     assert sorted(done) == sorted([
-        f"removed stale temporary stages/fusion/.k1.{dead}-0123abcd.tmp",
-        f"removed stale temporary stages/fusion/.latest.json.{dead}-0123abcd.tmp",
+        f"removed stale temporary stages/shared_space/.k1.{dead}-0123abcd.tmp",
+        f"removed stale temporary stages/shared_space/.latest.json.{dead}-0123abcd.tmp",
         f"removed stale temporary .code-digests.json.{dead}-0123abcd.tmp"])
     assert not crashed.exists() and busy.exists()
     assert loose[f".latest.json.{os.getpid()}-0123abcd.tmp"].exists()

@@ -24,15 +24,15 @@ from mmcore.stages.feature_extraction import (
     train_encoder,
 )
 from mmcore.stages.preprocessing import run_preprocessing
-from mmcore.stages.shared_space import run_fusion
+from mmcore.stages.shared_space import run_shared_space
 from mmcore.stages.testing import run_testing
 from mmcore.stages.training import run_training
 
 # Tiny and short: bit-identity does not need a good model.
 FAST = ["data.limit=200", "features.image_epochs=1", "features.text_epochs=2",
         "features.image_channels=8", "features.text_hidden=16", "features.image_dim=16",
-        "features.text_dim=16", "fusion.shared_dim=8", "training.hidden=16",
-        "fusion.epochs=2", "training.epochs=2", "training.mode=cross_modal",
+        "features.text_dim=16", "shared_space.shared_dim=8", "training.hidden=16",
+        "shared_space.epochs=2", "training.epochs=2", "training.mode=cross_modal",
         "training.modality=image"]
 SENTINEL = 0  # a valid class: a step that read it would silently learn something else
 
@@ -85,7 +85,7 @@ def runs(tmp_path_factory) -> dict:
     feats = run_feature_extraction(samples, cfg.features, cfg.seed, honest["features"], {},
                                    space=space)
     names = feats["class_names"]
-    run_fusion(honest["features"], ["image", "text"], len(names), cfg.fusion, cfg.seed,
+    run_shared_space(honest["features"], ["image", "text"], len(names), cfg.shared_space, cfg.seed,
                honest["shared"], {}, space=space)
     honest_result = train_then_test(cfg, samples, honest, names)
 
@@ -99,7 +99,7 @@ def runs(tmp_path_factory) -> dict:
     pristine = root / "pristine_text.parquet"
     shutil.copytree(text_features, pristine)
     with_sentinel_labels(text_features)
-    run_fusion(hidden["features"], ["image", "text"], len(names), cfg.fusion, cfg.seed,
+    run_shared_space(hidden["features"], ["image", "text"], len(names), cfg.shared_space, cfg.seed,
                hidden["shared"], {}, space=space)
     shutil.rmtree(text_features)
     shutil.copytree(pristine, text_features)  # the dataset as written, to compare below

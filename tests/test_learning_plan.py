@@ -63,7 +63,7 @@ def test_status_names_a_change_of_learning_space(tmp_path):
     joint = load_config(overrides=[f"run_dir={tmp_path}"])
     cross = load_config(overrides=[f"run_dir={tmp_path}", "training.mode=cross_modal"])
     uni = load_config(overrides=[f"run_dir={tmp_path}", "training.mode=unimodal"])
-    for stage in ("feature_extraction", "fusion"):
+    for stage in ("feature_extraction", "shared_space"):
         assert KEY_EXTRA[stage](joint) == {"space": "joint"}
         assert KEY_EXTRA[stage](cross) == KEY_EXTRA[stage](uni) == {"space": "anchored:image"}
         keys = {name: stage_key(stage, c, {"preprocessing": "p"}, KEY_EXTRA[stage](c))

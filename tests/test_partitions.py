@@ -29,7 +29,7 @@ from mmcore.io.parquet import (
 
 # Small partitions (data.batch_rows) so tiny data has several per split: of 300 rows, 60 are
 # test rows -> 3 prediction parts of 25 rows; the embedding datasets get a dozen parts each.
-TINY = ["features.image_epochs=2", "features.text_epochs=2", "fusion.epochs=3",
+TINY = ["features.image_epochs=2", "features.text_epochs=2", "shared_space.epochs=3",
         "training.epochs=3", "data.limit=300", "data.batch_rows=25",
         "testing.robustness=false", "training.register_model=false"]
 
@@ -81,7 +81,7 @@ def test_partitions_on_two_dask_workers_give_the_inline_run_bit_for_bit(tmp_path
     # Feature extraction's new output has the old content, so fusion and training built on it
     # are hits (the marker's content digest covers every part).
     assert {s: v["state"] for s, v in on_dask["stages"].items()} == {
-        "preprocessing": "hit", "feature_extraction": "miss", "fusion": "hit",
+        "preprocessing": "hit", "feature_extraction": "miss", "shared_space": "hit",
         "training": "hit", "testing": "miss"}
     for stage, datasets in [("feature_extraction", ["image.parquet", "text.parquet"]),
                             ("testing", ["predictions.parquet"])]:

@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from mmcore.config import STAGES, load_config
 from tasks.tracking.runs import using_tracking_uri
 
-FAST = ["features.image_epochs=3", "features.text_epochs=3", "fusion.epochs=5",
+FAST = ["features.image_epochs=3", "features.text_epochs=3", "shared_space.epochs=5",
         "training.epochs=5"]
 
 
@@ -72,7 +72,7 @@ def test_cold_run_misses_everywhere_and_writes_documented_outputs(cold):
         assert feats.schema.names == ["id", "split", "label", "embedding"]
         assert feats.schema.field("embedding").type == pa.list_(pa.float32(), dim)
         assert feats.num_rows == 1797
-        shared = pq.read_table(paths["fusion"] / f"shared_{modality}.parquet")
+        shared = pq.read_table(paths["shared_space"] / f"shared_{modality}.parquet")
         assert shared.schema.field("embedding").type == pa.list_(pa.float32(), 32)
         assert shared.column("id").to_pylist() == feats.column("id").to_pylist()
 
@@ -110,9 +110,9 @@ def test_mlflow_has_parent_and_five_child_runs(cold, run_dir):
         assert [m.step for m in history] == list(range(5)), name
     assert {"summary/val_acc", "summary/best_epoch", "summary/fusion_weight.text"} <= set(training)
     assert not [k for k in training if "/" not in k]  # every key in a chart section
-    assert by_stage["fusion"].data.metrics["summary/mean_paired_distance"] < \
-        by_stage["fusion"].data.metrics["summary/mean_random_distance"]
-    inputs = by_stage["fusion"].inputs.dataset_inputs
+    assert by_stage["shared_space"].data.metrics["summary/mean_paired_distance"] < \
+        by_stage["shared_space"].data.metrics["summary/mean_random_distance"]
+    inputs = by_stage["shared_space"].inputs.dataset_inputs
     assert any(d.dataset.name.endswith("image") for d in inputs)
 
 
@@ -167,29 +167,29 @@ def test_second_run_hits_cache_in_every_stage(cold, run_dir):
 def test_changing_a_training_setting_reruns_training_and_testing_only(cold, run_dir):
     changed = run(run_dir, "training.lr=0.001")
     assert states(changed) == {"preprocessing": "hit", "feature_extraction": "hit",
-                               "fusion": "hit", "training": "miss", "testing": "miss"}
+                               "shared_space": "hit", "training": "miss", "testing": "miss"}
 
 
 def test_deleted_fusion_output_is_rebuilt_and_downstream_reused(cold, run_dir):
-    shutil.rmtree(cold["stages"]["fusion"]["path"])
+    shutil.rmtree(cold["stages"]["shared_space"]["path"])
     rebuilt = run(run_dir)
-    assert states(rebuilt)["fusion"] == "miss"
+    assert states(rebuilt)["shared_space"] == "miss"
     assert states(rebuilt)["training"] == "hit"
     assert rebuilt["metrics"] == cold["metrics"]
 
 
 def test_stage_selection_runs_missing_upstream_first(cold, run_dir):
     cfg_overrides = ["training.hidden=32"]
-    shutil.rmtree(cold["stages"]["fusion"]["path"])
+    shutil.rmtree(cold["stages"]["shared_space"]["path"])
     summary = run(run_dir, *cfg_overrides, stages=["training", "testing"])
     assert states(summary) == {"preprocessing": "reused", "feature_extraction": "reused",
-                               "fusion": "miss", "training": "miss", "testing": "miss"}
+                               "shared_space": "miss", "training": "miss", "testing": "miss"}
 
 
 def test_refresh_forces_a_stage_and_what_follows(cold, run_dir):
     summary = run(run_dir, refresh=["training"])
     assert states(summary) == {"preprocessing": "hit", "feature_extraction": "hit",
-                               "fusion": "hit", "training": "miss", "testing": "miss"}
+                               "shared_space": "hit", "training": "miss", "testing": "miss"}
     assert summary["metrics"] == cold["metrics"]
     # The same weights again: the registry keeps the version it has.
     assert summary["model"]["version"] == cold["model"]["version"]
@@ -201,7 +201,7 @@ def test_status_reports_hits_and_reasons(cold, run_dir):
 
     cfg = load_config(overrides=[*FAST, f"run_dir={run_dir}", "training.epochs=7"])
     rows = {r["stage"]: r for r in status_all(cfg)}
-    assert rows["fusion"]["state"] == "hit"
+    assert rows["shared_space"]["state"] == "hit"
     assert rows["training"]["state"] == "miss"
     assert "epochs" in rows["training"]["reason"]
     assert rows["testing"]["reason"].startswith("upstream output changed")
@@ -228,9 +228,9 @@ def test_a_code_edit_misses_that_stage_and_those_after_it_only(cold, run_dir, tm
                          capture_output=True, text=True, check=True)
     rows = {r["stage"]: r for r in json.loads(out.stdout.strip().splitlines()[-1])}
     assert {s: r["state"] for s, r in rows.items()} == {
-        "preprocessing": "hit", "feature_extraction": "hit", "fusion": "miss",
+        "preprocessing": "hit", "feature_extraction": "hit", "shared_space": "miss",
         "training": "miss", "testing": "miss"}
-    assert rows["fusion"]["reason"] == "code changed: mmcore.stages.shared_space"
+    assert rows["shared_space"]["reason"] == "code changed: mmcore.stages.shared_space"
     assert rows["training"]["reason"] == "upstream output changed: fusion"
 
 
@@ -254,18 +254,18 @@ def test_a_truncated_output_misses_naming_the_file_and_only_its_stage_reruns(col
     from tasks.stages.table import status_all
 
     cfg = load_config(overrides=[*FAST, f"run_dir={run_dir}"])
-    path = _stage_file(cold, "fusion", "shared_image.parquet")
+    path = _stage_file(cold, "shared_space", "shared_image.parquet")
     size = path.stat().st_size
     os.truncate(path, size // 2)
     rows = {r["stage"]: r for r in status_all(cfg)}
-    assert rows["fusion"]["state"] == "miss"
-    assert rows["fusion"]["reason"] == (f"damaged output: shared_image.parquet is "
+    assert rows["shared_space"]["state"] == "miss"
+    assert rows["shared_space"]["reason"] == (f"damaged output: shared_image.parquet is "
                                         f"{size // 2:,} bytes, the marker says {size:,} "
                                         "(truncated)")
     assert rows["feature_extraction"]["state"] == rows["training"]["state"] == "hit"
     again = run(run_dir)
     assert states(again) == {"preprocessing": "hit", "feature_extraction": "hit",
-                             "fusion": "miss", "training": "hit", "testing": "hit"}
+                             "shared_space": "miss", "training": "hit", "testing": "hit"}
     assert path.stat().st_size == size
     assert again["metrics"] == cold["metrics"]
 
@@ -303,7 +303,7 @@ def test_an_upstream_rebuilt_with_other_content_misses_the_stages_built_on_it(co
     from tasks.stages.table import status_all
 
     cfg = load_config(overrides=[*FAST, f"run_dir={run_dir}"])
-    folder = _stage_file(cold, "fusion", "")
+    folder = _stage_file(cold, "shared_space", "")
     saved = {p.name: p.read_bytes() for p in folder.iterdir()}
     try:
         table = pq.read_table(folder / "shared_text.parquet")
@@ -313,7 +313,7 @@ def test_an_upstream_rebuilt_with_other_content_misses_the_stages_built_on_it(co
         mark_complete(folder, {k: marker[k] for k in marker if k not in ("files", "content")})
         rows = {r["stage"]: r for r in status_all(cfg)}
         assert {s: r["state"] for s, r in rows.items()} == {
-            "preprocessing": "hit", "feature_extraction": "hit", "fusion": "hit",
+            "preprocessing": "hit", "feature_extraction": "hit", "shared_space": "hit",
             "training": "miss", "testing": "miss"}
         assert rows["training"]["reason"] == ("upstream output changed: fusion was rebuilt "
                                               "with other content")
@@ -356,7 +356,8 @@ def test_recovery_marks_a_dead_runs_prefect_and_mlflow_runs(cold, run_dir):
     proc.wait()
     dead_pid = proc.pid
     for name, flow_run_id in (("dead", dead_run.id), ("live", live_run.id)):
-        mlflow_runs[name] = mlflow.create_run(experiment, tags={"prefect.flow_run_id": str(flow_run_id)})
+        mlflow_runs[name] = mlflow.create_run(experiment,
+                                              tags={"prefect.flow_run_id": str(flow_run_id)})
         owner = recovery.owner() | ({"pid": dead_pid} if name == "dead" else {})
         write_json(run_dir / "running" / f"{flow_run_id}.json", {
             "flow_run_id": str(flow_run_id), "owner": owner,

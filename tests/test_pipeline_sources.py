@@ -19,7 +19,7 @@ from mmcore.data.sources import open_source
 from mmcore.io.parquet import read_metadata, to_matrix
 from tasks.tracking.runs import using_tracking_uri
 
-TINY = ["features.image_epochs=1", "features.text_epochs=1", "fusion.epochs=2",
+TINY = ["features.image_epochs=1", "features.text_epochs=1", "shared_space.epochs=2",
         "training.epochs=2", "features.image_channels=4", "training.register_model=true"]
 
 
@@ -84,7 +84,7 @@ def test_mnist_image_only_runs_as_unimodal_image_learning(tmp_path, mnist_dir, p
         ["image.parquet"]
     assert summary["plan"] == {"mode": "unimodal", "train": ["image"], "test": ["image"],
                                "space": "joint", "labels_used": ["image"]}
-    shared = pq.read_table(outputs(summary, "fusion") / "shared_image.parquet")
+    shared = pq.read_table(outputs(summary, "shared_space") / "shared_image.parquet")
     assert shared.schema.field("embedding").type.list_size == 64  # pass-through: encoder dim
     images, _ = written["test"]
     out = model(summary, tmp_path, "mnist-model").predict(

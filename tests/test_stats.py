@@ -1,4 +1,5 @@
-"""mmcore.experiments.stats: mean ± std over seeds, McNemar's test, Wilson intervals, on known values."""
+"""mmcore.experiments.stats: mean ± std over seeds, McNemar's test, Wilson intervals, on known
+values."""
 
 from __future__ import annotations
 

@@ -23,18 +23,18 @@ from mmcore.experiments.grid import (
 )
 
 TINY = ["data.limit=200", "features.image_epochs=1", "features.text_epochs=1",
-        "features.image_channels=8", "features.text_hidden=16", "fusion.epochs=2",
+        "features.image_channels=8", "features.text_hidden=16", "shared_space.epochs=2",
         "training.epochs=2", "testing.robustness=false", "training.register_model=false"]
 GRID = {"training.fusion": ["late", "concat"]}
 
 
 def test_grid_and_seeds_make_cells():
-    grid = parse_grid(["training.fusion=late, gmu", "fusion.loss=l2,infonce"])
-    assert grid == {"training.fusion": ["late", "gmu"], "fusion.loss": ["l2", "infonce"]}
+    grid = parse_grid(["training.fusion=late, gmu", "shared_space.loss=l2,infonce"])
+    assert grid == {"training.fusion": ["late", "gmu"], "shared_space.loss": ["l2", "infonce"]}
     cells = plan(grid, [0, 1])
     assert len(cells) == 8 and [c.seed for c in cells] == [0] * 4 + [1] * 4
-    assert cells[1].name == "training.fusion=late fusion.loss=infonce seed=0"
-    assert cells[1].overrides() == ["seed=0", "training.fusion=late", "fusion.loss=infonce"]
+    assert cells[1].name == "training.fusion=late shared_space.loss=infonce seed=0"
+    assert cells[1].overrides() == ["seed=0", "training.fusion=late", "shared_space.loss=infonce"]
     assert [c.name for c in plan({}, [3])] == ["base seed=3"]
 
 
@@ -54,10 +54,11 @@ def test_bad_grids_are_one_line_errors(items, message):
 def test_sweep_section_of_a_config_file(tmp_path):
     path = tmp_path / "sweep.yaml"
     path.write_text("name: swept\ntraining: {epochs: 3}\n"
-                    "sweep:\n  grid:\n    training.fusion: [late, gmu]\n    fusion.lr: [0.001]\n"
+                    "sweep:\n  grid:\n    training.fusion: [late, gmu]\n"
+                    "    shared_space.lr: [0.001]\n"
                     "  seeds: [0, 1]\n")
     assert read_sweep_section(path) == ({"training.fusion": ["late", "gmu"],
-                                         "fusion.lr": ["0.001"]}, [0, 1])
+                                         "shared_space.lr": ["0.001"]}, [0, 1])
     cfg = load_config(path)  # the pipeline reads the same file and ignores the section
     assert cfg.name == "swept" and cfg.training.epochs == 3
     path.write_text("sweep:\n  grid: [late]\n")
@@ -137,7 +138,7 @@ def test_sweep_on_two_dask_workers_gives_the_sequential_answers(tmp_path, prefec
         assert a["metrics"] == b["metrics"] and 0.0 <= a["metrics"]["test.accuracy"] <= 1.0
     assert seq["table"] == par["table"]
     # The cells shared their upstream stages: each computed once, by one of the two cells.
-    for stage in ("preprocessing", "feature_extraction", "fusion"):
+    for stage in ("preprocessing", "feature_extraction", "shared_space"):
         states = sorted(c["stages"][stage]["state"] for c in par["cells"])
         assert states == ["hit", "miss"], stage
 
@@ -164,11 +165,12 @@ def test_sweep_on_two_dask_workers_gives_the_sequential_answers(tmp_path, prefec
 
 def test_the_example_sweep_config_plans_18_cells():
     grid, seeds, cells = plan_sweep("configs/sweep.yaml", [], None, None)
-    assert grid == {"training.fusion": ["late", "gmu", "concat"], "fusion.loss": ["l2", "infonce"]}
+    assert grid == {"training.fusion": ["late", "gmu", "concat"],
+                    "shared_space.loss": ["l2", "infonce"]}
     assert seeds == [0, 1, 2] and len(cells) == 18
     # --grid keys add to the file's grid; --seeds replace its seeds.
     grid, seeds, cells = plan_sweep("configs/sweep.yaml", [], {"training.hidden": ["32"]}, [5])
-    assert list(grid) == ["training.fusion", "fusion.loss", "training.hidden"]
+    assert list(grid) == ["training.fusion", "shared_space.loss", "training.hidden"]
     assert seeds == [5] and len(cells) == 6
 
 

@@ -27,7 +27,7 @@ from tasks.tracking.runs import using_tracking_uri
 
 # As small as the pipeline goes: what is under test is where things are recorded.
 TINY = ["data.limit=400", "features.image_epochs=1", "features.text_epochs=1",
-        "fusion.epochs=2", "training.epochs=2"]
+        "shared_space.epochs=2", "training.epochs=2"]
 MODEL = "models:/mmpipe-classifier@champion"
 
 
@@ -107,7 +107,7 @@ def test_plots_records_and_model_land_in_the_servers_artifact_store(server, serv
     assert set(runs) == set(STAGES)
     stored = {p.relative_to(server.artifacts).as_posix()
               for p in server.artifacts.rglob("*") if p.is_file()}
-    testing_id, fusion_id = runs["testing"].info.run_id, runs["fusion"].info.run_id
+    testing_id, fusion_id = runs["testing"].info.run_id, runs["shared_space"].info.run_id
     for name in ("confusion.png", "comparison.csv"):
         assert f"{exp.experiment_id}/{testing_id}/artifacts/{name}" in stored
     assert f"{exp.experiment_id}/{fusion_id}/artifacts/shared_space.png" in stored
@@ -117,7 +117,7 @@ def test_plots_records_and_model_land_in_the_servers_artifact_store(server, serv
 
     # Parquet files are recorded, not copied: the source is the file in the run folder, which
     # a colleague opens through the shared run folder (docs/scale.md).
-    inputs = runs["fusion"].inputs.dataset_inputs
+    inputs = runs["shared_space"].inputs.dataset_inputs
     sources = {d.dataset.name: d.dataset.source for d in inputs}
     assert str(Path(server_run["stages"]["feature_extraction"]["path"]) / "image.parquet") \
         in sources["feature_extraction/image"]
@@ -169,7 +169,7 @@ def test_a_server_with_a_postgresql_store(server_run, run_dir, tmp_path_factory)
         children = client.search_runs(
             [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
         assert {r.data.tags["stage"]: r.data.tags["cache"] for r in children} == {
-            "preprocessing": "hit", "feature_extraction": "hit", "fusion": "hit",
+            "preprocessing": "hit", "feature_extraction": "hit", "shared_space": "hit",
             "training": "miss", "testing": "miss"}
         assert parent.data.params["data.limit"] == "400"
         assert parent.data.metrics["test.accuracy"] == server_run["metrics"]["test.accuracy"]

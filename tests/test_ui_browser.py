@@ -114,7 +114,7 @@ def image_artifact(page, mlflow_ui: str, store, stage: str, name: str, shot) -> 
 def test_mlflow_stage_runs_show_their_plots(page, mlflow_ui, store, shots):
     image_artifact(page, mlflow_ui, store, "testing", "confusion.png", shots / "confusion.png")
     # The shared space belongs to the stage that learned it; curves overlay train and val.
-    image_artifact(page, mlflow_ui, store, "fusion", "shared_space.png",
+    image_artifact(page, mlflow_ui, store, "shared_space", "shared_space.png",
                    shots / "shared_space.png")
     image_artifact(page, mlflow_ui, store, "training", "curves_training.png",
                    shots / "curves_training.png")

@@ -10,14 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows.errors import UsageError
-from mmcore.config import STAGES, PipelineConfig
+from mmcore.config import RENAMED, STAGES, PipelineConfig
 
 
 def check_stages(option: str, names: list[str] | None) -> None:
     """Every name is a pipeline stage; otherwise name the option, the bad name and the stages."""
     unknown = [name for name in names or [] if name not in STAGES]
     if unknown:
-        raise UsageError(f"{option}: unknown stage {', '.join(map(repr, unknown))}; "
+        renamed = "".join(f" ('{name}' is now '{RENAMED[name]}')" for name in unknown
+                          if name in RENAMED)
+        raise UsageError(f"{option}: unknown stage {', '.join(map(repr, unknown))}{renamed}; "
                          f"stages are {', '.join(STAGES)}")
 
 

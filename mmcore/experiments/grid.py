@@ -57,8 +57,9 @@ def _text(value: Any) -> str:
 
 
 def parse_grid(items: Iterable[str]) -> Grid:
-    """`["training.fusion=late,gmu", "fusion.loss=l2"]` -> `{"training.fusion": ["late", "gmu"],
-    "fusion.loss": ["l2"]}`; a key given twice is an error, as are empty values."""
+    """`["training.fusion=late,gmu", "shared_space.loss=l2"]` ->
+    `{"training.fusion": ["late", "gmu"],
+    "shared_space.loss": ["l2"]}`; a key given twice is an error, as are empty values."""
     grid: Grid = {}
     for item in items:
         key, sep, values = item.partition("=")

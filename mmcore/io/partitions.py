@@ -41,7 +41,8 @@ def part_meta(job: dict[str, Any], index: int, count: int, source: str) -> dict[
 
 def run_inline(out_dir: Path) -> MapParts:
     """Parts one after another in this process, straight into `out_dir` (no reuse across
-    attempts: for library use and tests; the pipeline's stages use `tasks/parallel/partitions.py`)."""
+    attempts: for library use and tests; the pipeline's stages use
+    `tasks/parallel/partitions.py`)."""
     def run(name: str, work: Callable[..., None], jobs: list[dict[str, Any]],
             source: str) -> Path:
         dataset = out_dir / name

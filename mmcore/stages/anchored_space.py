@@ -4,7 +4,7 @@
    rows alone by the class term (best val accuracy on A kept). Nothing of B is involved, so this
    side is also the whole of unimodal A.
 2. Student side, label-free: A is frozen and P_B learns to land where A's paired row lands,
-   sum ||P_B(f_B) - P_A(f_A)||^2 (`fusion.loss=l2`) or InfoNCE against the fixed P_A(f_A)
+   sum ||P_B(f_B) - P_A(f_A)||^2 (`shared_space.loss=l2`) or InfoNCE against the fixed P_A(f_A)
    (`infonce`); the epoch with the lowest val pair loss is kept. It reads no label.
 
 Both live in one `SharedSpace` module (same state dict as the joint space), so the registered
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmcore.config import FusionConfig
+from mmcore.config import SharedSpaceConfig
 from mmcore.losses import info_nce_loss, l2_alignment_loss
 from mmcore.stages.paired_encoder import unit_scale
 from mmcore.training import ArrayBatches, fit, seed_everything
@@ -47,7 +47,7 @@ def _anchor_loss(model: _AnchorSide, batch: dict[str, torch.Tensor]):
                                                      "count": len(batch["label"])}
 
 
-def _pair_loss(cfg: FusionConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _pair_loss(cfg: SharedSpaceConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     if cfg.loss == "l2":
         return l2_alignment_loss
     return lambda a, b: info_nce_loss(a, b, cfg.temperature)
@@ -61,7 +61,7 @@ def _apply(module: nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def fit_anchor_side(space: nn.Module, anchor: str, embedding: np.ndarray, labels: np.ndarray,
-                    split: np.ndarray, cfg: FusionConfig, seed: int, device: torch.device,
+                    split: np.ndarray, cfg: SharedSpaceConfig, seed: int, device: torch.device,
                     on_epoch: OnEpoch | None = None) -> list[dict[str, float]]:
     """Train P_A and the classifier of `space` on A's train rows with A's labels."""
     seed_everything(seed)
@@ -78,7 +78,7 @@ def fit_anchor_side(space: nn.Module, anchor: str, embedding: np.ndarray, labels
 
 
 def fit_student_side(space: nn.Module, student: str, embedding: np.ndarray, target: np.ndarray,
-                     split: np.ndarray, cfg: FusionConfig, seed: int, device: torch.device,
+                     split: np.ndarray, cfg: SharedSpaceConfig, seed: int, device: torch.device,
                      on_epoch: OnEpoch | None = None) -> list[dict[str, float]]:
     """Train P_B of `space` to map B's features onto A's fixed shared embeddings (`target`) of
     the same rows. Label-free: it is given no label.

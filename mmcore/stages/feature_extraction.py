@@ -24,7 +24,6 @@ import torch
 
 from mmcore.config import FeaturesConfig
 from mmcore.data.validation import SPLITS
-from mmcore.modalities.encoder_classifier import EncoderClassifier
 from mmcore.io.parquet import (
     atomic_writer,
     embedding_schema,
@@ -36,6 +35,7 @@ from mmcore.io.partitions import MapParts, one_thread, run_inline
 from mmcore.learning_plan import JOINT, LABELS, encoder_recipe, labelled
 from mmcore.losses import classification_loss
 from mmcore.modalities import MODALITIES
+from mmcore.modalities.encoder_classifier import EncoderClassifier
 from mmcore.stages.paired_encoder import label_free_columns, pair_loss_on, train_paired_encoder
 from mmcore.training import ParquetBatches, fit, resolve_device, seed_everything, to_device
 from mmcore.training.batches import sample_decoder

@@ -20,9 +20,9 @@ import pyarrow as pa
 import torch
 
 from mmcore.config import FeaturesConfig
-from mmcore.modalities.encoder_classifier import EncoderClassifier
 from mmcore.losses import l2_alignment_loss
 from mmcore.modalities import MODALITIES
+from mmcore.modalities.encoder_classifier import EncoderClassifier
 from mmcore.training import ParquetBatches, fit, seed_everything, to_device
 from mmcore.training.loop import Progress
 

@@ -6,7 +6,7 @@ Loss = alignment(P_img(x_img), P_txt(x_txt)) + cls_weight * classification of bo
 by one shared linear classifier. The L2 term alone, sum ||f(x_img) - f(x_txt)||^2, is minimised by
 sending everything to a single point; the shared classifier term keeps classes apart and makes the
 two modalities put each class in the same region (docs/decisions.md). InfoNCE is the stronger
-alternative (`fusion.loss=infonce`): it pushes unpaired rows apart by itself.
+alternative (`shared_space.loss=infonce`): it pushes unpaired rows apart by itself.
 
 That is the `joint` space of multimodal learning. Unimodal and cross-modal learning use an
 `anchored:A` space instead, which only A's labels reach (`mmcore.stages.anchored_space`); a
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmcore.config import FusionConfig
+from mmcore.config import SharedSpaceConfig
 from mmcore.fusion import ProjectionHead
 from mmcore.io.parquet import embedding_table, read_embeddings, write_table
 from mmcore.learning_plan import JOINT, anchor_of, labelled
@@ -50,7 +50,7 @@ class SharedSpace(nn.Module):
         return {m: self.heads[m](x[m]) for m in self.modalities}  # each (B, shared_dim)
 
 
-def _alignment_loss(cfg: FusionConfig) -> Callable:
+def _alignment_loss(cfg: SharedSpaceConfig) -> Callable:
     def loss_fn(model: SharedSpace, batch: dict[str, torch.Tensor]):
         z = model({m: batch[m] for m in model.modalities})
         a, b = (z[m] for m in model.modalities)
@@ -68,7 +68,8 @@ def _project(model: SharedSpace, feats: dict[str, np.ndarray]) -> dict[str, np.n
     return {m: v.cpu().numpy() for m, v in z.items()}
 
 
-def run_fusion(features_dir: Path, modalities: list[str], n_classes: int, cfg: FusionConfig,
+def run_shared_space(features_dir: Path, modalities: list[str], n_classes: int,
+                     cfg: SharedSpaceConfig,
                seed: int, out_dir: Path, file_meta: dict[str, Any],
                on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                device: str = "cpu", space: str = JOINT) -> dict[str, Any]:
@@ -99,7 +100,7 @@ def run_fusion(features_dir: Path, modalities: list[str], n_classes: int, cfg: F
             "labels_used": used}
 
 
-def _joint(feats: dict[str, dict[str, Any]], n_classes: int, cfg: FusionConfig, seed: int,
+def _joint(feats: dict[str, dict[str, Any]], n_classes: int, cfg: SharedSpaceConfig, seed: int,
            out_dir: Path, on_epoch, device: str) -> tuple[dict[str, np.ndarray], dict]:
     """Both projections and the shared classifier: alignment + class term on both modalities."""
     first = next(iter(feats.values()))
@@ -126,7 +127,7 @@ def _joint(feats: dict[str, dict[str, Any]], n_classes: int, cfg: FusionConfig, 
                     "val_retrieval_at_1": retrieval_at_1(a, b, first["label"][val])}
 
 
-def _anchored(feats: dict[str, dict[str, Any]], anchor: str, n_classes: int, cfg: FusionConfig,
+def _anchored(feats: dict[str, dict[str, Any]], anchor: str, n_classes: int, cfg: SharedSpaceConfig,
               seed: int, out_dir: Path, on_epoch, device: str,
               ) -> tuple[dict[str, np.ndarray], dict]:
     """A's side with A's labels, then each other modality fitted label-free onto it."""

@@ -4,7 +4,8 @@ MLflow (a child run also for a hit, tagged `cache=hit` with the run that produce
 A hit needs more than Prefect's cache record: the output folder's files must match its marker
 (a truncated or altered file makes the stage run again, and the reason names the file), and the
 upstream outputs it was built from must still have the content they had then. The whole
-decide-run-publish sequence holds the stage key's lock (`tasks/engine/locks.py`): a second run of the
+decide-run-publish sequence holds the stage key's lock (`tasks/engine/locks.py`): a second run of
+the
 same config waits, then finds the output and reports a hit."""
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ class StageRun:
     parts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def map_parts(self, rows: int) -> MapParts:
-        """How this attempt computes a partitioned dataset (`tasks/parallel/partitions.py`): parts kept
+        """How this attempt computes a partitioned dataset (`tasks/parallel/partitions.py`): parts
+        kept
         in the key's work folder across attempts, inline or on Dask by `cfg.dask`. `rows`: the
         input rows the parts cover (small inputs run inline)."""
         return partitions.mapper(self.cfg, self.stage, stage_dir(self.cfg, self.stage, self.key),

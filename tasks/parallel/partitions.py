@@ -9,7 +9,8 @@ already there with the same `part` metadata (index, count, and the digest of wha
 computed from) is reused, so a retry computes only the parts that failed or were never written.
 When every part is there they move into the output folder; the stage skeleton then writes the
 marker (which covers each part, and which `mark_complete` refuses while one is missing) and
-publishes; the work folder goes after publishing. The stage key's lock (`tasks/engine/locks.py`) keeps
+publishes; the work folder goes after publishing. The stage key's lock (`tasks/engine/locks.py`)
+keeps
 two runs from writing one work folder.
 
 Where parts run (`dask` config section, in no cache key; the parts are the same bytes anywhere):

@@ -10,7 +10,7 @@ from mmcore.learning_plan import space_of
 from tasks.engine.skeleton import StageRun, stage_task
 from tasks.tracking import runs
 
-STAGE = "fusion"
+STAGE = "shared_space"
 
 
 def key_extra(cfg: PipelineConfig) -> dict[str, Any]:
@@ -18,13 +18,13 @@ def key_extra(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 @stage_task(STAGE, reads={"feature_extraction": "input"})
-def fusion_task(run: StageRun) -> dict:
-    from mmcore.stages.shared_space import run_fusion  # torch: only on a miss
+def shared_space_task(run: StageRun) -> dict:
+    from mmcore.stages.shared_space import run_shared_space  # torch: only on a miss
 
     features = run.summary("feature_extraction")
     space = space_of(run.cfg.training)
-    result = run_fusion(run.path("feature_extraction"), features["modalities"],
-                        len(features["class_names"]), run.cfg.fusion, run.cfg.seed, run.out,
+    result = run_shared_space(run.path("feature_extraction"), features["modalities"],
+                        len(features["class_names"]), run.cfg.shared_space, run.cfg.seed, run.out,
                         run.file_meta, on_epoch=run.epochs, device=run.cfg.device, space=space)
     run.log_metrics({f"{runs.SUMMARY}{k}": v for k, v in result["metrics"].items()})
     run.set_tags({"space": space, "labels_used": ",".join(result["labels_used"])})

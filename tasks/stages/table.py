@@ -1,6 +1,6 @@
 """The five stages in order, each with its Prefect task and what its cache key needs beyond the
 config: a fingerprint of the raw files (preprocessing), the learning mode's space (feature
-extraction and fusion, whose config sections do not say which labels they may use)."""
+extraction and the shared space, whose config sections do not say which labels they may use)."""
 
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ from tasks.stages.feature_extraction import feature_extraction_task
 from tasks.stages.feature_extraction import key_extra as feature_extraction_key_extra
 from tasks.stages.preprocessing import key_extra as preprocessing_key_extra
 from tasks.stages.preprocessing import preprocessing_task
-from tasks.stages.shared_space import fusion_task
-from tasks.stages.shared_space import key_extra as fusion_key_extra
+from tasks.stages.shared_space import key_extra as shared_space_key_extra
+from tasks.stages.shared_space import shared_space_task
 from tasks.stages.testing import testing_task
 from tasks.stages.training import training_task
 
 TASKS: dict[str, Task] = {
     "preprocessing": preprocessing_task,
     "feature_extraction": feature_extraction_task,
-    "fusion": fusion_task,
+    "shared_space": shared_space_task,
     "training": training_task,
     "testing": testing_task,
 }
@@ -33,7 +33,7 @@ KEY_EXTRA: dict[str, Callable[[PipelineConfig], dict[str, Any]]] = {
     "preprocessing": preprocessing_key_extra,
     # The learning mode's space: which encoders and projections see labels.
     "feature_extraction": feature_extraction_key_extra,
-    "fusion": fusion_key_extra,
+    "shared_space": shared_space_key_extra,
 }
 assert tuple(TASKS) == STAGES
 

@@ -23,23 +23,23 @@ def result_row(plan: dict, metrics: dict[str, float]) -> pd.DataFrame:
         "test_accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}])
 
 
-@stage_task(STAGE, reads={"fusion": "testing"})
+@stage_task(STAGE, reads={"shared_space": "testing"})
 def testing_task(run: StageRun) -> dict:
     from mmcore.inference import InferenceChain  # torch: only on a miss
     from mmcore.io.parquet import read_dataset
     from mmcore.metrics import per_class_table
     from mmcore.stages.testing import run_testing
 
-    cfg, fusion = run.cfg, run.summary("fusion")
+    cfg, space = run.cfg, run.summary("shared_space")
     chain = None
     if cfg.testing.robustness:
         chain = InferenceChain.from_stage_dirs(
-            run.path("preprocessing"), run.path("feature_extraction"), run.path("fusion"),
+            run.path("preprocessing"), run.path("feature_extraction"), run.path("shared_space"),
             run.path("training"), cfg.features.model_dump(mode="json"))
     shared_rows = pq.ParquetFile(
-        run.path("fusion") / f"shared_{fusion['modalities'][0]}.parquet").metadata.num_rows
-    result = run_testing(run.path("fusion"), run.path("training"), fusion["modalities"],
-                         fusion["class_names"], run.out, run.file_meta, chain=chain,
+        run.path("shared_space") / f"shared_{space['modalities'][0]}.parquet").metadata.num_rows
+    result = run_testing(run.path("shared_space"), run.path("training"), space["modalities"],
+                         space["class_names"], run.out, run.file_meta, chain=chain,
                          samples_dir=run.path("preprocessing"), seed=cfg.seed,
                          part_rows=cfg.data.batch_rows, map_parts=run.map_parts(shared_rows))
     plan = result["plan"]
@@ -53,7 +53,7 @@ def testing_task(run: StageRun) -> dict:
     predictions = read_dataset(run.out / "predictions.parquet", columns=["label", "pred"])
     client.log_table(run.run_id, per_class_table(predictions.column("label").to_numpy(),
                                                  predictions.column("pred").to_numpy(),
-                                                 fusion["class_names"]), "per_class.json")
+                                                 space["class_names"]), "per_class.json")
     robustness = result.get("robustness")
     if robustness:
         for name, accuracies in robustness["series"].items():  # step = level index

@@ -13,18 +13,18 @@ from tasks.tracking import runs
 STAGE = "training"
 
 
-@stage_task(STAGE, reads={"fusion": "training"})
+@stage_task(STAGE, reads={"shared_space": "training"})
 def training_task(run: StageRun) -> dict:
     from mmcore.inference import InferenceChain  # torch and mlflow.pyfunc: only on a miss
     from mmcore.stages.training import run_training
     from tasks.tracking.logged_model import chain_digest, log_chain
 
-    cfg, fusion = run.cfg, run.summary("fusion")
-    result = run_training(run.path("fusion"), fusion["modalities"], len(fusion["class_names"]),
+    cfg, space = run.cfg, run.summary("shared_space")
+    result = run_training(run.path("shared_space"), space["modalities"], len(space["class_names"]),
                           cfg.training, cfg.seed, run.out, on_epoch=run.epochs,
                           device=cfg.device)
     chain = InferenceChain.from_stage_dirs(run.path("preprocessing"),
-                                           run.path("feature_extraction"), run.path("fusion"),
+                                           run.path("feature_extraction"), run.path("shared_space"),
                                            run.out, cfg.features.model_dump(mode="json"))
     model_uri = log_chain(chain, run.run_id, _example(cfg, chain),
                           runs.tracking_uri(cfg.run_dir))
@@ -34,8 +34,8 @@ def training_task(run: StageRun) -> dict:
     plan = result["plan"]
     run.set_tags({"mode": plan["mode"], "model.uri": model_uri,
                   "labels_used": ",".join(plan["labels_used"]), "space": plan["space"]})
-    return {"plan": plan, "labels_used": plan["labels_used"], "modalities": fusion["modalities"],
-            "class_names": fusion["class_names"], "model_uri": model_uri,
+    return {"plan": plan, "labels_used": plan["labels_used"], "modalities": space["modalities"],
+            "class_names": space["class_names"], "model_uri": model_uri,
             "content_digest": chain_digest(chain)}
 
 

@@ -70,7 +70,8 @@ def _metric_name(row: dict[str, Any]) -> str:
 
 def finish_report(cfg: PipelineConfig, run_id: str, cells: list[dict[str, Any]],
                   reference_fusion: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """Build the comparison's report from its cells (`mmcore.experiments.comparison`), with its terminal
+    """Build the comparison's report from its cells (`mmcore.experiments.comparison`), with its
+    terminal
     table under "table", and log it on the parent run."""
     from mmcore.experiments.comparison import render, report
 

@@ -147,7 +147,8 @@ def chain_digest(chain: InferenceChain) -> str:
 
 def log_chain(chain: InferenceChain, run_id: str, example: pd.DataFrame, tracking_uri: str,
               ) -> str:
-    """Log the chain as the run's pyfunc model (not registered: `tasks.tracking.model_registry` decides
+    """Log the chain as the run's pyfunc model (not registered: `tasks.tracking.model_registry`
+    decides
     that); returns the model's URI."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = chain.save(Path(tmp) / "chain")
