@@ -18,6 +18,12 @@ NaN and inf pixels cannot come from a manifest: its pixels are read from PNG/JPE
 byte/255 (a Parquet manifest holds paths, not pixels). Those two kinds therefore read a real
 manifest through `PoisonPixels`, a Source wrapper that sets pixels of chosen rows to NaN/inf and
 passes everything else through unchanged.
+
+Unreadable files are chmod 000, which does not stop root (CI runs as root). As root, those cases
+read their source through `AsNobody`, which runs the real source's reads in a forked child that
+has dropped to uid/gid 65534 (as `setpriv --reuid=65534 --regid=65534 --clear-groups` would),
+so the open still fails with PermissionError inside the source; validation, the report and the
+files stay in the test process.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ import gzip
 import json
 import math
 import os
+import stat
+import traceback
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -189,6 +198,87 @@ class PoisonPixels:
             yield batch.set_column(at, image_field, pa.array(images, image_field.type))
 
 
+NOBODY = 65534  # uid and gid of `nobody` on Debian; needs no passwd entry
+
+
+class AsNobody:
+    """A real source whose batches are read in a forked child running as uid/gid NOBODY, with
+    no supplementary groups; the batches come back as an Arrow stream. For root, to whom chmod
+    000 means nothing: the child gets PermissionError like any other user."""
+
+    def __init__(self, source: Source):
+        self.source, self.info = source, source.info
+        # the child must reach the source's folder: pytest makes tmp_path and the folders above
+        # it 0700, and a umask may have kept files from others
+        folder = Path(source.root)
+        for above in (folder, *folder.parents):
+            _add_mode(above, stat.S_IXOTH)
+        for path in folder.rglob("*"):
+            if path.is_dir():
+                _add_mode(path, stat.S_IROTH | stat.S_IXOTH)
+            elif stat.S_IMODE(path.stat().st_mode):  # the locked files stay 000
+                _add_mode(path, stat.S_IROTH)
+
+    def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        data_r, data_w = os.pipe()
+        err_r, err_w = os.pipe()
+        with warnings.catch_warnings():  # Python >= 3.12 warns on fork with threads around;
+            warnings.simplefilter("ignore", DeprecationWarning)  # the child starts none
+            pid = os.fork()
+        if pid == 0:
+            code, doing = 1, f"switching to uid {NOBODY} (needs CAP_SETUID and CAP_SETGID)"
+            try:
+                os.close(data_r)
+                os.close(err_r)
+                os.setgroups([])
+                os.setresgid(NOBODY, NOBODY, NOBODY)
+                os.setresuid(NOBODY, NOBODY, NOBODY)
+                doing = f"reading the source as uid {NOBODY}"
+                with os.fdopen(data_w, "wb") as sink, \
+                        pa.ipc.new_stream(sink, RAW_SCHEMA) as writer:
+                    for batch in self.source.batches(batch_rows):
+                        writer.write_batch(batch)
+                code = 0
+            except BaseException:
+                os.write(err_w, f"{doing}: {traceback.format_exc()}".encode())
+            finally:
+                os._exit(code)
+        os.close(data_w)
+        os.close(err_w)
+        try:
+            with os.fdopen(data_r, "rb") as stream:
+                batches = list(pa.ipc.open_stream(stream))
+        except pa.ArrowException:
+            batches = []  # the child failed: its traceback says why
+        _, status = os.waitpid(pid, 0)
+        with os.fdopen(err_r, "rb") as err:
+            why = err.read().decode(errors="replace")
+        if os.waitstatus_to_exitcode(status) != 0:
+            pytest.fail(f"the child reading as uid {NOBODY} failed (exit status "
+                        f"{os.waitstatus_to_exitcode(status)}), {why}", pytrace=False)
+        yield from batches
+
+
+def _add_mode(path: Path, bits: int) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & bits != bits:
+        path.chmod(mode | bits)
+
+
+def unprivileged(source: Source) -> Source:
+    """The source as it is for a user that file permissions apply to; as root, AsNobody."""
+    return AsNobody(source) if os.geteuid() == 0 else source
+
+
+def lock(path: Path) -> None:
+    """chmod 000; as root, the case reads its source through AsNobody."""
+    path.chmod(0)
+    if os.geteuid() != 0 and os.access(path, os.R_OK):
+        pytest.fail(f"chmod 000 leaves {path} readable to uid {os.geteuid()}, which is not "
+                    "root: run the tests as root or as a user without CAP_DAC_OVERRIDE",
+                    pytrace=False)
+
+
 def poison_nan(source: Source) -> Source:
     return PoisonPixels(source, {f"bad{p}" for p in BAD_AT}, [math.nan])
 
@@ -233,10 +323,7 @@ def _symlinks_out(folder: Path) -> None:
 
 def _locked_images(folder: Path) -> None:
     for name, seed in (("locked.png", 80), ("locked.jpg", 81)):
-        path = write_image(folder / "img" / name, random_pixels(seed, SIZE))
-        path.chmod(0)
-        if os.access(path, os.R_OK):
-            pytest.skip("chmod 000 leaves the file readable here (running as root)")
+        lock(write_image(folder / "img" / name, random_pixels(seed, SIZE)))
 
 
 MANIFEST_KINDS = [
@@ -257,7 +344,7 @@ MANIFEST_KINDS = [
                   [{"image_path": None}, {"image_path": "   "}]),
     manifest_kind("unreadable_image_file", "unreadable_file", "image_path",
                   [{"image_path": "img/locked.png"}, {"image_path": "img/locked.jpg"}],
-                  prepare=_locked_images),
+                  prepare=_locked_images, wrap=unprivileged),
     manifest_kind("path_escape_absolute", "path_escapes_manifest_folder", "image_path",
                   _absolute_paths, prepare=_outside_image),
     manifest_kind("path_escape_dotdot", "path_escapes_manifest_folder", "image_path",
@@ -315,11 +402,10 @@ def imdb_kind(name: str, reason: str, field_name: str, bad: dict[str, object], *
                 continue
             path.write_bytes(content.encode() if isinstance(content, str) else content)
             if locked:
-                path.chmod(0)
-                if os.access(path, os.R_OK):
-                    pytest.skip("chmod 000 leaves the file readable here (running as root)")
+                lock(path)
         return Built([opt("data.source", "imdb"), opt("data.path", str(tmp)), *options], good,
-                     [(str(root / relative), None) for relative in bad])
+                     [(str(root / relative), None) for relative in bad],
+                     unprivileged if locked else None)
 
     return RowKind(name, reason, field_name, build, (None,), marks)
 
