@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from flows.cli import commands, errors
+from flows import errors
+from flows.cli import commands
 from flows.server import local_server
 from mmcore.data.source import DataError
 

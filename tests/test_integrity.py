@@ -16,7 +16,8 @@ import pytest
 from mmcore.config import load_config
 from mmcore.io import integrity
 from mmcore.io.parquet import MARKER, mark_complete, read_marker, verify_folder, write_json
-from tasks import faults, locks, recovery
+from tasks import faults
+from tasks.engine import locks, recovery
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG = logging.getLogger("test")
