@@ -22,7 +22,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def fingerprints(root: Path) -> dict[str, str]:
-    return {s: fingerprint(module_digests(f"tasks.{s}", root=root)) for s in STAGES}
+    return {s: fingerprint(module_digests(f"tasks.stages.{s}", root=root)) for s in STAGES}
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -32,7 +32,7 @@ def edit(path: Path, old: str, new: str) -> None:
 
 
 def test_each_stage_covers_its_task_module_and_the_library_code_it_reaches():
-    modules = {s: module_digests(f"tasks.{s}") for s in STAGES}
+    modules = {s: module_digests(f"tasks.stages.{s}") for s in STAGES}
     assert "tasks.stages.shared_space" in modules["shared_space"]
     assert "tasks.stages.training" not in modules["shared_space"]
     assert "mmcore.stages.shared_space" in modules["shared_space"]
@@ -43,7 +43,7 @@ def test_each_stage_covers_its_task_module_and_the_library_code_it_reaches():
     assert "mmcore.stages.shared_space" not in modules["feature_extraction"]
     # Fusion operators are training's code, not the encoders'.
     assert not [m for m in modules["feature_extraction"] if m.startswith("mmcore.fusion")]
-    assert all(m.startswith(("mmcore", f"tasks.{s}")) for s in STAGES for m in modules[s])
+    assert all(m.startswith(("mmcore", f"tasks.stages.{s}")) for s in STAGES for m in modules[s])
 
 
 def test_editing_a_stage_function_changes_that_stage_and_those_reading_its_code(project):

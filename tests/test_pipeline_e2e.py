@@ -231,7 +231,7 @@ def test_a_code_edit_misses_that_stage_and_those_after_it_only(cold, run_dir, tm
         "preprocessing": "hit", "feature_extraction": "hit", "shared_space": "miss",
         "training": "miss", "testing": "miss"}
     assert rows["shared_space"]["reason"] == "code changed: mmcore.stages.shared_space"
-    assert rows["training"]["reason"] == "upstream output changed: fusion"
+    assert rows["training"]["reason"] == "upstream output changed: shared_space"
 
 
 def test_mmcore_never_imports_prefect_or_mlflow():
@@ -315,7 +315,7 @@ def test_an_upstream_rebuilt_with_other_content_misses_the_stages_built_on_it(co
         assert {s: r["state"] for s, r in rows.items()} == {
             "preprocessing": "hit", "feature_extraction": "hit", "shared_space": "hit",
             "training": "miss", "testing": "miss"}
-        assert rows["training"]["reason"] == ("upstream output changed: fusion was rebuilt "
+        assert rows["training"]["reason"] == ("upstream output changed: shared_space was rebuilt "
                                               "with other content")
     finally:
         for name, data in saved.items():

@@ -29,7 +29,7 @@ import yaml
 
 from flows.errors import UsageError
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 PROJECT_ENV = "MMPIPE_PROJECT_DIR"
 # The flows prefect.yaml deploys (flows/compare.py:compare runs `mmpipe` flows as subflows).
 FLOW_NAMES = ["mmpipe", "mmpipe-compare"]

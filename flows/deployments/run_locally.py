@@ -17,7 +17,7 @@ import yaml
 
 from flows.errors import UsageError
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 LOCAL_PREFIX = "local-"
 SERVE_TAG = "mmpipe-serve"
 
