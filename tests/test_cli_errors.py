@@ -26,6 +26,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
     (["--stages", "nosuch"], "--stages: unknown stage 'nosuch'; stages are preprocessing,"),
     (["--stages", "training,tesing"], "--stages: unknown stage 'tesing'"),
     (["--refresh", "nosuch"], "--refresh: unknown stage 'nosuch'"),
+    (["--stages", "fusion"], "--stages: unknown stage 'fusion' ('fusion' is now 'shared_space')"),
     (["--set", "data.source=mnist"], "data.path: data.source=mnist needs a path"),
     (["--set", "data.source=imdb", "--set", "data.path=no/such/folder"],
      "data.path: {cwd}/no/such/folder does not exist (expected the aclImdb folder"),

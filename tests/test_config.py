@@ -167,3 +167,22 @@ def test_flat_uses_dotted_keys():
         "name", "seed", "run_dir", "device", "data", "features", "shared_space", "training",
         "testing",
         "dask"}
+
+
+def test_old_fusion_section_still_loads_under_its_new_name_with_a_warning(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("fusion:\n  loss: infonce\n  epochs: 7\n")
+    with pytest.warns(FutureWarning, match="section 'fusion' is now 'shared_space'"):
+        cfg = load_config(path)
+    assert (cfg.shared_space.loss, cfg.shared_space.epochs) == ("infonce", 7)
+    with pytest.warns(FutureWarning, match=r"shared_space\.temperature"):
+        cfg = load_config(overrides=["fusion.temperature=0.5"])
+    assert cfg.shared_space.temperature == 0.5
+    assert cfg.training.fusion == "late"  # the operator keeps its name
+
+
+def test_old_and_new_section_together_is_an_error_naming_both(tmp_path):
+    path = tmp_path / "both.yaml"
+    path.write_text("fusion:\n  loss: infonce\nshared_space:\n  loss: l2\n")
+    with pytest.raises(ConfigError, match="'fusion' and 'shared_space' are the same section"):
+        load_config(path)
