@@ -1,5 +1,5 @@
-"""The fusion stage's library code: map every modality into ONE shared space with an alignment
-loss. (The operators that combine modalities into one vector, also called fusion, are in
+"""The shared-space stage's library code: map every modality into ONE shared space with an
+alignment loss. (The operators that combine modalities into one vector, also called fusion, are in
 `mmcore.fusion`.)
 
 Loss = alignment(P_img(x_img), P_txt(x_txt)) + cls_weight * classification of both projections
