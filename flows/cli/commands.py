@@ -319,12 +319,12 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from flows.deployments import run_locally
+    from flows.deployments import prefect_yaml, run_locally
 
-    if not (run_locally.PROJECT / "prefect.yaml").is_file():
-        raise UsageError(f"{run_locally.PROJECT} has no prefect.yaml: run `mmpipe serve` from an "
-                         "mmpipe checkout (pip install -e .)")
-    os.chdir(run_locally.PROJECT)  # prefect.yaml's entrypoints and config paths are relative to it
+    if not (prefect_yaml.PROJECT / prefect_yaml.FILE).is_file():
+        raise UsageError(f"{prefect_yaml.PROJECT} has no prefect.yaml: run `mmpipe serve` from "
+                         "an mmpipe checkout (pip install -e .)")
+    os.chdir(prefect_yaml.PROJECT)  # prefect.yaml's entrypoints and config paths are relative to it
     from mmcore.config import load_config
 
     run_dir = environment.prepare(load_config().run_dir)
