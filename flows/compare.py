@@ -128,7 +128,7 @@ def run_compare_cell(config: str | None, overrides: list[str], parent: str,
     return result
 
 
-@flow(name="mmpipe-compare")
+@flow(name="mmpipe-compare", persist_result=False)  # no pickles: tasks/engine/results.py
 def compare(config: str | None = None, overrides: list[str] | None = None,
             seeds: list[int] | None = None, fusions: str | None = "all",
             executor_name: str = "sequential (this process)") -> dict[str, Any]:

@@ -39,7 +39,8 @@ def _flow_run_name() -> str:
     return f"{cfg.name} · {cfg.training.mode}" + ("" if role == "pipeline" else f" · {role}")
 
 
-@flow(name="mmpipe", log_prints=True, flow_run_name=_flow_run_name)
+@flow(name="mmpipe", log_prints=True, flow_run_name=_flow_run_name,
+      persist_result=False)  # its caller gets the summary; never pickled (tasks/engine/results.py)
 def pipeline(config: str | None = None, overrides: list[str] | None = None,
              stages: list[str] | None = None, refresh: list[str] | None = None,
              role: str = "pipeline", parent_run_id: str | None = None,

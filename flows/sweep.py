@@ -140,7 +140,8 @@ def _sweep_run_name() -> str:
     return f"sweep · {load_config(params.get('config'), params.get('overrides')).name}"
 
 
-@flow(name="mmpipe-sweep", flow_run_name=_sweep_run_name)
+@flow(name="mmpipe-sweep", flow_run_name=_sweep_run_name,
+      persist_result=False)  # no pickles: tasks/engine/results.py
 def sweep(config: str | None = None, overrides: list[str] | None = None,
           grid: Grid | None = None, seeds: list[int] | None = None,
           executor_name: str = "sequential (this process)") -> dict[str, Any]:

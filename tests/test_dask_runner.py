@@ -21,7 +21,7 @@ from tasks.parallel.dask_cluster import dask_task_runner
 PARTS = 4
 
 
-@task(cache_policy=INPUTS, persist_result=True)
+@task(cache_policy=INPUTS, persist_result=True, result_serializer="json")  # no pickles
 def write_part(run_dir: str, index: int, barrier: int) -> dict:
     """One part file; the first `barrier` parts wait for each other, so they must run at the
     same time, which single-threaded workers can only do in different processes."""

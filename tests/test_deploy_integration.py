@@ -23,7 +23,7 @@ from servers import (
     wait_for,
 )
 
-from flows.deployments import run_locally
+from flows.deployments import prefect_yaml, run_locally
 from flows.deployments.deploy import CRASH_AUTOMATION, FLOW_NAMES
 from flows.errors import UsageError
 
@@ -159,7 +159,7 @@ def test_serve_refuses_a_local_name_held_by_a_work_pool_deployment(api_url, api,
     taken = api.post("/deployments/", {"name": "local-weekly-retrain", "flow_id": flow["id"],
                                        "work_pool_name": POOL, "entrypoint": "elsewhere.py:f"})
     try:
-        deployments = [run_locally.build(spec) for spec in run_locally.load_deployments()]
+        deployments = [run_locally.build(spec) for spec in prefect_yaml.deployments()]
         with temporary_settings(updates={PREFECT_API_URL: api_url}), \
                 pytest.raises(UsageError, match="mmpipe/local-weekly-retrain exists on work "
                                                 f"pool '{POOL}'.*will not take it over"):

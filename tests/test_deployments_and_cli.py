@@ -12,13 +12,13 @@ import pytest
 
 from flows.cli import commands
 from flows.compare import compare
-from flows.deployments import deploy, run_locally
+from flows.deployments import deploy, prefect_yaml, run_locally
 from flows.errors import UsageError
 from flows.pipeline import pipeline, select
 
 
 def test_every_deployment_in_prefect_yaml_serves_as_local_name_with_its_schedules():
-    specs = run_locally.load_deployments()
+    specs = prefect_yaml.deployments()
     assert {s["name"] for s in specs} >= {"nightly-full-run", "weekly-retrain"}
     for spec in specs:
         deployment = run_locally.build(spec)
@@ -54,6 +54,18 @@ def test_deploy_refuses_a_project_folder_without_prefect_yaml(tmp_path, monkeypa
         deploy.project_dir()
     monkeypatch.delenv(deploy.PROJECT_ENV)
     assert deploy.project_dir() == deploy.PROJECT  # this checkout, resolved
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("deployments: [\n", "prefect.yaml: cannot read it: while parsing"),
+    ("name: mmpipe\n", "prefect.yaml: expected a `deployments:` list"),
+    ("deployments:\n  - name: x\n", r"prefect.yaml: deployments\[0\]: missing entrypoint"),
+])
+def test_a_prefect_yaml_that_cannot_be_used_is_one_line_naming_it(tmp_path, text, message):
+    (tmp_path / "prefect.yaml").write_text(text)
+    with pytest.raises(UsageError, match=message) as caught:
+        prefect_yaml.deployments(tmp_path)
+    assert "\n" not in str(caught.value)
 
 
 def test_deploy_names_the_fix_when_the_url_is_not_a_prefect_api(monkeypatch):

@@ -19,7 +19,7 @@ from mmcore.fusion.fusion_classifier import FusionClassifier, build_classifier
 from mmcore.fusion.gated_multimodal_unit import GatedMultimodalUnit
 from mmcore.fusion.late_fusion import WEIGHT_GRID, LateFusion
 from mmcore.fusion.mean_fusion import MeanFusion
-from mmcore.fusion.operators import FUSIONS, build_fusion, fusion_class
+from mmcore.fusion.operators import FUSIONS, fusion_class
 
 NAMES = list(FUSIONS)
 
@@ -41,7 +41,7 @@ def inputs() -> dict[str, torch.Tensor]:
 
 def seeded(name: str, modalities: list[str], dim: int = 4, seed: int = 0) -> FusionOperator:
     torch.manual_seed(seed)
-    return build_fusion(name, modalities, dim).eval()
+    return fusion_class(name)(modalities, dim).eval()
 
 
 # --- the registry and the config field ---------------------------------------------------------
@@ -111,7 +111,7 @@ def test_out_dims():
     assert dims == {"late": 6, "concat": 12, "sum": 6, "mean": 6, "gmu": 6, "tensor": 49,
                     "lmf": 6, "attention": 6}
     assert seeded("tensor", ["a", "b", "c"], dim=2).out_dim == 27
-    assert build_fusion("lmf", two, 6, rank=2, out_dim=5).out_dim == 5
+    assert fusion_class("lmf")(two, 6, rank=2, out_dim=5).out_dim == 5
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -177,7 +177,7 @@ def test_gmu_with_two_modalities_is_the_papers_sigmoid_gate(inputs):
 
 
 def test_tensor_fusion_is_the_outer_product_of_vectors_with_one():
-    op = build_fusion("tensor", ["b", "a"], 2)
+    op = fusion_class("tensor")(["b", "a"], 2)
     out = op({"a": torch.tensor([[2.0, 3.0]]), "b": torch.tensor([[5.0, 7.0]])})
     # [2, 3, 1] x [5, 7, 1], row-major: a's features times b's, then a's alone, then b's alone
     assert out.tolist() == [[10.0, 14.0, 2.0, 15.0, 21.0, 3.0, 5.0, 7.0, 1.0]]
@@ -186,11 +186,11 @@ def test_tensor_fusion_is_the_outer_product_of_vectors_with_one():
 def test_low_rank_fusion_equals_a_linear_layer_on_the_tensor(inputs):
     """LMF computes W . (tensor fusion) for the rank-r weight its factors make, without the
     tensor (Liu et al. 2018, eq. 6)."""
-    op = build_fusion("lmf", ["text", "image"], 4, rank=3, out_dim=5)
+    op = fusion_class("lmf")(["text", "image"], 4, rank=3, out_dim=5)
     x = {"image": inputs["image"], "text": inputs["text"]}
     weight = torch.einsum("r,rio,rjo->oij", op.rank_weights, op.factors["image"],
                           op.factors["text"]).flatten(1)  # (out, (d+1)^2)
-    tensor = build_fusion("tensor", ["text", "image"], 4)(x)
+    tensor = fusion_class("tensor")(["text", "image"], 4)(x)
     torch.testing.assert_close(op(x), tensor @ weight.T + op.bias)
 
 
@@ -315,8 +315,8 @@ def test_concat_fusion_exact_values():
 
 def test_sum_and_mean_exact_values():
     x = {"image": torch.tensor([[1.0, 2.0]]), "text": torch.tensor([[3.0, 6.0]])}
-    assert build_fusion("sum", ["text", "image"], 2)(x).tolist() == [[4.0, 8.0]]
-    assert build_fusion("mean", ["text", "image"], 2)(x).tolist() == [[2.0, 4.0]]
+    assert fusion_class("sum")(["text", "image"], 2)(x).tolist() == [[4.0, 8.0]]
+    assert fusion_class("mean")(["text", "image"], 2)(x).tolist() == [[2.0, 4.0]]
 
 
 def test_projection_head_shape_and_pinned():

@@ -148,6 +148,38 @@ def test_a_stage_lock_waits_for_its_holder_and_dies_with_it(tmp_path):
         holder.wait()
 
 
+def test_runs_starting_together_in_a_fresh_folder_create_one_mlflow_store(tmp_path):
+    """Three processes create the run directory's MLflow store at the same moment: MLflow's
+    migrations run once (without the lock, most of them failed: "table ... already exists"),
+    and every process then uses the store. ~15 s: creating a store runs MLflow's migrations."""
+    import sqlite3
+    from contextlib import closing
+
+    go = tmp_path / "go"
+    code = ("import time\nfrom pathlib import Path\nfrom tasks.tracking import runs\n"
+            "print('ready', flush=True)\n"
+            f"while not Path({str(go)!r}).exists(): time.sleep(0.005)\n"
+            f"runs.create_store({str(tmp_path)!r})\n"
+            f"runs.MlflowClient(runs.tracking_uri({str(tmp_path)!r})).search_experiments()\n")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(3)]
+    try:
+        assert [proc.stdout.readline().strip() for proc in procs] == ["ready"] * 3
+        go.touch()  # all at once
+        errors = [proc.communicate(timeout=300)[1] for proc in procs]
+        assert [proc.returncode for proc in procs] == [0, 0, 0], errors
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    with closing(sqlite3.connect(tmp_path / "mlflow.db")) as db:
+        assert len(db.execute("select version_num from alembic_version").fetchall()) == 1
+    assert (tmp_path / "locks" / "mlflow.db.ready").read_text() == str(
+        (tmp_path / "mlflow.db").resolve())
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -156,11 +188,12 @@ def _dead_pid() -> int:
 
 def test_owner_liveness_sees_dead_reused_and_foreign_processes():
     me = recovery.owner()
-    assert recovery.alive(me)
+    assert set(me) == {"host", "pid", "create_time"} and recovery.alive(me)
     assert not recovery.alive({**me, "pid": _dead_pid()})
-    if Path("/proc/self").exists():
-        assert not recovery.alive({**me, "start": "1"})  # our pid, another process's start
+    # our pid, another process's create time: the pid was reused
+    assert not recovery.alive({**me, "create_time": me["create_time"] - 3600})
     assert recovery.alive({**me, "host": "elsewhere", "pid": _dead_pid()})  # cannot tell
+    assert recovery.alive({"host": me["host"], "pid": me["pid"]})  # no create time: cannot tell
 
 
 def test_stale_temporaries_go_and_live_ones_stay(tmp_path):

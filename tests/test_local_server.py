@@ -18,6 +18,7 @@ from servers import MMPIPE, service_env, wait_for
 
 from flows.errors import UsageError
 from flows.server import local_server
+from mmcore.io import processes
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self"), reason="reads /proc")
 
@@ -65,12 +66,18 @@ def _stand_in() -> subprocess.Popen:
                      "prefect-server-stand-in"])
 
 
+def _record(run_dir: Path, pid: int, create_time: float | None) -> Path:
+    """A server record naming `pid`, created at `create_time`, that does not answer."""
+    record = local_server.info_path(run_dir)
+    record.write_text(json.dumps({"pid": pid, "create_time": create_time,
+                                  "api_url": "http://127.0.0.1:9/api", "ui_url": ""}))
+    return record
+
+
 def test_a_recorded_server_that_no_longer_answers_is_still_stopped(tmp_path):
     server = _stand_in()
     try:
-        record = local_server.info_path(tmp_path)
-        record.write_text(json.dumps({"pid": server.pid, "api_url": "http://127.0.0.1:9/api",
-                                      "ui_url": ""}))
+        record = _record(tmp_path, server.pid, processes.create_time(server.pid))
         assert local_server.running(tmp_path) is None
         assert local_server.stop(tmp_path) is True
         assert server.wait(10) == -signal.SIGTERM
@@ -81,16 +88,28 @@ def test_a_recorded_server_that_no_longer_answers_is_still_stopped(tmp_path):
         server.wait()
 
 
-def test_stop_never_kills_a_process_that_reused_the_recorded_pid(tmp_path):
+def test_stop_never_kills_a_process_that_reused_the_recorded_pid(tmp_path, caplog):
+    """Only the recorded pid with its recorded create time is signalled: not the same pid
+    created at another time (a reused pid, an edited record), not a record without a create
+    time, not another of our processes whose command line is no server's."""
     other = _started(["sleep", "30"])
+    server = _stand_in()
     try:
-        local_server.info_path(tmp_path).write_text(json.dumps(
-            {"pid": other.pid, "api_url": "http://127.0.0.1:9/api", "ui_url": ""}))
-        assert local_server.stop(tmp_path) is False
-        assert other.poll() is None
+        born = processes.create_time(server.pid)
+        for pid, create_time in [(other.pid, None), (other.pid, born),
+                                 (other.pid, processes.create_time(other.pid)),
+                                 (server.pid, born - 5), (server.pid, None)]:
+            _record(tmp_path, pid, create_time)
+            assert local_server.stop(tmp_path) is False, (pid, create_time)
+            assert other.poll() is None and server.poll() is None
+        assert "left alone" in caplog.text
+        _record(tmp_path, server.pid, born)  # the real one
+        assert local_server.stop(tmp_path) is True
+        assert server.wait(10) == -signal.SIGTERM and other.poll() is None
     finally:
-        other.kill()
-        other.wait()
+        for process in (other, server):
+            process.kill()
+            process.wait()
 
 
 def test_idle_time_comes_from_the_environment_and_bad_values_are_usage_errors(monkeypatch):

@@ -378,3 +378,63 @@ def test_recovery_marks_a_dead_runs_prefect_and_mlflow_runs(cold, run_dir):
     assert [p.stem for p in (run_dir / "running").iterdir()] == [str(live_run.id)]
     recovery.end(cfg, str(live_run.id))
     mlflow.set_terminated(mlflow_runs["live"].info.run_id)
+
+
+class _Planted:
+    """Unpickling this creates the file `path`: proof that a pickle was loaded."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
+
+
+def _result_files(run_dir: Path) -> list[Path]:
+    """Every result Prefect persisted: the run folder's and Prefect's own storage."""
+    roots = [run_dir / "prefect-results", Path(os.environ["PREFECT_HOME"]) / "storage",
+             run_dir / "prefect" / "storage"]
+    return sorted(p for root in roots if root.is_dir() for p in root.rglob("*") if p.is_file())
+
+
+def _assert_json_records(files: list[Path]) -> None:
+    """Each file a JSON result record of the JSON serializer holding a StageRef: no pickle,
+    not even base64-encoded inside the JSON (Prefect's pickle serializer does that)."""
+    from tasks.engine.keys import StageRef
+    from tasks.engine.results import stage_ref
+
+    for path in files:
+        raw = path.read_bytes()
+        assert not raw.startswith(b"\x80"), f"{path}: a pickle"
+        assert b"pickle" not in raw, f"{path}: names a pickle serializer"
+        record = json.loads(raw)
+        assert record["metadata"]["serializer"]["type"] == "json", path
+        assert isinstance(stage_ref(json.loads(record["result"])), StageRef), path
+
+
+def test_persisted_results_are_json_and_a_planted_pickle_is_never_loaded(cold, run_dir):
+    """Issue 16: no pickles in shared storage. The stage results Prefect persisted are JSON;
+    a cached rerun reads them back as StageRefs; a pickle put in place of a record (as an
+    older mmpipe wrote, or planted) is never loaded: it is replaced by a JSON record made from
+    the stage's verified output, and the stage stays a cache hit."""
+    import cloudpickle
+    from prefect.serializers import PickleSerializer
+
+    files = _result_files(run_dir)
+    assert {p.name.split("-")[0] for p in files} >= set(STAGES), files
+    _assert_json_records(files)
+    record = next(p for p in files if p.name.startswith("preprocessing-"))
+    loaded, planted = run_dir / "pickle-was-loaded", json.loads(record.read_text())
+    planted["metadata"]["serializer"] = PickleSerializer().model_dump(mode="json")
+    planted["result"] = PickleSerializer().dumps(_Planted(loaded)).decode()
+    cloudpickle.loads(cloudpickle.dumps(_Planted(loaded))).close()
+    assert loaded.exists()  # the payload works: loading it creates the file
+    loaded.unlink()
+    record.write_text(json.dumps(planted))
+
+    again = run(run_dir)
+
+    assert not loaded.exists()
+    assert states(again) == dict.fromkeys(STAGES, "hit")
+    assert again["metrics"] == cold["metrics"]
+    _assert_json_records(_result_files(run_dir))

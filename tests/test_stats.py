@@ -1,12 +1,11 @@
-"""mmcore.experiments.stats: mean ± std over seeds, McNemar's test, Wilson intervals, on known
-values."""
+"""mmcore.experiments.stats: mean ± std over seeds and McNemar's test, on known values."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mmcore.experiments.stats import format_mean_std, mcnemar, mean_std, wilson_interval
+from mmcore.experiments.stats import format_mean_std, mcnemar, mean_std
 
 
 def test_mean_std_sample_std():
@@ -50,13 +49,3 @@ def test_mcnemar_no_discordant_pairs_and_bad_shapes():
     assert (result.p_value, result.discordant) == (1.0, 0)
     with pytest.raises(ValueError, match="equal in length"):
         mcnemar([True, False], [True])
-
-
-def test_wilson_interval_known_values():
-    assert wilson_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
-    low, high = wilson_interval(0, 10)
-    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
-    assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
-    assert wilson_interval(50, 100, confidence=0.9) == pytest.approx((0.41885, 0.58115), abs=1e-4)
-    with pytest.raises(ValueError, match="correct <= total"):
-        wilson_interval(11, 10)

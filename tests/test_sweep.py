@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -65,6 +66,20 @@ def test_sweep_section_of_a_config_file(tmp_path):
     with pytest.raises(ConfigError, match="sweep.grid"):
         read_sweep_section(path)
     assert read_sweep_section(None) == ({}, None)
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ("  seeds: [true]\n", "sweep.seeds.0: Input should be a valid integer"),  # not a count
+    ("  seeds: 3\n", "sweep.seeds: Input should be a valid list"),
+    ("  gird: {training.fusion: [late]}\n", "sweep.gird: Extra inputs are not permitted"),
+    ("  grid: {seed: [1, 2]}\n", "'seed' cannot be swept"),
+])
+def test_a_bad_sweep_section_is_one_line_naming_the_key(tmp_path, section, message):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("sweep:\n" + section)
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        read_sweep_section(path)
+    assert "\n" not in str(caught.value)
 
 
 def test_plan_sweep_checks_every_cell_before_work():

@@ -163,7 +163,6 @@ def _resolved_config(args: argparse.Namespace, server: bool = False, check: bool
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg, overrides = _resolved_config(args, server=True)
-    environment.create_tracking_store(Path(cfg.run_dir))
     from flows.pipeline import pipeline
 
     if not args.debug:
@@ -241,7 +240,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise errors.UsageError("--workers: needs at least 1")
     cfg, overrides = _resolved_config(args, server=True)
     address, workers, sequential = _cluster(args, cfg)
-    environment.create_tracking_store(Path(cfg.run_dir))
     from flows.compare import compare
     from flows.sweep import on_runner, where
 
@@ -274,7 +272,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     print(f"sweep: {len(cells)} cells ({len(cells) // len(seeds)} grid points x {len(seeds)} "
           f"seeds) on {where(address, workers, sequential)}")
-    environment.create_tracking_store(Path(cfg.run_dir))
     if not args.debug:
         errors.console_without_input_tracebacks()
     with environment.without_flow_heartbeats():
@@ -322,12 +319,12 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from flows.deployments import run_locally
+    from flows.deployments import prefect_yaml, run_locally
 
-    if not (run_locally.PROJECT / "prefect.yaml").is_file():
-        raise UsageError(f"{run_locally.PROJECT} has no prefect.yaml: run `mmpipe serve` from an "
-                         "mmpipe checkout (pip install -e .)")
-    os.chdir(run_locally.PROJECT)  # prefect.yaml's entrypoints and config paths are relative to it
+    if not (prefect_yaml.PROJECT / prefect_yaml.FILE).is_file():
+        raise UsageError(f"{prefect_yaml.PROJECT} has no prefect.yaml: run `mmpipe serve` from "
+                         "an mmpipe checkout (pip install -e .)")
+    os.chdir(prefect_yaml.PROJECT)  # prefect.yaml's entrypoints and config paths are relative to it
     from mmcore.config import load_config
 
     run_dir = environment.prepare(load_config().run_dir)

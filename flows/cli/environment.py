@@ -6,7 +6,6 @@ user already set win.
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 
@@ -36,24 +35,6 @@ def prepare(run_dir: str | Path) -> Path:
     quiet()
     os.environ.setdefault("PREFECT_HOME", str(run_dir / "prefect"))
     return run_dir
-
-
-def create_tracking_store(run_dir: Path) -> None:
-    """Create the run directory's MLflow SQLite store once, under a file lock.
-
-    MLflow creates a new store by running its schema migrations; two `mmpipe run`s started
-    together in a fresh folder both did, and one failed ("Online migration expected to match
-    one row ... 0 found"). A store that exists, or a tracking server, needs nothing."""
-    if os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlflow.db").exists():
-        return
-    with open(run_dir / "mlflow.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (run_dir / "mlflow.db").exists():
-            from mlflow import MlflowClient
-
-            from tasks.tracking.runs import tracking_uri
-
-            MlflowClient(tracking_uri(run_dir)).search_experiments(max_results=1)
 
 
 def without_flow_heartbeats():

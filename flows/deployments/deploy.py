@@ -25,11 +25,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from flows.deployments import prefect_yaml
+from flows.deployments.prefect_yaml import PROJECT
 from flows.errors import UsageError
 
-PROJECT = Path(__file__).resolve().parents[2]
 PROJECT_ENV = "MMPIPE_PROJECT_DIR"
 # The flows prefect.yaml deploys (flows/compare.py:compare runs `mmpipe` flows as subflows).
 FLOW_NAMES = ["mmpipe", "mmpipe-compare"]
@@ -68,15 +67,11 @@ def project_dir() -> Path:
     """The project folder deployments run in: MMPIPE_PROJECT_DIR if set, else this checkout."""
     raw = os.environ.get(PROJECT_ENV, "").strip()
     folder = Path(raw).expanduser().resolve() if raw else PROJECT
-    if not (folder / "prefect.yaml").is_file():
+    if not (folder / prefect_yaml.FILE).is_file():
         where = f"{PROJECT_ENV}={raw}" if raw else f"this installation ({folder})"
         raise UsageError(f"{where} has no prefect.yaml: point {PROJECT_ENV} at the mmpipe "
                          "checkout the worker should run")
     return folder
-
-
-def load_specs(project: Path) -> list[dict[str, Any]]:
-    return yaml.safe_load((project / "prefect.yaml").read_text())["deployments"]
 
 
 def ensure_work_pools(specs: list[dict[str, Any]]) -> dict[str, str]:
@@ -201,7 +196,7 @@ def deploy(api_url: str | None = None, crash_after_s: float = DEFAULT_CRASH_AFTE
                          "need at least 10 s")
     url = check_api_url(api_url)
     project = project_dir()
-    specs = load_specs(project)
+    specs = prefect_yaml.deployments(project)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: url}):

@@ -10,20 +10,13 @@ deployments this command created.
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from flows.deployments import prefect_yaml
 from flows.errors import UsageError
 
-PROJECT = Path(__file__).resolve().parents[2]
 LOCAL_PREFIX = "local-"
 SERVE_TAG = "mmpipe-serve"
-
-
-def load_deployments(path: Path = PROJECT / "prefect.yaml") -> list[dict[str, Any]]:
-    return yaml.safe_load(path.read_text())["deployments"]
 
 
 def load_flow(entrypoint: str):
@@ -82,7 +75,7 @@ def serve(dry_run: bool = False) -> list[Any]:
     config paths are relative to it)."""
     from prefect import serve as prefect_serve
 
-    deployments = [build(spec) for spec in load_deployments()]
+    deployments = [build(spec) for spec in prefect_yaml.deployments()]
     if not dry_run:
         refuse_taken_names(deployments)
         prefect_serve(*deployments)

@@ -7,7 +7,9 @@ own after `MMPIPE_SERVER_IDLE_MINUTES` (default 30) without use (`flows/server/w
 at `mmpipe server stop`.
 
 Files in the run directory:
-    prefect-server.json   the running server: pid of its process group, API and UI URLs
+    prefect-server.json   the running server: pid and create time of its process group's
+                          leader (nothing is signalled unless both match: `mmcore/io/processes.py`),
+                          API and UI URLs
     prefect-server.lock   held while a process checks for, starts or stops the server, so two
                           commands started together share one server
     prefect-server.users  each command that uses the server holds a shared lock on it until it
@@ -19,8 +21,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import json
+import logging
 import os
 import signal
 import socket
@@ -32,12 +34,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from flows.errors import UsageError
+from mmcore.io import locks, processes
 
 STARTUP_TIMEOUT_S = 120
 DEFAULT_IDLE_MINUTES = 30.0
 IDLE_ENV = "MMPIPE_SERVER_IDLE_MINUTES"
 
 _held_users_lock: dict[Path, int] = {}  # run dir -> open fd holding LOCK_SH for this process
+log = logging.getLogger(__name__)
 
 
 def info_path(run_dir: Path) -> Path:
@@ -59,12 +63,8 @@ def log_path(run_dir: Path) -> Path:
 @contextlib.contextmanager
 def server_lock(run_dir: Path) -> Iterator[None]:
     """Exclusive lock around check-and-start and check-and-stop (released if the process dies)."""
-    with open(lock_path(run_dir), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with locks.exclusive(lock_path(run_dir)):
+        yield
 
 
 def idle_minutes() -> float:
@@ -122,8 +122,8 @@ def _launch(run_dir: Path, idle_min: float) -> dict:
         start_new_session=True, env=server_environment(api_url),
     )
     log.close()
-    info = {"pid": process.pid, "api_url": api_url, "ui_url": f"http://127.0.0.1:{port}",
-            "idle_minutes": idle_min}
+    info = {**processes.identity(process.pid), "api_url": api_url,
+            "ui_url": f"http://127.0.0.1:{port}", "idle_minutes": idle_min}
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not healthy(api_url):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -145,7 +145,7 @@ def server_environment(api_url: str) -> dict[str, str]:
 def _answers_soon(info: dict, patience_s: float = 15.0) -> bool:
     """A recorded server whose process lives may just be busy: give it a few seconds."""
     deadline = time.monotonic() + patience_s
-    while is_ours(info["pid"]) and time.monotonic() < deadline:
+    while is_ours(info) and time.monotonic() < deadline:
         if healthy(info["api_url"]):
             return True
         time.sleep(0.5)
@@ -172,21 +172,27 @@ def start(run_dir: Path, idle_min: float | None = None) -> dict:
         return info
 
 
-def is_ours(pid: int) -> bool:
-    """The pid still belongs to our watchdog or a Prefect server (not a process that reused the
-    number)."""
-    if not Path("/proc/self").exists():  # no /proc here (macOS): trust the record
-        return True
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+def is_ours(info: dict) -> bool:
+    """The recorded process still runs: its pid names the process created at the recorded
+    time, not one that reused the number, and that process is our watchdog or a Prefect server
+    (a record edited by hand to name another process, with its create time, is not)."""
+    pid = info.get("pid")
+    if not (isinstance(pid, int) and pid > 1
+            and processes.same_process(pid, info.get("create_time")) is True):
         return False
-    return b"flows.server.watchdog" in cmdline or b"prefect" in cmdline
+    command = processes.command_line(pid)
+    return "flows.server.watchdog" in command or "prefect" in command
 
 
 def _kill_recorded(run_dir: Path, info: dict) -> bool:
+    """Stop the recorded server's process group, if the record names it; forget the record."""
     info_path(run_dir).unlink(missing_ok=True)
-    if not is_ours(info["pid"]):
+    if not is_ours(info):
+        if isinstance(info.get("pid"), int) and processes.create_time(info["pid"]) is not None:
+            log.warning("%s names pid %s, which is not the recorded server (no or another "
+                        "create time or command line: the pid was reused, or the record was "
+                        "edited): left alone",
+                        info_path(run_dir), info.get("pid"))
         return False
     try:
         os.killpg(info["pid"], signal.SIGTERM)
@@ -206,9 +212,7 @@ def _hold_users_lock(run_dir: Path) -> None:
     """Mark this process as a user of the server until it exits (the lock goes with it)."""
     path = users_path(run_dir)
     if run_dir not in _held_users_lock:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        _held_users_lock[run_dir] = fd
+        _held_users_lock[run_dir] = locks.hold_shared(path)
         atexit.register(release, run_dir)  # the idle time counts from the end of the command
     os.utime(path)
 

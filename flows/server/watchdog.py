@@ -15,13 +15,13 @@ Idle time counts from the latest of these and the last `mmpipe` use (the file's 
 has passed, the watchdog takes the server lock (so no command can start using the server in
 between), removes the record and stops the server. IDLE_SECONDS 0 means never.
 
-Standard library only: it stays small next to the server it watches.
+Standard library, filelock and psutil only (`mmcore/io`): it stays small next to the server it
+watches.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from flows.server import local_server
+from mmcore.io import locks
 
 STOP_GRACE_S = 10
 
@@ -44,14 +45,8 @@ def log(message: str) -> None:
 
 def users_active(run_dir: Path) -> bool:
     """Some process holds a shared lock on the users file (an `mmpipe` command running)."""
-    fd = os.open(local_server.users_path(run_dir), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing releases the exclusive lock if we got it
-    return False
+    with locks.try_exclusive(local_server.users_path(run_dir)) as free:
+        return not free
 
 
 def last_use(run_dir: Path) -> float:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, field_validator
 
 from mmcore.config import ConfigError, load_config
 from mmcore.experiments.stats import format_mean_std, mean_std
@@ -85,29 +86,45 @@ def check_grid(grid: Grid) -> Grid:
     return grid
 
 
+class SweepSection(BaseModel):
+    """A config file's `sweep:` section: `{grid: {key: [values]}, seeds: [..]}`, both optional.
+    A single value stands for a list of one; seeds are integers (not `true`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grid: dict[str, list[Any]] | None = None
+    seeds: list[StrictInt] | None = None
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _lists(cls, grid: Any) -> Any:
+        if not isinstance(grid, dict):
+            return grid
+        return {str(k): v if isinstance(v, list) else [v] for k, v in grid.items()}
+
+
 def read_sweep_section(path: str | Path | None) -> tuple[Grid, list[int] | None]:
-    """The `sweep:` section of a config file: `{grid: {key: [values]}, seeds: [..]}` (both
-    optional). No file or no section: an empty grid and no seeds."""
+    """The `sweep:` section of a config file (`SweepSection`) as a grid of override texts and
+    the seeds. No file or no section: an empty grid and no seeds. A bad section is one line
+    naming the key, as for the rest of the config."""
     if path is None:
         return {}, None
     try:
         tree = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-    section = tree.get("sweep") if isinstance(tree, dict) else None
-    if section is None:
+    raw = tree.get("sweep") if isinstance(tree, dict) else None
+    if raw is None:
         return {}, None
-    if not isinstance(section, dict) or set(section) - {"grid", "seeds"}:
-        raise ConfigError(f"{path}: sweep: expected a mapping with 'grid' and 'seeds'")
-    raw_grid, seeds = section.get("grid") or {}, section.get("seeds")
-    if not isinstance(raw_grid, dict):
-        raise ConfigError(f"{path}: sweep.grid: expected a mapping of key: [values]")
-    grid = {str(k): [_text(v) for v in (vs if isinstance(vs, list) else [vs])]
-            for k, vs in raw_grid.items()}
-    if seeds is not None and (not isinstance(seeds, list)
-                              or not all(isinstance(s, int) for s in seeds)):
-        raise ConfigError(f"{path}: sweep.seeds: expected a list of integers")
-    return check_grid(grid), seeds
+    try:
+        section = SweepSection.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(['sweep', *(str(p) for p in err['loc'])])}: {err['msg']}"
+            for err in exc.errors())
+        raise ConfigError(f"{path}: invalid sweep section: {problems}") from None
+    grid = {key: [_text(v) for v in values] for key, values in (section.grid or {}).items()}
+    return check_grid(grid), section.seeds
 
 
 def plan(grid: Grid, seeds: Sequence[int]) -> list[SweepCell]:

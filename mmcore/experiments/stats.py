@@ -1,4 +1,4 @@
-"""Uncertainty for comparisons: mean ± std over seeds, McNemar's paired test, Wilson intervals.
+"""Uncertainty for comparisons: mean ± std over seeds, McNemar's paired test.
 
 A comparison of learning modes on one seed is a handful of test samples apart; these say how far
 apart is more than chance.
@@ -6,7 +6,6 @@ apart is more than chance.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -74,16 +73,3 @@ def mcnemar(correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | 
     statistic = (abs(only_a - only_b) - 1) ** 2 / n
     return McNemarResult(only_a, only_b, float(statistic), float(stats.chi2.sf(statistic, 1)),
                          "chi2")
-
-
-def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for an accuracy of correct/total (sound near 0 and 1, unlike the
-    normal approximation)."""
-    if total <= 0 or not 0 <= correct <= total:
-        raise ValueError(f"need 0 <= correct <= total and total > 0, got {correct}/{total}")
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    p = correct / total
-    denom = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denom
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)

@@ -8,7 +8,7 @@ Adding an operator is its file under mmcore/fusion/, one line here, and its name
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mmcore.fusion.fusion_operator import FusionOperator
@@ -31,8 +31,3 @@ def fusion_class(name: str) -> type[FusionOperator]:
         raise ValueError(f"unknown fusion operator {name!r}; choose one of {', '.join(FUSIONS)}")
     module, _, cls = FUSIONS[name].partition(":")
     return getattr(importlib.import_module(module), cls)
-
-
-def build_fusion(name: str, modalities: list[str], dim: int, **options: Any) -> FusionOperator:
-    """`Op(modalities, dim, **options)` for the operator registered under `name`."""
-    return fusion_class(name)(modalities, dim, **options)

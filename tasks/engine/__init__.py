@@ -2,6 +2,7 @@
 
 `keys` (cache key, code `fingerprint`, output folder) -> `outputs` (temporary folder, marker,
 verification) -> `skeleton` (the task every stage shares) and `cache` (hit or miss, and why,
-under the stage's `locks`); `recovery` cleans up after crashed runs. May import
+under the stage's `locks`; `results`: what Prefect persists, as JSON); `recovery` cleans up
+after crashed runs. May import
 `tasks.parallel`, `tasks.tracking`, `tasks.faults` and `mmcore`; never a stage.
 """

@@ -19,9 +19,9 @@ from prefect.transactions import CommitMode, transaction
 
 from mmcore.config import PipelineConfig
 from mmcore.io.parquet import write_json
-from tasks.engine import locks
+from tasks.engine import locks, results
 from tasks.engine.keys import StageRef, stage_code, stage_dir, stage_key
-from tasks.engine.outputs import content, verified
+from tasks.engine.outputs import completed, content, verified
 from tasks.tracking import runs
 
 
@@ -114,10 +114,12 @@ def _run_locked(stage_task: Task, stage: str, cfg: PipelineConfig,
     key, state, reason = status(cfg, stage, upstream_keys, extra, key=key)
     if refresh:
         state, reason = "miss", "refresh requested"
-    task = stage_task.with_options(
-        result_storage=(Path(cfg.run_dir) / "prefect-results").resolve(),
-        refresh_cache=state == "miss",
-    )
+    replaced = results.replace_foreign_record(
+        cfg, stage, key, lambda: completed(cfg, stage, key) if state == "hit" else None)
+    if replaced:
+        logger.warning("%s: %s", stage, replaced)
+    task = stage_task.with_options(result_storage=results.folder(cfg),
+                                   refresh_cache=state == "miss")
     if state == "miss":
         logger.info("%s: running (cache miss: %s)", stage, reason)
     # Commit Prefect's cache record now, under the lock: inside another task's transaction (a
@@ -125,7 +127,7 @@ def _run_locked(stage_task: Task, stage: str, cfg: PipelineConfig,
     # waiting for this key would find the output but no record, and compute it again.
     with transaction(commit_mode=CommitMode.EAGER):
         run_state = task(cfg, upstream, key, parent_run_id, return_state=True)
-    ref: StageRef = run_state.result()
+    ref = results.stage_ref(run_state.result())  # read from the cache: JSON
     hit = run_state.name == "Cached"
     if not hit and state == "hit":
         logger.info("%s: ran again: its output is complete but Prefect had no cache record "

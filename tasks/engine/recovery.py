@@ -5,7 +5,8 @@ leaves its Prefect flow run and task runs Running, its MLflow parent and stage r
 temporary files and folders. Its outputs are safe: a stage folder exists only once complete
 (`tasks/engine/skeleton.py`), and the stage locks die with their process (`tasks/engine/locks.py`).
 
-So every pipeline run starts with `begin`, which
+So every pipeline run starts with `begin`, which (after creating a new MLflow SQLite store,
+`tasks/tracking/runs.py:create_store`)
 1. looks at the records of runs in progress, `<run_dir>/running/<flow run id>.json`, and for
    each whose process is gone: sets its Prefect flow run and unfinished task runs to Crashed,
    and its RUNNING MLflow runs (tag `prefect.flow_run_id`) to KILLED, with a note saying why;
@@ -13,14 +14,14 @@ So every pipeline run starts with `begin`, which
    nobody holds, and loose `.<name>.<pid>-<id>.tmp` files whose writer is gone;
 3. records this run as in progress; `end` removes the record when the run finishes.
 
-Owners are (host, pid, process start time): a pid reused by another process is not the owner.
-A record from another host is left alone (its process cannot be checked from here).
+Owners are (host, pid, process create time; `mmcore/io/processes.py`): a pid reused by another
+process is not the owner. A record from another host is left alone (its process cannot be
+checked from here).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mmcore.config import PipelineConfig
+from mmcore.io import processes
 from mmcore.io.parquet import write_json
 from tasks.engine import locks
 from tasks.tracking import runs
@@ -43,34 +45,17 @@ _TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
 _UNOWNED_AGE_S = 3600
 
 
-def _proc_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), or None where unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] == "Z" else fields[19]  # a zombie has finished
-
-
 def owner() -> dict[str, Any]:
-    """This process, as recorded in a run record."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _proc_start(os.getpid())}
+    """This process, as recorded in a run record: host, pid and create time."""
+    return {"host": socket.gethostname(), **processes.identity()}
 
 
 def alive(who: dict[str, Any]) -> bool:
-    """Whether the recorded process still runs (True when it cannot be told: another host)."""
+    """Whether the recorded process still runs (True when it cannot be told: another host, or a
+    record without a create time)."""
     if who.get("host") != socket.gethostname():
         return True
-    try:
-        os.kill(int(who["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    if Path("/proc/self").exists():
-        return who.get("start") is not None and _proc_start(int(who["pid"])) == who["start"]
-    return True
+    return processes.same_process(int(who["pid"]), who.get("create_time")) is not False
 
 
 def _records(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -149,25 +134,6 @@ def _kill_mlflow_runs(record: dict[str, Any], note: str) -> list[str]:
     return done
 
 
-def _started_before(pid: int, moment: float) -> bool:
-    """Whether process `pid` runs and started before `moment` (then it may have written a file
-    of that time; a pid reused later did not). Without /proc: whether it runs."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    ticks = _proc_start(pid)
-    if not Path("/proc/self").exists():
-        return True
-    if ticks is None:
-        return False
-    boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                if line.startswith("btime"))
-    return boot + int(ticks) / os.sysconf("SC_CLK_TCK") <= moment + 1
-
-
 def _stale_stage_folders(run_dir: Path) -> list[Path]:
     """Temporary stage folders whose key's lock is free: nobody is writing them."""
     removed = []
@@ -193,7 +159,7 @@ def _stale_files(run_dir: Path, started: float) -> list[Path]:
         except FileNotFoundError:
             continue
         match = _TMP.match(path.name)
-        stale = (not _started_before(int(match["pid"]), mtime) if match
+        stale = (not processes.started_before(int(match["pid"]), mtime) if match
                  else started - mtime > _UNOWNED_AGE_S)
         if path.is_file() and mtime < started and stale:
             path.unlink(missing_ok=True)
@@ -225,26 +191,11 @@ def recover(cfg: PipelineConfig, flow_run_id: str, logger: Logger | LoggerAdapte
     return done
 
 
-def _create_tracking_store(cfg: PipelineConfig) -> None:
-    """Create a new SQLite MLflow store's tables one process at a time: two runs starting
-    together in a fresh run directory both ran MLflow's migrations, and one failed with "table
-    secrets already exists". Once done, a file says so (a query would cost ~16 ms a run)."""
-    uri = runs.tracking_uri(cfg.run_dir)
-    if not uri.startswith("sqlite:///"):
-        return
-    database = Path(uri.removeprefix("sqlite:///"))
-    ready = locks.lock_path(cfg.run_dir, "run-dir", "mlflow-store").with_suffix(".ready")
-    if database.exists() and ready.exists():
-        return
-    with locks.run_dir_lock(cfg.run_dir, "mlflow-store"):
-        runs.client_for(cfg).search_experiments(max_results=1)
-        ready.write_text(str(database))
-
-
 def begin(cfg: PipelineConfig, flow_run_id: str, logger: Logger | LoggerAdapter) -> list[str]:
-    """Recover from crashed runs, then record this run as in progress."""
+    """Create the MLflow store if new, recover from crashed runs, then record this run as in
+    progress."""
     started = time.time()
-    _create_tracking_store(cfg)
+    runs.create_store(cfg.run_dir)
     done = recover(cfg, flow_run_id, logger, started)
     write_json(Path(cfg.run_dir) / RECORDS / f"{flow_run_id}.json", {
         "flow_run_id": flow_run_id, "owner": owner(), "started": started,

@@ -13,7 +13,8 @@ Prefect task and does the rest:
   computes the parts in the key's work folder, which outlives a failed attempt so that the next
   one reuses the parts already done;
 - the task returns a `StageRef` (path + key + the MLflow run that produced it + a small summary),
-  which Prefect persists; never a DataFrame. Its cache key comes from `tasks/engine/keys.py`.
+  which Prefect persists as JSON (`tasks/engine/results.py`); never a DataFrame. Its cache key
+  comes from `tasks/engine/keys.py`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from prefect import get_run_logger, task
 from mmcore.config import PipelineConfig
 from mmcore.io.partitions import MapParts
 from tasks import faults
+from tasks.engine import results
 from tasks.engine.keys import StagePolicy, StageRef, stage_dir
 from tasks.engine.outputs import check_inputs, output_folder, publish
 from tasks.parallel import partitions
@@ -162,5 +164,6 @@ def stage_task(stage: str, reads: dict[str, str] | None = None):
         run_stage.__name__ = run_stage.__qualname__ = body.__name__
         run_stage.__module__, run_stage.__doc__ = body.__module__, body.__doc__
         return task(run_stage, name=stage, task_run_name=stage,
-                    cache_policy=StagePolicy(stage=stage), persist_result=True)
+                    cache_policy=StagePolicy(stage=stage), persist_result=True,
+                    result_serializer=results.SERIALIZER)
     return decorate

@@ -29,6 +29,7 @@ from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from mmcore.config import STAGE_SECTION, STAGES, PipelineConfig, flatten
+from mmcore.io import locks
 
 # Without it, MLflow 3's UI opens an experiment on its GenAI views instead of the runs table.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -40,6 +41,28 @@ def tracking_uri(run_dir: str | Path) -> str:
     """MLFLOW_TRACKING_URI if set, else a SQLite store inside the run directory."""
     return os.environ.get("MLFLOW_TRACKING_URI") or (
         f"sqlite:///{(Path(run_dir) / 'mlflow.db').resolve()}")
+
+
+def create_store(run_dir: str | Path) -> None:
+    """Create the tracking URI's SQLite store and its tables once, one process at a time.
+
+    MLflow creates a new store by running its schema migrations; two runs started together in a
+    fresh run directory both did, and one failed ("table secrets already exists", or "Online
+    migration expected to match one row"). So the first creates it under a lock next to the
+    database (`locks/mlflow.db.lock`) and then leaves a `.ready` file, which spares later runs
+    the lock and a query (~16 ms). Other stores (a tracking server, PostgreSQL) are their
+    owner's business. Every flow calls this first (`tasks/engine/recovery.py:begin`)."""
+    uri = tracking_uri(run_dir)
+    if not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    lock = database.parent / "locks" / f"{database.name}.lock"
+    ready = lock.with_suffix(".ready")
+    if database.exists() and ready.exists():
+        return
+    with locks.exclusive(lock):
+        MlflowClient(uri).search_experiments(max_results=1)  # creates and migrates, or checks
+        ready.write_text(str(database))
 
 
 def client_for(cfg: PipelineConfig) -> MlflowClient:
