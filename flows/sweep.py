@@ -30,6 +30,7 @@ from prefect.task_runners import TaskRunner
 
 from mmcore.config import load_config
 from mmcore.sweep import Grid, SweepCell, plan_sweep
+from mmcore.uris import public_uri
 from tasks import recovery, tracking
 from tasks.sweep import log_results, start_sweep_run, tag_cell
 
@@ -69,7 +70,7 @@ def where(address: str | None, workers: int | None, sequential: bool) -> str:
     if sequential:
         return "sequential (this process)"
     if address:
-        return f"Dask cluster at {address}"
+        return f"Dask cluster at {public_uri(address)}"
     from tasks.dask_cluster import local_workers
 
     return f"Dask LocalCluster, {workers or local_workers()} worker processes"
