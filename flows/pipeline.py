@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 from prefect.utilities.urls import url_for
 
 from mmcore.config import STAGES, PipelineConfig, load_config
+from mmcore.uris import public_uri
 from tasks.engine import recovery
 from tasks.engine.keys import StageRef
 from tasks.stages import table
@@ -83,7 +84,7 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
             run_url = _describe(cfg, parent, refs, report, metrics, model)
     return {"config": cfg.name, "run_dir": cfg.run_dir, "parent_run_id": parent,
             "run_url": run_url,
-            "tracking_uri": runs.tracking_uri(cfg.run_dir), "stages": report,
+            "tracking_uri": public_uri(runs.tracking_uri(cfg.run_dir)), "stages": report,
             "metrics": metrics, "plan": plan,
             "labels_used": plan["labels_used"] if plan else None,
             "quality": refs["preprocessing"].summary["metrics"],
@@ -101,7 +102,7 @@ def _describe(cfg: PipelineConfig, parent: str, refs: dict[str, StageRef],
                                          refs["training"].summary["modalities"])
               if "training" in refs else None)
     # url_for gives the route Prefect's own log lines link (runtime's ui_url uses another).
-    flow_run_url = url_for("flow-run", obj_id=flow_run.get_id())
+    flow_run_url = public_uri(url_for("flow-run", obj_id=flow_run.get_id()))
     run_url = run_summary.describe_parent(cfg, parent, refs, states, metrics, model,
                                           flow_run_url, labels)
     create_markdown_artifact(run_summary.flow_run_markdown(cfg, run_url, metrics, states, model),

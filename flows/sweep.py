@@ -31,6 +31,7 @@ from prefect.task_runners import TaskRunner
 
 from mmcore.config import load_config
 from mmcore.experiments.grid import Grid, SweepCell, plan_sweep
+from mmcore.uris import public_uri
 from tasks.engine import recovery
 from tasks.tracking import runs
 from tasks.tracking.experiment_runs import log_results, start_sweep_run, tag_sweep_cell
@@ -71,7 +72,7 @@ def where(address: str | None, workers: int | None, sequential: bool) -> str:
     if sequential:
         return "sequential (this process)"
     if address:
-        return f"Dask cluster at {address}"
+        return f"Dask cluster at {public_uri(address)}"
     from tasks.parallel.dask_cluster import local_workers
 
     return f"Dask LocalCluster, {workers or local_workers()} worker processes"

@@ -5,7 +5,8 @@ SIGKILL if it lingers), so nothing it spawned (a uvicorn worker, a flow run's pr
 the test:
 
 - `server_process`: any command, until its health URL answers (`mlflow models serve`);
-- `mlflow_server`: `mlflow server` (the UI and its API) on a store, optionally proxying artifacts;
+- `mlflow_server`: `mlflow server` (the UI and its API) on a store, optionally proxying artifacts,
+  optionally with MLflow's basic-auth app;
 - `prefect_server`, `process_worker`, `Api`: `prefect server start`, a process worker, the REST
   calls the tests need;
 - `postgres_cluster`: a throwaway PostgreSQL cluster from Debian's packages.
@@ -131,18 +132,25 @@ class MlflowServer:
 
 @contextlib.contextmanager
 def mlflow_server(root: Path, backend_uri: str | None = None,
-                  proxy_artifacts: bool = True) -> Iterator[MlflowServer]:
+                  proxy_artifacts: bool = True, auth_config: Path | None = None,
+                  port: int | None = None) -> Iterator[MlflowServer]:
     """`mlflow server` (one worker) on `backend_uri` (default: SQLite in `root`), its log in
     `root`; with `proxy_artifacts`, new runs' artifacts go through it to `root/artifacts`
-    (runs already in the store keep theirs where they are)."""
+    (runs already in the store keep theirs where they are). With `auth_config` (an INI file:
+    user database, admin, default permission), the basic-auth app asks every request who it is
+    (its /health answers anyone). `port`: a free port chosen beforehand (default: one now)."""
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     backend_uri = backend_uri or f"sqlite:///{root / 'server.db'}"
     artifacts = root / "artifacts" if proxy_artifacts else None
     argv = [venv_command("mlflow"), "server", "--backend-store-uri", backend_uri,
             *(["--artifacts-destination", str(artifacts)] if artifacts else []),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            *(["--app-name", "basic-auth"] if auth_config else [])]
     env = venv_env(MLFLOW_TRACKING_URI=backend_uri, MLFLOW_DISABLE_TELEMETRY="true")
+    if auth_config:
+        env.update(MLFLOW_AUTH_CONFIG_PATH=str(auth_config),
+                   MLFLOW_FLASK_SERVER_SECRET_KEY=os.urandom(16).hex())
     url = f"http://127.0.0.1:{port}"
     with server_process(argv, f"{url}/health", root / "mlflow-server.log", env, cwd=root,
                         grace_s=5):
@@ -150,13 +158,15 @@ def mlflow_server(root: Path, backend_uri: str | None = None,
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path) -> Iterator[str]:
-    """`prefect server start` with its own PREFECT_HOME; yields the API URL."""
+def prefect_server(home: Path, **env: str) -> Iterator[str]:
+    """`prefect server start` with its own PREFECT_HOME (and `env`, such as
+    PREFECT_SERVER_API_AUTH_STRING); yields the API URL."""
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     argv = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    with server_process(argv, f"{api_url}/health", home / "server.log", service_env(home)):
+    with server_process(argv, f"{api_url}/health", home / "server.log",
+                        service_env(home, **env)):
         yield api_url
 
 

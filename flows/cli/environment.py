@@ -12,6 +12,9 @@ from pathlib import Path
 DEFAULTS = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    # MLflow prints "View run ... at: <tracking URI>/#/..." as each run ends, credentials in the
+    # URI and all; mmpipe prints its own link, without them (mmcore/uris.py).
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     # Without this, every temporary-server run printed a "database is locked" traceback here.
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     # A fresh temporary server took 19-21 s to start here; Prefect's default limit is 20 s.

@@ -28,6 +28,7 @@ from typing import Any
 from flows.deployments import prefect_yaml
 from flows.deployments.prefect_yaml import PROJECT
 from flows.errors import UsageError
+from mmcore.uris import public_uri
 
 PROJECT_ENV = "MMPIPE_PROJECT_DIR"
 # The flows prefect.yaml deploys (flows/compare.py:compare runs `mmpipe` flows as subflows).
@@ -45,21 +46,22 @@ def check_api_url(given: str | None) -> str:
         raise UsageError("no Prefect server to deploy to: start one (`prefect server start`), "
                          "then `export PREFECT_API_URL=http://127.0.0.1:4200/api` "
                          "or pass --api-url")
+    shown = public_uri(url)  # in messages: never with credentials
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
             body = response.read(100).strip()
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):  # answers, and wants credentials (PREFECT_API_KEY)
             return url
-        raise UsageError(f"the Prefect API at {url} answered {exc.code} on /health: is the URL "
+        raise UsageError(f"the Prefect API at {shown} answered {exc.code} on /health: is the URL "
                          "right? A Prefect server's API URL ends in /api") from None
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise UsageError(f"the Prefect API at {url} does not answer ({reason}): start the "
+        raise UsageError(f"the Prefect API at {shown} does not answer ({reason}): start the "
                          "server (`prefect server start`) or fix PREFECT_API_URL") from None
     if body != b"true":
-        raise UsageError(f"{url} answers, but not as a Prefect API: a Prefect server's API URL "
-                         f"ends in /api (e.g. {url}/api)")
+        raise UsageError(f"{shown} answers, but not as a Prefect API: a Prefect server's API URL "
+                         f"ends in /api (e.g. {shown}/api)")
     return url
 
 
@@ -210,12 +212,14 @@ def deploy(api_url: str | None = None, crash_after_s: float = DEFAULT_CRASH_AFTE
 def describe(summary: dict[str, Any]) -> str:
     """What `mmpipe deploy` prints: what it did, and how to start a worker."""
     pools = ", ".join(f"{name} ({state})" for name, state in summary["work_pools"].items())
-    lines = [f"Prefect API: {summary['api_url']}", f"project folder: {summary['project']}",
+    lines = [f"Prefect API: {public_uri(summary['api_url'])}",
+             f"project folder: {summary['project']}",
              f"work pools: {pools}", "deployments:"]
     lines += [f"  {name}" for name in summary["deployments"]]
     lines.append(f"automation: {CRASH_AUTOMATION!r} ({summary['automation']})")
     pool = next(iter(summary["work_pools"]))
     lines.append("start a worker (in the project's venv):\n"
                  f"  . {summary['project']}/.venv/bin/activate && "
-                 f"PREFECT_API_URL={summary['api_url']} prefect worker start --pool {pool}")
+                 f"PREFECT_API_URL={public_uri(summary['api_url'])} prefect worker start "
+                 f"--pool {pool}")
     return "\n".join(lines)

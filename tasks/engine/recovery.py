@@ -35,6 +35,7 @@ from typing import Any
 from mmcore.config import PipelineConfig
 from mmcore.io import processes
 from mmcore.io.parquet import write_json
+from mmcore.uris import public_uri
 from tasks.engine import locks
 from tasks.tracking import runs
 
@@ -71,7 +72,14 @@ def _records(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
 def _prefect_api_url() -> str:
     from prefect.settings import PREFECT_API_URL
 
-    return PREFECT_API_URL.value() or ""
+    return public_uri(PREFECT_API_URL.value() or "")
+
+
+def _store_uri(cfg: PipelineConfig, recorded: str) -> str:
+    """The MLflow store a record names, to connect to: records hold URIs without credentials
+    (`public_uri`), so the store this run uses, credentials and all, when it is the same one."""
+    current = runs.tracking_uri(cfg.run_dir)
+    return current if public_uri(current) == recorded else recorded
 
 
 def _crash_prefect_runs(record: dict[str, Any], note: str) -> list[str]:
@@ -182,7 +190,8 @@ def recover(cfg: PipelineConfig, flow_run_id: str, logger: Logger | LoggerAdapte
                 f"run that started at {time.strftime('%Y-%m-%d %H:%M:%S')} "
                 f"(flow run {flow_run_id})")
         done += _crash_prefect_runs(record, note)
-        done += _kill_mlflow_runs(record, note)
+        uri = _store_uri(cfg, record["tracking_uri"])  # recorded without credentials
+        done += _kill_mlflow_runs({**record, "tracking_uri": uri}, note)
         path.unlink(missing_ok=True)
     stale = _stale_stage_folders(run_dir) + _stale_files(run_dir, started)
     done += [f"removed stale temporary {path.relative_to(run_dir)}" for path in stale]
@@ -200,7 +209,7 @@ def begin(cfg: PipelineConfig, flow_run_id: str, logger: Logger | LoggerAdapter)
     write_json(Path(cfg.run_dir) / RECORDS / f"{flow_run_id}.json", {
         "flow_run_id": flow_run_id, "owner": owner(), "started": started,
         "prefect_api_url": _prefect_api_url(), "experiment": cfg.name,
-        "tracking_uri": runs.tracking_uri(cfg.run_dir)})
+        "tracking_uri": public_uri(runs.tracking_uri(cfg.run_dir))})
     return done
 
 

@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from mmcore.config import STAGES, PipelineConfig
+from mmcore.uris import public_uri
 from tasks.tracking.runs import stage_run_name, tracking_uri
 
 if TYPE_CHECKING:  # annotations only: tracking never imports the engine at run time
@@ -47,7 +48,7 @@ def mlflow_ui(cfg: PipelineConfig) -> str:
     """Base URL of the MLflow UI for this run directory's store."""
     uri = tracking_uri(cfg.run_dir)
     if uri.startswith(("http://", "https://")):
-        return uri.rstrip("/")
+        return public_uri(uri).rstrip("/")  # a link: never with credentials
     return os.environ.get("MMPIPE_MLFLOW_UI_URL", DEFAULT_MLFLOW_UI).rstrip("/")
 
 

@@ -30,6 +30,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from mmcore.config import STAGE_SECTION, STAGES, PipelineConfig, flatten
 from mmcore.io import locks
+from mmcore.uris import public_uri
 
 # Without it, MLflow 3's UI opens an experiment on its GenAI views instead of the runs table.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -122,7 +123,7 @@ def experiment_id(client: MlflowClient, cfg: PipelineConfig) -> str:
                     "that created it: colleagues using %s cannot open its plots or models. "
                     "An experiment's artifact location cannot change; use another config name "
                     "for a new experiment in the server's artifact store.", cfg.name,
-                    exp.artifact_location, tracking_uri(cfg.run_dir))
+                    exp.artifact_location, public_uri(tracking_uri(cfg.run_dir)))
     return exp.experiment_id
 
 
@@ -159,8 +160,9 @@ def start_parent_run(cfg: PipelineConfig, flow_run_id: str | None, run_name: str
 
 def log_params_and_metrics(client: MlflowClient, run_id: str, params: dict[str, Any],
                            metrics: list[Metric] | None = None) -> None:
-    """Params in batches of 100 (MLflow's limit per call); `metrics` ride with the first."""
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    """Params in batches of 100 (MLflow's limit per call); `metrics` ride with the first.
+    A value that is a URI with credentials (`dask.address`) is logged without them."""
+    items = [Param(k, public_uri(str(v))[:6000]) for k, v in params.items()]
     for start in range(0, max(len(items), 1), 100):
         client.log_batch(run_id, params=items[start:start + 100],
                          metrics=(metrics or []) if start == 0 else [])
