@@ -3,7 +3,9 @@
 raw input -> model inputs (`Modality.from_raw`: the same pixel scale and text encoding that
 preprocessing used) -> each encoder with its input layer (pixel standardisation) -> projections
 into the shared space -> fusion -> head. Built from the stages' output folders, saved as one
-folder (`chain.json` + `chain.pt`), which the MLflow pyfunc model wraps.
+folder that the logged MLflow model carries: `chain.json` (the spec: class names, vocabulary,
+pixel scale and standardisation, encoder and head settings) and `chain.safetensors` (every
+weight). Neither is a pickle: loading one runs no code from the file.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from safetensors.torch import load_model, save_model
 from torch import nn
 
 from mmcore.config import FeaturesConfig, TrainingConfig
@@ -75,16 +78,18 @@ class InferenceChain(nn.Module):
         return chain.eval()
 
     def save(self, folder: Path) -> Path:
+        """`chain.json` (the spec) and `chain.safetensors` (the weights) in `folder`."""
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "chain.json").write_text(json.dumps(self.spec))
-        torch.save(self.state_dict(), folder / "chain.pt")
+        save_model(self, str(folder / "chain.safetensors"))
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> InferenceChain:
+        """The chain `save` wrote; every weight must be there, and no other."""
         folder = Path(folder)
         chain = cls(json.loads((folder / "chain.json").read_text()))
-        chain.load_state_dict(torch.load(folder / "chain.pt", weights_only=True))
+        load_model(chain, str(folder / "chain.safetensors"))  # strict
         return chain.eval()
 
     @torch.no_grad()

@@ -43,7 +43,11 @@ def test_each_stage_covers_its_task_module_and_the_library_code_it_reaches():
     assert "mmcore.stages.shared_space" not in modules["feature_extraction"]
     # Fusion operators are training's code, not the encoders'.
     assert not [m for m in modules["feature_extraction"] if m.startswith("mmcore.fusion")]
-    assert all(m.startswith(("mmcore", f"tasks.stages.{s}")) for s in STAGES for m in modules[s])
+    # Training ships the model's code (named in a string): its key covers that file too.
+    assert "tasks.tracking.model_code" in modules["training"]
+    shipped = {"training": ("tasks.tracking.model_code",)}
+    assert all(m.startswith(("mmcore", f"tasks.stages.{s}", *shipped.get(s, ())))
+               for s in STAGES for m in modules[s])
 
 
 def test_editing_a_stage_function_changes_that_stage_and_those_reading_its_code(project):
@@ -54,6 +58,15 @@ def test_editing_a_stage_function_changes_that_stage_and_those_reading_its_code(
     changed = {s for s in STAGES if before[s] != after[s]}
     assert "shared_space" in changed
     assert not changed & {"preprocessing", "feature_extraction"}
+
+
+def test_editing_the_models_code_changes_training_only(project):
+    """The logged model runs `tasks/tracking/model_code.py` wherever it is loaded: an edit to it
+    makes training miss (and log and register a new model); no other stage reads it."""
+    before = fingerprints(project)
+    edit(project / "tasks/tracking/model_code.py", 'return ""', 'return " "')
+    after = fingerprints(project)
+    assert {s for s in STAGES if before[s] != after[s]} == {"training"}
 
 
 def test_comments_docstrings_and_formatting_do_not_count(project):

@@ -13,10 +13,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from data_factories import write_idx_mnist, write_image_manifest, write_imdb
+from raw_rows import raw_test_rows
 
 from mmcore.config import load_config
-from mmcore.data.sources import open_source
-from mmcore.io.parquet import read_metadata, to_matrix
 from tasks.tracking.runs import using_tracking_uri
 
 TINY = ["features.image_epochs=1", "features.text_epochs=1", "shared_space.epochs=2",
@@ -48,24 +47,10 @@ def assert_model_reproduces_testing(summary: dict, tmp_path: Path, name: str,
     yields them (pixels on the source's own scale, raw text), predicts what the testing stage
     predicted from the stored samples."""
     cfg = load_config(overrides=[*TINY, f"run_dir={tmp_path / 'run'}", *overrides])
-    predictions = pq.read_table(outputs(summary, "testing") / "predictions.parquet")
-    expected = dict(zip(predictions.column("id").to_pylist(),
-                        to_matrix(predictions.column("probs")), strict=True))
-    meta = read_metadata(outputs(summary, "preprocessing") / "train.parquet")
-    c, h, w = meta["image_shape"] or (1, 0, 0)
-    rows: dict[str, list] = {"id": [], "image": [], "text": []}
-    for batch in open_source(cfg.data, cfg.seed).batches(256):
-        for row in batch.to_pylist():
-            if row["id"] in expected:
-                rows["id"].append(row["id"])
-                if row["image"] is not None:
-                    pixels = np.asarray(row["image"]) * meta["pixel_max"]
-                    rows["image"].append(pixels.reshape((h, w) if c == 1 else (c, h, w)))
-                rows["text"].append(row["text"])
-    assert len(rows["id"]) == len(expected)
-    frame = pd.DataFrame({m: rows[m] for m in summary["plan"]["test"]})
+    frame, expected = raw_test_rows(cfg, outputs(summary, "preprocessing"),
+                                    outputs(summary, "testing"), summary["plan"]["test"])
     probs = model(summary, tmp_path, name).predict(frame).to_numpy()
-    np.testing.assert_allclose(probs, np.stack([expected[i] for i in rows["id"]]), atol=1e-5)
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
 
 
 @pytest.fixture

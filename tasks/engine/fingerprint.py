@@ -2,7 +2,10 @@
 
 A stage's code = its task module plus every `mmcore` module that it imports, directly or through
 other `mmcore` modules, at module level or inside a function (the tasks import stage code lazily),
-or names in a string for a lazy registry to import ("mmcore.fusion.late_fusion:LateFusion").
+or names in a string for a lazy registry to import ("mmcore.fusion.late_fusion:LateFusion"), plus
+any project module the stage names in a string as code it ships (training's
+"tasks.tracking.model_code", which runs wherever the logged model is loaded) with the `mmcore`
+modules that one reaches.
 Each file is parsed and dumped as an AST without docstrings, so comments, docstrings and
 formatting do not count; renaming a variable or changing a constant does.
 
@@ -43,20 +46,24 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-# A string naming a library module, as lazy registries hold them ("mmcore.fusion.gmu:GMU").
-_MODULE_STRING = re.compile(rf"^{LIBRARY}(\.\w+)+(:\w+)?$")
+# A string naming a project module: a library module, as lazy registries hold them
+# ("mmcore.fusion.gmu:GMU"), or code a stage ships ("tasks.tracking.model_code").
+_MODULE_STRING = re.compile(rf"^({LIBRARY}|tasks)(\.\w+)+(:\w+)?$")
+
+
+def _named_modules(tree: ast.AST) -> set[str]:
+    """Every project module named in a string (imported later with importlib, or shipped)."""
+    return {node.value.partition(":")[0] for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and _MODULE_STRING.match(node.value)}
 
 
 def _imported_modules(tree: ast.AST, module: str, is_package: bool) -> set[str]:
-    """Every module name an import statement anywhere in the file may refer to, and every
-    library module named in a string (imported later with importlib)."""
+    """Every module name an import statement anywhere in the file may refer to."""
     package = module if is_package else module.rpartition(".")[0]
     names: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if _MODULE_STRING.match(node.value):
-                names.add(node.value.partition(":")[0])
-        elif isinstance(node, ast.Import):
+        if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: from . import x / from ..y import z
@@ -81,15 +88,16 @@ class _FactsCache:
         except (OSError, ValueError):
             self.entries = {}
 
-    def facts(self, path: Path, module: str) -> tuple[str, list[str]]:
+    def facts(self, path: Path, module: str) -> tuple[str, list[str], list[str]]:
+        """(digest, imported modules, modules named in strings) of one file."""
         stat = path.stat()
         stamp = [stat.st_mtime_ns, stat.st_size, module]
         entry = self.entries.get(str(path))
-        if entry is None or entry["stamp"] != stamp:
+        if entry is None or entry["stamp"] != stamp or "named" not in entry:
             entry = {"stamp": stamp, **_parse(path, module)}
             self.entries[str(path)] = entry
             self.dirty = True
-        return entry["digest"], entry["imports"]
+        return entry["digest"], entry["imports"], entry["named"]
 
     def save(self) -> None:
         if self.file and self.dirty:
@@ -108,12 +116,15 @@ def _cache(file: Path | None) -> _FactsCache:
 def _parse(path: Path, module: str) -> dict:
     tree = ast.parse(path.read_text(), filename=str(path))
     imports = sorted(_imported_modules(tree, module, path.name == "__init__.py"))
+    named = sorted(_named_modules(tree))
     dump = ast.dump(_strip_docstrings(tree), include_attributes=False)
-    return {"digest": hashlib.sha256(dump.encode()).hexdigest(), "imports": imports}
+    return {"digest": hashlib.sha256(dump.encode()).hexdigest(), "imports": imports,
+            "named": named}
 
 
 def _closure(root: Path, module: str, cache: _FactsCache) -> dict[str, str]:
-    """`module` and every library module it imports, transitively: name -> file digest."""
+    """`module` and every library module it imports or names, transitively, and every other
+    project module it names (code it ships): name -> file digest."""
     seen: dict[str, str] = {}
     todo = [module]
     while todo:
@@ -121,12 +132,14 @@ def _closure(root: Path, module: str, cache: _FactsCache) -> dict[str, str]:
         path = None if name in seen else _module_file(root, name)
         if path is None:
             continue
-        seen[name], imports = cache.facts(path, name)
-        for imported in imports:
+        seen[name], imports, named = cache.facts(path, name)
+        for imported in imports + named:
             parts = imported.split(".")
             # A package's __init__ runs before any of its submodules.
             todo += [".".join(parts[:i]) for i in range(1, len(parts) + 1)
                      if parts[0] == LIBRARY]
+        # A shipped module runs on its own (MLflow loads the model's code from its file).
+        todo += [n for n in named if n.split(".")[0] != LIBRARY]
     return seen
 
 

@@ -34,8 +34,13 @@ class StageRef(BaseModel):
 def stage_code(cfg: PipelineConfig, stage: str) -> dict[str, str]:
     """Digest per module of the code `stage` runs: its task module and the mmcore modules it
     reaches (`tasks/engine/fingerprint.py`)."""
-    return module_digests(f"tasks.stages.{stage}",
-                          cache_file=Path(cfg.run_dir) / "code-digests.json")
+    return code_digests(cfg, f"tasks.stages.{stage}")
+
+
+def code_digests(cfg: PipelineConfig, module: str) -> dict[str, str]:
+    """Digest per module of `module` and the mmcore modules it reaches (per-file digests kept in
+    the run folder between processes)."""
+    return module_digests(module, cache_file=Path(cfg.run_dir) / "code-digests.json")
 
 
 def stage_key(stage: str, cfg: PipelineConfig, upstream_keys: dict[str, str],

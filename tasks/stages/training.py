@@ -1,5 +1,6 @@
 """Stage 4: a classifier on the shared embeddings for one learning mode; the whole inference chain
-logged to MLflow as a pyfunc model (the pipeline registers it: `tasks.tracking.model_registry`)."""
+logged to MLflow as a pyfunc model from code (the pipeline registers it:
+`tasks.tracking.model_registry`)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,22 @@ import numpy as np
 
 from mmcore.config import PipelineConfig
 from mmcore.data.sources import open_source
+from tasks.engine.keys import code_digests
 from tasks.engine.skeleton import StageRun, stage_task
 from tasks.tracking import runs
 
 STAGE = "training"
+# The code the logged model runs wherever it is loaded. Named in a string, so this stage's key
+# covers that file and the mmcore modules it reaches (tasks/engine/fingerprint.py): an edit to the
+# serving code trains and registers a new model version.
+MODEL_CODE = "tasks.tracking.model_code"
 
 
 @stage_task(STAGE, reads={"shared_space": "training"})
 def training_task(run: StageRun) -> dict:
     from mmcore.inference import InferenceChain  # torch and mlflow.pyfunc: only on a miss
     from mmcore.stages.training import run_training
-    from tasks.tracking.logged_model import chain_digest, log_chain
+    from tasks.tracking.logged_model import content_digest, log_chain
 
     cfg, space = run.cfg, run.summary("shared_space")
     result = run_training(run.path("shared_space"), space["modalities"], len(space["class_names"]),
@@ -26,8 +32,9 @@ def training_task(run: StageRun) -> dict:
     chain = InferenceChain.from_stage_dirs(run.path("preprocessing"),
                                            run.path("feature_extraction"), run.path("shared_space"),
                                            run.out, cfg.features.model_dump(mode="json"))
+    code = code_digests(cfg, MODEL_CODE)
     model_uri = log_chain(chain, run.run_id, _example(cfg, chain),
-                          runs.tracking_uri(cfg.run_dir))
+                          runs.tracking_uri(cfg.run_dir), MODEL_CODE, code)
     run.log_metrics({f"{runs.SUMMARY}val_acc": result["val_acc"],
                      **{f"{runs.SUMMARY}fusion_weight.{m}": w
                         for m, w in result["fusion_weights"].items()}})
@@ -36,7 +43,7 @@ def training_task(run: StageRun) -> dict:
                   "labels_used": ",".join(plan["labels_used"]), "space": plan["space"]})
     return {"plan": plan, "labels_used": plan["labels_used"], "modalities": space["modalities"],
             "class_names": space["class_names"], "model_uri": model_uri,
-            "content_digest": chain_digest(chain)}
+            "content_digest": content_digest(chain, code)}
 
 
 def _example(cfg: PipelineConfig, chain):

@@ -8,8 +8,8 @@
   test data (same data digest) is at least the champion's, or by an explicit `mmpipe promote`.
 - Only the pipeline's own runs move aliases. Comparison cells, sweeps and other modes register
   versions (tagged with their role) but never move either alias.
-- A training that produced the same chain (same weights and spec: same content digest) adds no
-  version: the existing one is reused.
+- A training that produced the same chain (same weights, spec and code: same content digest) adds
+  no version: the existing one is reused.
 
 The pipeline calls `register_candidate` after training and `consider_for_champion` after testing
 (the test accuracy is known only then), with the stages' refs; both also run on cache hits, so a
@@ -53,7 +53,7 @@ class VersionFacts:
     config_digest: str
     config_name: str
     labels_used: list[str]
-    content_digest: str  # the chain's weights + spec
+    content_digest: str  # the chain's weights + spec + the code it ships
     role: str
     default_mode: bool
     run_id: str
@@ -221,7 +221,7 @@ def describe(mv: ModelVersion) -> str:
         f"| data digest | `{t.get('data.digest', '?')}` |",
         f"| labels used | {t.get('labels_used', '?')} |",
         f"| config | `{t.get('config.name', '?')}` (digest `{t.get('config.digest', '?')}`) |",
-        f"| content digest | `{t.get('content.digest', '?')}` (weights + spec) |",
+        f"| content digest | `{t.get('content.digest', '?')}` (weights + spec + code) |",
         f"| registered by | {t.get('registered_by', '?')} run |",
         f"| trained in run | `{mv.run_id}` |",
     ]
