@@ -298,9 +298,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
                                     cfg.training.model_name, args.version)
     except ValueError as exc:  # no such version: the command line's problem
         raise errors.UsageError(str(exc)) from None
-    print(f"{mv.name}@champion -> version {mv.version} ({mv.tags.get('mode', '?')}, "
-          f"{mv.tags.get('test_modalities', '?')}, test accuracy "
-          f"{mv.tags.get('test.accuracy', 'unknown')})")
+    accuracy = mv.tags.get("test.accuracy")
+    fusion = mv.tags.get("fusion", "none")
+    print(f"{mv.name}@champion -> version {mv.version} ({mv.tags.get('mode', '?')}"
+          f"{'' if fusion == 'none' else f' {fusion}'}, test accuracy "
+          f"{f'{float(accuracy):.4f}' if accuracy else 'unknown'})")
     return 0
 
 
