@@ -80,8 +80,8 @@ def test_first_default_version_is_candidate_and_champion_with_tags_and_descripti
     assert mv.tags == {
         "mode": "multimodal", "fusion": "late", "registered_by": "pipeline",
         "data.digest": "data-a", "content.digest": "weights-1", "test.accuracy": "0.950000"}
-    assert "**multimodal · late fusion**: trained on image+text" in mv.description
-    assert "| labels used | image+text |" in mv.description
+    assert mv.description.startswith("multimodal · late fusion: trained on image+text")
+    assert "| labels used&emsp; | image+text |" in mv.description
     assert "- test accuracy: 0.9500" in mv.description
     assert "- champion decision: promoted: first champion" in mv.description
     model = MlflowClient(uri).get_registered_model(NAME)
@@ -147,7 +147,7 @@ def test_promote_moves_the_champion_by_hand_and_rejects_unknown_versions(store):
     register(store, 0.80, content_digest="weights-2")
     mv = reg.promote(uri, NAME, "2")
     assert aliases(uri)["champion"] == "2"
-    assert "- promoted to @champion: by hand (`mmpipe promote`)" in mv.description
+    assert "- promoted to champion: by hand (`mmpipe promote`)" in mv.description
     assert "- test accuracy: 0.8000" in mv.description
     with pytest.raises(ValueError, match="has no version '7'"):
         reg.promote(uri, NAME, "7")

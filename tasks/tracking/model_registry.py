@@ -78,21 +78,21 @@ class VersionFacts:
         """What the version is, in Markdown: the part of its description that never changes
         (`run_route`: the UI route of the run that trained it)."""
         fusion = f" · {self.fusion} fusion" if self.fusion != "none" else ""
+        rows = [
+            ("labels used", "+".join(self.labels_used)),
+            ("default mode", f"{'yes' if self.default_mode else 'no'} (trained and tested on "
+                             "every modality of the data)"),
+            ("data digest", f"`{self.data_digest}` (the data, hence the test split)"),
+            ("config", f"`{self.config_name}` (digest `{self.config_digest}`)"),
+            ("content digest", f"`{self.content_digest}` (weights + spec)"),
+            ("registered by", f"{self.role} run"),
+            ("trained in run", f"[{self.run_id}]({run_route})"),
+        ]
+        # Plain text first: the registry's versions table shows the description's start raw.
         return "\n".join([
-            f"**{self.mode}{fusion}**: trained on {'+'.join(self.train_modalities)}, tested on "
-            f"{'+'.join(self.test_modalities)}.",
-            "",
-            "| | |",
-            "|---|---|",
-            f"| labels used | {'+'.join(self.labels_used)} |",
-            f"| default mode | {'yes' if self.default_mode else 'no'} (trained and tested on "
-            "every modality of the data) |",
-            f"| data digest | `{self.data_digest}` (the data, hence the test split) |",
-            f"| config | `{self.config_name}` (digest `{self.config_digest}`) |",
-            f"| content digest | `{self.content_digest}` (weights + spec) |",
-            f"| registered by | {self.role} run |",
-            f"| trained in run | [{self.run_id}]({run_route}) |",
-        ])
+            f"{self.mode}{fusion}: trained on {'+'.join(self.train_modalities)}, tested on "
+            f"{'+'.join(self.test_modalities)}.", "", "| | |", "|---|---|",
+            *(f"| {name}&emsp; | {value} |" for name, value in rows)])
 
 
 def is_default_mode(plan: dict, data_modalities: list[str]) -> bool:
@@ -193,7 +193,7 @@ def decide_champion(tracking_uri: str, name: str, version: str, test_accuracy: f
     status = {"champion decision": decision.reason} if decision.considered else {}
     if decision.moved:
         _set_champion(client, name, version)
-        status["promoted to @champion"] = "automatically, by this decision"
+        status["promoted to champion"] = "automatically, by this decision"
     _update_status(client, name, version, status)
     return decision
 
@@ -240,7 +240,7 @@ def promote(tracking_uri: str, name: str, version: str) -> ModelVersion:
         raise ValueError(f"model {name!r} has no version {version!r}") from None
     _set_champion(client, name, version)
     _update_status(client, name, version,
-                   {"promoted to @champion": "by hand (`mmpipe promote`)"})
+                   {"promoted to champion": "by hand (`mmpipe promote`)"})
     return client.get_model_version(name, version)
 
 
