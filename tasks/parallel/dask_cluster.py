@@ -138,4 +138,9 @@ def dask_task_runner(address: str | None = None, workers: int | None = None,
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={"n_workers": workers or local_workers(), "threads_per_worker": 1,
                         "processes": True, "host": "127.0.0.1", "dashboard_address": None,
+                        # Without a dashboard the scheduler still serves HTTP (health,
+                        # metrics) on 8787, and warned "Port 8787 is already in use" whenever
+                        # another cluster held it: any free port on 127.0.0.1 instead.
+                        "scheduler_kwargs": {"dashboard": False,
+                                             "dashboard_address": "127.0.0.1:0"},
                         "plugins": {QuickExit()}})

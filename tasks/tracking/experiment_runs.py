@@ -41,7 +41,7 @@ DIGITS = 4  # metrics and table values shown: accuracies to 0.0001, p-values to 
 def rounded(value: Any, digits: int = DIGITS) -> Any:
     """A number as shown: `digits` decimals (p-values and other small numbers: `digits`
     significant digits), exact zero as 0 (never -0.0 or -2.2e-16); anything else as it is."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not isinstance(value, float) or not math.isfinite(value):  # counts stay whole
         return value
     if value == 0 or abs(value) < 10 ** -(digits + 8):
         return 0.0
