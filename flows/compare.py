@@ -21,13 +21,23 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
+from prefect.utilities.urls import url_for
 
-from flows.sweep import Executor, executor
-from mmcore.config import FUSION_NAMES, load_config
+from flows.sweep import Executor, executor, registration
+from mmcore.config import FUSION_NAMES, TrainingConfig, load_config
+from mmcore.learning_plan import planned_label
 from tasks.engine import recovery
 from tasks.tracking import runs
-from tasks.tracking.experiment_runs import finish_report, start_compare_run, tag_compare_cell
+from tasks.tracking.experiment_runs import (
+    artifact_key,
+    compare_markdown,
+    compare_name,
+    finish_report,
+    start_compare_run,
+    tag_compare_cell,
+)
 
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -46,6 +56,14 @@ class Cell:
         what = {"multimodal": f"multimodal-{self.fusion}", "unimodal": f"unimodal-{self.modality}",
                 "cross_modal": f"cross_modal-{self.modality}"}[self.mode]
         return f"{what}-seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        """`multimodal late · image+text · seed 0`: its MLflow run's and Prefect flow run's
+        name (`mmcore.learning_plan.mode_label`, on image + text data)."""
+        cfg = TrainingConfig(mode=self.mode, modality=self.modality,
+                             **({"fusion": self.fusion} if self.fusion else {}))
+        return f"{planned_label(cfg)} · seed {self.seed}"
 
     def overrides(self) -> list[str]:
         extra = [f"training.fusion={self.fusion}"] if self.fusion else []
@@ -99,25 +117,27 @@ def parse_fusions(text: str | None, default: str) -> list[str]:
     return names
 
 
-def cell_runner(config: str | None, overrides: list[str], parent: str,
+def cell_runner(config: str | None, overrides: list[str], parent: str, register: bool = False,
                 ) -> Callable[[Cell], dict[str, Any]]:
     """The function that runs one cell (picklable, for a cluster's workers)."""
-    return functools.partial(run_compare_cell, config, overrides, parent)
+    return functools.partial(run_compare_cell, config, overrides, parent, register)
 
 
-def run_compare_cell(config: str | None, overrides: list[str], parent: str,
+def run_compare_cell(config: str | None, overrides: list[str], parent: str, register: bool,
                      cell: Cell) -> dict[str, Any]:
-    """One cell: the pipeline flow, nested under the compare run, in the `comparison` role (its
-    model is registered, tagged so, and never moves an alias)."""
+    """One cell: the pipeline flow, nested under the compare run, in the `comparison` role. Its
+    model is logged with its run; registered only when `register` (tagged so, and never moving
+    an alias)."""
     from flows.pipeline import pipeline
 
-    summary = pipeline(config=config, overrides=[*overrides, *cell.overrides()],
-                       role="comparison", parent_run_id=parent, run_name=cell.name)
+    cell_overrides = [*overrides, *cell.overrides(), *registration(register)]
+    summary = pipeline(config=config, overrides=cell_overrides, role="comparison",
+                       parent_run_id=parent, run_name=cell.label)
     plan, metrics = summary["plan"], summary["metrics"]
     testing = Path(summary["stages"]["testing"]["path"])
     result = {
-        "cell": cell.name, "mode": plan["mode"], "fusion": cell.fusion, "seed": cell.seed,
-        "train_modalities": plan["train"], "test_modalities": plan["test"],
+        "cell": cell.name, "label": cell.label, "mode": plan["mode"], "fusion": cell.fusion,
+        "seed": cell.seed, "train_modalities": plan["train"], "test_modalities": plan["test"],
         "labels_used": plan["labels_used"], "test_accuracy": metrics["test.accuracy"],
         "macro_f1": metrics["test.macro_f1"], "run_id": summary["parent_run_id"],
         "predictions": str(testing / "predictions.parquet"),
@@ -128,26 +148,49 @@ def run_compare_cell(config: str | None, overrides: list[str], parent: str,
     return result
 
 
-@flow(name="mmpipe-compare", persist_result=False)  # no pickles: tasks/engine/results.py
+def _compare_run_name() -> str:
+    """Flow runs named by what they run (`compare · default · 2 seeds · 3 operators`), not
+    Prefect's random names."""
+    params = flow_run.parameters
+    cfg = load_config(params.get("config"), params.get("overrides"))
+    seeds = list(params.get("seeds") if params.get("seeds") is not None else DEFAULT_SEEDS)
+    return compare_name(cfg.name, seeds,
+                        parse_fusions(params.get("fusions", "all"), cfg.training.fusion))
+
+
+@flow(name="mmpipe-compare", flow_run_name=_compare_run_name,
+      persist_result=False)  # no pickles: tasks/engine/results.py
 def compare(config: str | None = None, overrides: list[str] | None = None,
             seeds: list[int] | None = None, fusions: str | None = "all",
-            executor_name: str = "sequential (this process)") -> dict[str, Any]:
+            executor_name: str = "sequential (this process)",
+            register_models: bool = False) -> dict[str, Any]:
     """Unimodal, multimodal (each fusion operator) and cross-modal learning over seeds, as one
     MLflow experiment; returns the report (also `report.json` on the compare run). Cells run on
     the flow's Dask cluster if it has one (`flows.sweep.on_runner`; `executor_name` says where,
-    for the record)."""
+    for the record). Their models are logged with their runs, and registered only with
+    `register_models`."""
+    from flows.pipeline import tag_flow_run
+
     overrides = list(overrides or [])
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, [*overrides, *registration(register_models)])  # as each cell
     seeds = list(seeds if seeds is not None else DEFAULT_SEEDS)
     operators = parse_fusions(fusions, cfg.training.fusion)
     with recovery.recorded(cfg, flow_run.get_id(), get_run_logger()):  # first: after crashes
-        parent = start_compare_run(cfg, flow_run.get_id(), seeds, operators)
-        runs.set_tags(cfg, parent, {"compare.executor": executor_name})
+        tag_flow_run(["mmpipe", cfg.name, "compare", *(f"fusion:{f}" for f in operators),
+                      *(f"seed:{s}" for s in seeds)])
         cells = plan_cells(seeds, operators)
+        flow_run_url = url_for("flow-run", obj_id=flow_run.get_id())
+        parent = start_compare_run(cfg, flow_run.get_id(), seeds, operators, len(cells),
+                                   executor_name, flow_run_url)
         with runs.ended(cfg, parent):
-            results = run_cells(cells, cell_runner(config, overrides, parent),
+            results = run_cells(cells, cell_runner(config, overrides, parent, register_models),
                                 executor(after=after_joint_space(cells)))
             reference = cfg.training.fusion if cfg.training.fusion in operators else operators[0]
             rep = finish_report(cfg, parent, results, reference,
-                                {"config": cfg.name, "seeds": seeds, "fusions": operators})
+                                {"config": cfg.name, "seeds": seeds, "fusions": operators,
+                                 "executor": executor_name}, flow_run_url)
+        create_markdown_artifact(compare_markdown(rep),
+                                 key=artifact_key("compare", cfg.name),
+                                 description=f"{cfg.name}: the comparison's headline and its "
+                                             "MLflow run")
     return rep

@@ -15,11 +15,13 @@ from prefect.runtime import flow_run
 from prefect.utilities.urls import url_for
 
 from mmcore.config import STAGES, PipelineConfig, load_config
+from mmcore.learning_plan import planned_label
 from mmcore.uris import public_uri
 from tasks.engine import recovery
 from tasks.engine.keys import StageRef
 from tasks.stages import table
 from tasks.tracking import model_registry, run_summary, runs
+from tasks.tracking.experiment_runs import rounded
 
 
 def select(stages: list[str] | None, refresh: list[str] | None) -> tuple[list[str], int | None]:
@@ -33,11 +35,21 @@ def select(stages: list[str] | None, refresh: list[str] | None) -> tuple[list[st
 
 
 def _flow_run_name() -> str:
-    """Flow runs named by config and mode (`default · multimodal`), not Prefect's random names."""
+    """Flow runs named by config and mode (`default · multimodal late · image+text`), not
+    Prefect's random names; a comparison's or sweep's cell by the name it is given."""
     params = flow_run.parameters
+    if params.get("run_name"):
+        return params["run_name"]
     cfg = load_config(params.get("config"), params.get("overrides"))
-    role = params.get("role", "pipeline")
-    return f"{cfg.name} · {cfg.training.mode}" + ("" if role == "pipeline" else f" · {role}")
+    return f"{cfg.name} · {planned_label(cfg.training)}"
+
+
+def flow_run_tags(cfg: PipelineConfig, role: str) -> list[str]:
+    """What a pipeline flow run is, as Prefect tags to filter on: config, mode, the operator or
+    modality, seed, and who ran it (`pipeline`, `comparison`, `sweep`)."""
+    what = (f"fusion:{cfg.training.fusion}" if cfg.training.mode == "multimodal"
+            else f"modality:{cfg.training.modality}")
+    return ["mmpipe", cfg.name, cfg.training.mode, what, f"seed:{cfg.seed}", role]
 
 
 @flow(name="mmpipe", log_prints=True, flow_run_name=_flow_run_name,
@@ -54,7 +66,7 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
     cfg = load_config(config, overrides)
     wanted, first_refresh = select(stages, refresh)
     with recovery.recorded(cfg, flow_run.get_id(), logger):  # first: after crashed runs
-        _tag_flow_run(["mmpipe", cfg.name, cfg.training.mode, role])
+        tag_flow_run(flow_run_tags(cfg, role))
         parent = runs.start_parent_run(
             cfg, flow_run.get_id(), run_name or f"{cfg.name} · {cfg.training.mode}",
             {"stages": ",".join(wanted)}, parent=parent_run_id)
@@ -76,12 +88,10 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
                 report[stage] = {"state": state, "key": ref.key, "path": ref.path}
             model = _register(cfg, refs, role)
             metrics = refs["testing"].summary["metrics"] if "testing" in refs else {}
-            runs.log_metrics(cfg, parent, metrics)
+            # Rounded on the parent, the row a reviewer reads (the testing run keeps them whole).
+            runs.log_metrics(cfg, parent, {k: rounded(v) for k, v in metrics.items()})
             plan = refs["training"].summary["plan"] if "training" in refs else None
-            if plan:
-                runs.set_tags(cfg, parent, {"mode": plan["mode"],
-                                                "labels_used": ",".join(plan["labels_used"])})
-            run_url = _describe(cfg, parent, refs, report, metrics, model)
+            run_url = _describe(cfg, parent, refs, report, metrics, model, run_name)
     return {"config": cfg.name, "run_dir": cfg.run_dir, "parent_run_id": parent,
             "run_url": run_url,
             "tracking_uri": public_uri(runs.tracking_uri(cfg.run_dir)), "stages": report,
@@ -94,7 +104,7 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
 
 def _describe(cfg: PipelineConfig, parent: str, refs: dict[str, StageRef],
               report: dict[str, dict[str, str]], metrics: dict[str, float],
-              model: dict[str, Any] | None) -> str:
+              model: dict[str, Any] | None, name: str | None) -> str:
     """Name and describe the MLflow parent run, and publish the Prefect flow run's Markdown
     artifact; each links to the other. Returns the parent run's UI URL."""
     states = {stage: info["state"] for stage, info in report.items()}
@@ -104,15 +114,15 @@ def _describe(cfg: PipelineConfig, parent: str, refs: dict[str, StageRef],
     # url_for gives the route Prefect's own log lines link (runtime's ui_url uses another).
     flow_run_url = public_uri(url_for("flow-run", obj_id=flow_run.get_id()))
     run_url = run_summary.describe_parent(cfg, parent, refs, states, metrics, model,
-                                          flow_run_url, labels)
+                                          flow_run_url, labels, name)
     create_markdown_artifact(run_summary.flow_run_markdown(cfg, run_url, metrics, states, model),
                              key=run_summary.artifact_key(cfg),
                              description=f"{cfg.name}: metrics and the MLflow run")
     return run_url
 
 
-def _tag_flow_run(tags: list[str]) -> None:
-    """Tags on this flow run (config, mode, role), for filtering in Prefect's UI."""
+def tag_flow_run(tags: list[str]) -> None:
+    """Tags on this flow run, for filtering in Prefect's UI."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:

@@ -24,17 +24,26 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from prefect import Flow, flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner
+from prefect.utilities.urls import url_for
 
 from mmcore.config import load_config
 from mmcore.experiments.grid import Grid, SweepCell, plan_sweep
 from mmcore.uris import public_uri
 from tasks.engine import recovery
 from tasks.tracking import runs
-from tasks.tracking.experiment_runs import log_results, start_sweep_run, tag_sweep_cell
+from tasks.tracking.experiment_runs import (
+    artifact_key,
+    log_results,
+    start_sweep_run,
+    sweep_markdown,
+    sweep_name,
+    tag_sweep_cell,
+)
 
 C = TypeVar("C", bound=Hashable)
 RunCell = Callable[[Any], dict[str, Any]]
@@ -92,8 +101,9 @@ def on_cluster(run_cell: RunCell, cells: Sequence[C],
     futures: dict[C, Any] = {}
     for cell in cells:
         waits = [futures[c] for c in (after(cell) if after else [])]
-        futures[cell] = cell_task.with_options(task_run_name=str(getattr(cell, "name", cell))
-                                               ).submit(run_cell, cell, wait_for=waits)
+        name = str(getattr(cell, "label", getattr(cell, "name", cell)))
+        futures[cell] = cell_task.with_options(task_run_name=name).submit(run_cell, cell,
+                                                                          wait_for=waits)
     return [futures[cell].result() for cell in cells]
 
 
@@ -112,64 +122,86 @@ def executor(after: Callable[[Any], list[Any]] | None = None) -> Executor:
     return map
 
 
+def registration(register: bool) -> list[str]:
+    """The overrides of a cell's config: comparison and sweep cells log their models with their
+    runs and register none, unless asked (`--register`)."""
+    return [] if register else ["training.register_model=false"]
+
+
 # ---- the sweep ------------------------------------------------------------------------------
 
-def run_sweep_cell(config: str | None, overrides: list[str], parent: str,
+def run_sweep_cell(config: str | None, overrides: list[str], parent: str, register: bool,
                    cell: SweepCell) -> dict[str, Any]:
-    """One cell: the pipeline in the `sweep` role (registered, never moving an alias), nested
-    under the sweep's run. A cell that fails is a result with `error` (the sweep goes on; its
-    own pipeline run is marked failed in Prefect and MLflow)."""
+    """One cell: the pipeline in the `sweep` role, nested under the sweep's run; its model
+    logged with its run and registered only when `register` (never moving an alias). A cell
+    that fails is a result with `error` (the sweep goes on; its own pipeline run is marked
+    failed in Prefect and MLflow)."""
     from flows.pipeline import pipeline
 
     result: dict[str, Any] = {"cell": cell.name, "point": dict(cell.point), "seed": cell.seed}
-    cell_overrides = [*overrides, *cell.overrides()]
+    cell_overrides = [*overrides, *cell.overrides(), *registration(register)]
     try:
         summary = pipeline(config=config, overrides=cell_overrides, role="sweep",
                            parent_run_id=parent, run_name=cell.name)
     except Exception as exc:  # one cell's failure is reported, not fatal
         return {**result, "error": f"{type(exc).__name__}: {exc}"}
     tag_sweep_cell(load_config(config, cell_overrides), summary["parent_run_id"], result["point"],
-             cell.seed)
+                   cell.seed)
     return {**result, "run_id": summary["parent_run_id"], "metrics": summary["metrics"],
             "stages": {stage: {"key": info["key"], "state": info["state"]}
                        for stage, info in summary["stages"].items()}}
 
 
 def _sweep_run_name() -> str:
-    """Flow runs named `sweep · <config name>`, not Prefect's random names."""
+    """Flow runs named by what they run (`sweep · default · training.fusion · 2 seeds`), not
+    Prefect's random names."""
     params = flow_run.parameters
-    return f"sweep · {load_config(params.get('config'), params.get('overrides')).name}"
+    config, overrides = params.get("config"), params.get("overrides")
+    grid, seeds, _ = plan_sweep(config, list(overrides or []), params.get("grid"),
+                                params.get("seeds"))
+    return sweep_name(load_config(config, overrides).name, grid, seeds)
 
 
 @flow(name="mmpipe-sweep", flow_run_name=_sweep_run_name,
       persist_result=False)  # no pickles: tasks/engine/results.py
 def sweep(config: str | None = None, overrides: list[str] | None = None,
           grid: Grid | None = None, seeds: list[int] | None = None,
-          executor_name: str = "sequential (this process)") -> dict[str, Any]:
+          executor_name: str = "sequential (this process)",
+          register_models: bool = False) -> dict[str, Any]:
     """Every cell of grid x seeds through the cached pipeline, nested under one MLflow run with
-    the results table; returns the cells, the table and the sweep's run id. Run it through
-    `on_runner` for Dask (`executor_name` only says where, for the record)."""
+    the results table; returns the cells, the table and the sweep's run id and UI URL. Run it
+    through `on_runner` for Dask (`executor_name` only says where, for the record). Cells'
+    models are logged with their runs, and registered only with `register_models`."""
+    from flows.pipeline import tag_flow_run
+
     overrides = list(overrides or [])
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, [*overrides, *registration(register_models)])  # as each cell
     grid, seeds, cells = plan_sweep(config, overrides, grid, seeds)
     with recovery.recorded(cfg, flow_run.get_id(), get_run_logger()):  # first: after crashes
-        parent = start_sweep_run(cfg, flow_run.get_id(), grid, seeds, len(cells), executor_name)
+        tag_flow_run(["mmpipe", cfg.name, "sweep", *grid, *(f"seed:{s}" for s in seeds)])
+        flow_run_url = url_for("flow-run", obj_id=flow_run.get_id())
+        parent = start_sweep_run(cfg, flow_run.get_id(), grid, seeds, len(cells), executor_name,
+                                 flow_run_url)
         get_run_logger().info("sweep: %d cells (%d grid points x %d seeds) on %s", len(cells),
                               len(cells) // len(seeds), len(seeds), executor_name)
         with runs.ended(cfg, parent):
-            results = list(executor()(functools.partial(run_sweep_cell, config, overrides, parent),
-                                      cells))
-            table = log_results(cfg, parent, results, list(grid))
-    return {"config": cfg.name, "sweep_run_id": parent, "grid": grid, "seeds": seeds,
-            "executor": executor_name, "cells": results, "table": table,
-            "failed": [c["cell"] for c in results if "error" in c]}
+            results = list(executor()(functools.partial(run_sweep_cell, config, overrides, parent,
+                                                        register_models), cells))
+            logged = log_results(cfg, parent, results, grid, seeds, executor_name, flow_run_url)
+        create_markdown_artifact(sweep_markdown(sweep_name(cfg.name, grid, seeds), logged),
+                                 key=artifact_key("sweep", cfg.name),
+                                 description=f"{cfg.name}: the sweep's results and its MLflow "
+                                             "run")
+    return {"config": cfg.name, "sweep_run_id": parent, "run_url": logged["run_url"],
+            "grid": grid, "seeds": seeds, "executor": executor_name, "cells": results,
+            "table": logged["table"], "failed": [c["cell"] for c in results if "error" in c]}
 
 
 def run_sweep(config: str | None = None, overrides: list[str] | None = None,
               grid: Grid | None = None, seeds: list[int] | None = None,
               address: str | None = None, workers: int | None = None,
-              sequential: bool = False) -> dict[str, Any]:
+              sequential: bool = False, register: bool = False) -> dict[str, Any]:
     """The sweep on a LocalCluster (default), the cluster at `address`, or sequentially."""
     return on_runner(sweep, address, workers, sequential)(
         config=config, overrides=overrides, grid=grid, seeds=seeds,
-        executor_name=where(address, workers, sequential))
+        executor_name=where(address, workers, sequential), register_models=register)

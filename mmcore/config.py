@@ -34,6 +34,11 @@ STAGE_SECTION = {
 }
 
 
+# Settings of a section that change none of its stage's output, so not its cache key either:
+# whether and under which name the trained model is registered (the registry's business).
+NOT_IN_KEY = {"training": ("model_name", "register_model")}
+
+
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says which key and why."""
 
@@ -223,8 +228,11 @@ class PipelineConfig(_Section):
     dask: DaskConfig = DaskConfig()
 
     def section(self, stage: str) -> dict[str, Any]:
-        """The part of the config a stage depends on: its own section plus the seed."""
-        section = getattr(self, STAGE_SECTION[stage]).model_dump(mode="json")
+        """The part of the config a stage depends on: its own section plus the seed, without
+        the settings that change none of its output (`NOT_IN_KEY`)."""
+        name = STAGE_SECTION[stage]
+        section = getattr(self, name).model_dump(mode="json",
+                                                 exclude=set(NOT_IN_KEY.get(name, ())))
         return {"seed": self.seed, "device": self.device, **section}
 
     def digest(self) -> str:

@@ -15,6 +15,7 @@ can carry it and `mmpipe status` still answers without running anything.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from mmcore.config import TrainingConfig
@@ -82,3 +83,27 @@ def plan_for(cfg: TrainingConfig, modalities: list[str]) -> LearningPlan:
             raise ValueError("cross_modal learning needs two modalities")
         return LearningPlan("cross_modal", [cfg.modality], [others[0]], space, used)
     return LearningPlan("unimodal", [cfg.modality], [cfg.modality], space, used)
+
+
+def mode_label(mode: str, train: Sequence[str], test: Sequence[str],
+               fusion: str | None = None) -> str:
+    """How every screen names a learning mode (MLflow and Prefect run names, the comparison's
+    tables, plot legends, the terminal): `multimodal late · image+text`, `unimodal · text`,
+    `cross_modal · image->text` (ASCII arrow: Prefect's run graph draws labels in an ASCII font)."""
+    trained, tested = "+".join(train), "+".join(test)
+    if mode == "multimodal":
+        return f"multimodal {fusion} · {trained}" if fusion else f"multimodal · {trained}"
+    if mode == "cross_modal":
+        return f"cross_modal · {trained}->{tested}"
+    return f"{mode} · {trained}"
+
+
+def planned_label(cfg: TrainingConfig, modalities: Sequence[str] = ("image", "text")) -> str:
+    """`mode_label` of a training config before its data is read (a Prefect flow run's name,
+    given when the run starts): the plan on data with `modalities`, by default both."""
+    try:
+        plan = plan_for(cfg, list(modalities))
+    except ValueError:
+        return cfg.mode
+    return mode_label(plan.mode, plan.train, plan.test,
+                      cfg.fusion if plan.mode == "multimodal" else None)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmcore.plotting import pyplot, save_figure
+
 
 def classification_metrics(labels: np.ndarray, preds: np.ndarray, n_classes: int
                            ) -> dict[str, float]:
@@ -45,10 +47,7 @@ def retrieval_at_1(a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> float:
 
 def plot_confusion(labels: np.ndarray, preds: np.ndarray, class_names: list[str], path: Path,
                    title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from sklearn.metrics import confusion_matrix
 
     cm = confusion_matrix(labels, preds, labels=list(range(len(class_names))))
@@ -62,20 +61,14 @@ def plot_confusion(labels: np.ndarray, preds: np.ndarray, class_names: list[str]
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_shared_space(points: dict[str, np.ndarray], labels: np.ndarray, path: Path,
                       class_names: list[str] | None = None) -> Path:
     """2-D PCA of the shared space, one marker per modality, coloured by class; two legends
     (modality markers, class colours) and the principal axes named."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     stacked = np.concatenate(list(points.values()))
     centred = stacked - stacked.mean(0)
@@ -96,37 +89,38 @@ def plot_shared_space(points: dict[str, np.ndarray], labels: np.ndarray, path: P
     ax.set_xlabel("first principal component")
     ax.set_ylabel("second principal component")
     ax.set_title("shared space (PCA of the validation split)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def best_epoch(history: list[dict[str, float]]) -> int | None:
-    """The epoch a reader should look at: highest `val_acc`, else lowest `val_nll`."""
-    for key, pick in (("val_acc", max), ("val_nll", min)):
+    """The epoch a reader should look at, counted from 1 as the curves' steps and the terminal
+    count them: highest `val_acc`, else highest `val_pair_score`, else lowest `val_nll` (the
+    first such epoch: the one `fit` keeps when it selects on that value)."""
+    for key, pick in (("val_acc", max), ("val_pair_score", max), ("val_nll", min)):
         values = [r[key] for r in history if key in r]
         if len(values) == len(history) and values:
-            return values.index(pick(values))
+            return values.index(pick(values)) + 1
     return None
+
+
+def curve_names(history: list[dict[str, float]]) -> list[str]:
+    """The quantities with a train or val curve (`train_nll` and `val_nll` -> `nll`)."""
+    return sorted({k.split("_", 1)[1] for r in history for k in r
+                   if k.startswith(("train_", "val_")) and "_" in k})
 
 
 def plot_learning_curves(history: list[dict[str, float]], path: Path, title: str) -> Path:
     """One panel per quantity (loss, accuracy, ...), train and val overlaid, the best epoch
-    marked: what a per-metric chart grid cannot show side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = sorted({k.split("_", 1)[1] for r in history for k in r
-                    if k.startswith(("train_", "val_")) and "_" in k})
-    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4.5 * max(len(names), 1), 3.5),
-                             squeeze=False)
+    marked: what a per-metric chart grid cannot show side by side. Epochs counted from 1."""
+    names = curve_names(history)
+    if not names:
+        raise ValueError(f"{path.name}: no train_ or val_ values to plot")
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
     best = best_epoch(history)
-    for ax, name in zip(axes[0], names, strict=False):
+    for ax, name in zip(axes[0], names, strict=True):
         for split, style in (("train", "-"), ("val", "--")):
-            points = [(e, r[f"{split}_{name}"]) for e, r in enumerate(history)
+            points = [(e, r[f"{split}_{name}"]) for e, r in enumerate(history, start=1)
                       if f"{split}_{name}" in r]
             if points:
                 ax.plot(*zip(*points, strict=True), style, marker=".", label=split)
@@ -134,10 +128,8 @@ def plot_learning_curves(history: list[dict[str, float]], path: Path, title: str
             ax.axvline(best, color="grey", linewidth=0.8, linestyle=":",
                        label=f"best epoch {best}")
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
         ax.set_ylabel(name)
         ax.legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from mmcore.config import STAGE_SECTION, STAGES, ConfigError, PipelineConfig, load_config
+from mmcore.config import (
+    NOT_IN_KEY,
+    STAGE_SECTION,
+    STAGES,
+    ConfigError,
+    PipelineConfig,
+    load_config,
+)
 
 
 def test_defaults_load():
@@ -133,10 +140,20 @@ def test_section_includes_seed_and_only_its_own_section():
         assert section["seed"] == 11
         assert section["device"] == "cpu"
         own = getattr(cfg, STAGE_SECTION[stage]).model_dump(mode="json")
+        own = {k: v for k, v in own.items() if k not in NOT_IN_KEY.get(STAGE_SECTION[stage], ())}
         assert {k: v for k, v in section.items() if k not in ("seed", "device")} == own
     assert cfg.section("feature_extraction")["image_dim"] == 16
     assert "image_dim" not in cfg.section("training")
     assert cfg.section("preprocessing")["split"] == {"val": 0.15, "test": 0.2}
+
+
+def test_registration_settings_are_in_no_cache_key():
+    """Whether (and as what) the model is registered changes no stage's output."""
+    base = load_config()
+    other = load_config(overrides=["training.register_model=false",
+                                   "training.model_name=elsewhere"])
+    assert all(base.section(stage) == other.section(stage) for stage in STAGES)
+    assert "register_model" not in base.section("training")
 
 
 def test_digest_is_stable_and_changes_with_values():

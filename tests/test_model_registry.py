@@ -63,8 +63,8 @@ def register(store, accuracy: float | None = None, **changes):
     uri, model_uri, run_id = store
     f = facts(run_id, **changes)
     registration = reg.register_version(uri, NAME, model_uri, f)
-    decision = (reg.decide_champion(uri, NAME, registration.version, accuracy, f.role)
-                if accuracy is not None else None)
+    decision = (reg.decide_champion(uri, NAME, registration.version, accuracy, f.role,
+                                    f.default_mode) if accuracy is not None else None)
     return registration, decision
 
 
@@ -76,15 +76,16 @@ def test_first_default_version_is_candidate_and_champion_with_tags_and_descripti
     assert decision.moved and decision.reason == "promoted: first champion"
     assert aliases(uri) == {"candidate": "1", "champion": "1"}
     mv = MlflowClient(uri).get_model_version(NAME, "1")
-    assert {k: mv.tags[k] for k in ("mode", "train_modalities", "test_modalities", "fusion",
-                                    "data.digest", "labels_used", "content.digest",
-                                    "test.accuracy", "registered_by")} == {
-        "mode": "multimodal", "train_modalities": "image+text", "test_modalities": "image+text",
-        "fusion": "late", "data.digest": "data-a", "labels_used": "image+text",
-        "content.digest": "weights-1", "test.accuracy": "0.950000", "registered_by": "pipeline"}
-    assert "**multimodal · late fusion**" in mv.description
-    assert "| test accuracy | 0.9500 |" in mv.description
-    assert "Champion decision: promoted: first champion." in mv.description
+    # Few tags (what a reviewer filters on, what the decisions read); the rest is described.
+    assert mv.tags == {
+        "mode": "multimodal", "fusion": "late", "registered_by": "pipeline",
+        "data.digest": "data-a", "content.digest": "weights-1", "test.accuracy": "0.950000"}
+    assert mv.description.startswith("multimodal · late fusion: trained on image+text")
+    assert "| labels used&emsp; | image+text |" in mv.description
+    assert "- test accuracy: 0.9500" in mv.description
+    assert "- champion decision: promoted: first champion" in mv.description
+    model = MlflowClient(uri).get_registered_model(NAME)
+    assert "**`@champion`**: the version that serves" in model.description
 
 
 def test_an_unchanged_model_adds_no_version(store):
@@ -108,8 +109,9 @@ def test_champion_moves_only_for_an_equal_or_better_candidate_on_the_same_test_d
     assert aliases(uri) == {"candidate": "4", "champion": "3"}
     assert other_data.reason.startswith("kept v3: different test data")
     assert "`mmpipe promote 4`" in other_data.reason
-    assert MlflowClient(uri).get_model_version(NAME, "4").tags["champion.decision"] == \
-        other_data.reason
+    described = MlflowClient(uri).get_model_version(NAME, "4").description
+    assert f"- champion decision: {other_data.reason}" in described
+    assert "- test accuracy: 0.9900" in described
 
 
 @pytest.mark.parametrize("changes", [
@@ -125,7 +127,7 @@ def test_comparisons_sweeps_and_other_modes_never_move_aliases(store, changes):
     assert registration.created and not registration.candidate
     assert not decision.moved and decision.reason.startswith("not considered")
     assert aliases(uri) == {"candidate": "1", "champion": "1"}
-    assert "champion.decision" not in MlflowClient(uri).get_model_version(NAME, "2").tags
+    assert "champion decision" not in MlflowClient(uri).get_model_version(NAME, "2").description
     assert MlflowClient(uri).get_model_version(NAME, "2").tags["registered_by"] == \
         changes.get("role", "pipeline")
 
@@ -135,8 +137,8 @@ def test_a_comparison_reusing_the_champion_leaves_its_decision_alone(store):
     register(store, 0.95)
     again, decision = register(store, 0.95, role="comparison")
     assert (again.version, again.created, decision.considered) == ("1", False, False)
-    tags = MlflowClient(uri).get_model_version(NAME, "1").tags
-    assert tags["champion.decision"] == "promoted: first champion"
+    described = MlflowClient(uri).get_model_version(NAME, "1").description
+    assert "- champion decision: promoted: first champion" in described
 
 
 def test_promote_moves_the_champion_by_hand_and_rejects_unknown_versions(store):
@@ -145,8 +147,8 @@ def test_promote_moves_the_champion_by_hand_and_rejects_unknown_versions(store):
     register(store, 0.80, content_digest="weights-2")
     mv = reg.promote(uri, NAME, "2")
     assert aliases(uri)["champion"] == "2"
-    assert mv.tags["champion.promoted"] == "manual"
-    assert "Promoted to `@champion` (manual)." in mv.description
+    assert "- promoted to champion: by hand (`mmpipe promote`)" in mv.description
+    assert "- test accuracy: 0.8000" in mv.description
     with pytest.raises(ValueError, match="has no version '7'"):
         reg.promote(uri, NAME, "7")
 

@@ -101,14 +101,20 @@ def test_mlflow_has_parent_and_five_child_runs(cold, run_dir):
     assert all(r.data.tags["cache"] == "miss" for r in children)
     fe_run = by_stage["feature_extraction"].info.run_id
     assert "summary/encoder_probe.image.test_acc" in by_stage["feature_extraction"].data.metrics
-    # One point per encoder epoch, under curves/: the single values sit under summary/.
-    assert [m.step for m in c.get_metric_history(fe_run, "curves/image.val_acc")] == [0, 1, 2]
+    # One point per encoder epoch, counted from 1, under curves/; single values under summary/.
+    assert [m.step for m in c.get_metric_history(fe_run, "curves/image.val_acc")] == [1, 2, 3]
     training = by_stage["training"].data.metrics
     # Late fusion: trained on the experts' NLL sum; train and val NLL both of the fused output.
     for name in ("train_expert_nll_sum", "train_nll", "val_nll", "val_acc"):
         history = c.get_metric_history(by_stage["training"].info.run_id, f"curves/{name}")
-        assert [m.step for m in history] == list(range(5)), name
-    assert {"summary/val_acc", "summary/best_epoch", "summary/fusion_weight.text"} <= set(training)
+        assert [m.step for m in history] == [1, 2, 3, 4, 5], name
+    assert {"summary/val_acc", "summary/val_acc_after_calibration", "summary/best_epoch",
+            "summary/fusion_weight.text"} <= set(training)
+    # The summary's val_acc and best_epoch name the val curve's best point.
+    val = c.get_metric_history(by_stage["training"].info.run_id, "curves/val_acc")
+    best = max(val, key=lambda m: (m.value, -m.step))
+    assert (training["summary/val_acc"], training["summary/best_epoch"]) == (best.value,
+                                                                             best.step)
     assert not [k for k in training if "/" not in k]  # every key in a chart section
     assert by_stage["shared_space"].data.metrics["summary/mean_paired_distance"] < \
         by_stage["shared_space"].data.metrics["summary/mean_random_distance"]

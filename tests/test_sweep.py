@@ -170,6 +170,13 @@ def test_sweep_on_two_dask_workers_gives_the_sequential_answers(tmp_path, prefec
                for r in children)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.json", "results.csv", "summary.txt", "cells.json"} <= artifacts
+    # The parent explains itself: params are what every cell shares, the description the rest.
+    assert not {"seed", "training.fusion"} & set(parent.data.params)
+    note = parent.data.tags["mlflow.note.content"]
+    assert "`training.fusion` = late, concat, on seeds 0: 2 cells" in note
+    assert "| late&emsp; | 0&emsp; |" in note and "/artifacts/results.json?workflowType" in note
+    assert par["run_url"].endswith(f"/runs/{parent.info.run_id}?workflowType=machine_learning")
+    assert client.search_registered_models() == []  # cells register nothing unless asked
     logged = json.loads(Path(client.download_artifacts(parent.info.run_id, "results.json",
                                                         str(tmp_path))).read_text())
     table = pd.DataFrame(logged["data"], columns=logged["columns"])

@@ -172,7 +172,8 @@ def test_a_server_with_a_postgresql_store(server_run, run_dir, tmp_path_factory)
             "preprocessing": "hit", "feature_extraction": "hit", "shared_space": "hit",
             "training": "miss", "testing": "miss"}
         assert parent.data.params["data.limit"] == "400"
-        assert parent.data.metrics["test.accuracy"] == server_run["metrics"]["test.accuracy"]
+        assert parent.data.metrics["test.accuracy"] == round(  # rounded as shown
+            server_run["metrics"]["test.accuracy"], 4)
         frame, expected = predictions_for(summary, rows=5)
         with using_tracking_uri(pg_server.url):
             model = mlflow.pyfunc.load_model(MODEL)

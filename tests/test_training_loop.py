@@ -62,7 +62,7 @@ def test_fit_learns_a_separable_problem():
     assert history[-1]["train_loss"] == pytest.approx(0.00665, abs=1e-4)
     assert not model.training  # fit leaves the model in eval mode
     # on_epoch_end: once per epoch, in order, with that epoch's record
-    assert [epoch for epoch, _ in calls] == [0, 1, 2, 3, 4]
+    assert [epoch for epoch, _ in calls] == [1, 2, 3, 4, 5]  # counted from 1
     assert [record for _, record in calls] == history
 
 

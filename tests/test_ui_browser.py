@@ -1,6 +1,8 @@
 """What a reviewer sees, checked in a real browser (Debian's headless Chromium, driven by
-Playwright): the MLflow UI on a finished run directory's store, and the run directory's Prefect
-server with the flow runs of that run. Screenshots are kept under $MMPIPE_TEST_ARTIFACTS (or
+Playwright): the MLflow UI on a finished run directory's store (`mmpipe run`, then `mmpipe
+compare`), and the run directory's Prefect server with the flow runs of both. The pipeline run,
+the comparison's parent, the runs table, the registered model, and in Prefect the pipeline's and
+the comparison's flow runs. Screenshots are kept under $MMPIPE_TEST_ARTIFACTS (or
 tests/artifacts/ui_browser/) for a person to look at."""
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from mlflow import MlflowClient
 from servers import mlflow_server
 
 from mmcore.config import STAGES
+from tasks.tracking.run_summary import experiment_link
 from tasks.tracking.run_summary import run_link as mlflow_run_route
 
 pytestmark = pytest.mark.slow
@@ -34,7 +37,9 @@ def store(finished_run):
     first = parents[0]  # `mmpipe run`: every stage ran
     children = {r.data.tags["stage"]: r for r in runs
                 if r.data.tags.get("mlflow.parentRunId") == first.info.run_id}
-    return {"client": client, "experiment": experiment, "parent": first, "children": children}
+    compare = next(r for r in parents if r.data.tags.get("kind") == "compare")
+    return {"client": client, "experiment": experiment, "parent": first, "children": children,
+            "compare": compare}
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +61,13 @@ def table_link(page, run_id: str):
     return page.locator(f"a[href$='/runs/{run_id}']").first
 
 
+def close_assistant(page) -> None:
+    """MLflow 3.17 opens its Assistant beside every page; closed, the page has the width."""
+    close = page.get_by_role("button", name="Close", exact=True)
+    if close.count() and close.first.is_visible():
+        close.first.click()
+
+
 @pytest.fixture(autouse=True)
 def final_screenshot(request, page, shots):
     """Every test leaves a screenshot of where it ended, passed or failed."""
@@ -63,16 +75,27 @@ def final_screenshot(request, page, shots):
     page.screenshot(path=shots / f"{request.node.name}.png")
 
 
+def test_mlflow_home_lists_only_the_experiment_mmpipe_made(page, mlflow_ui, store, shots):
+    page.goto(f"{mlflow_ui}/#/?workflowType=machine_learning")
+    page.get_by_role("link", name="default", exact=True).first.wait_for()
+    assert page.get_by_role("link", name="Default", exact=True).count() == 0  # deleted, empty
+    page.screenshot(path=shots / "mlflow_home.png")
+
+
 def test_mlflow_experiment_opens_on_named_runs_with_their_stage_runs(page, mlflow_ui, store,
                                                                     shots):
     exp = store["experiment"].experiment_id
-    # As the links mmpipe prints: MLflow 3.17 picks GenAI or model-training views per browser.
-    page.goto(f"{mlflow_ui}/#/experiments/{exp}?workflowType=machine_learning")
+    # As the links mmpipe writes: the model-training view (MLflow 3.17 picks GenAI or
+    # model-training views per browser) and the saved view with mmpipe's columns.
+    page.goto(f"{mlflow_ui}/{experiment_link(exp)}")
     parent = store["parent"]
     assert parent.info.run_name == "default · multimodal late · image+text"
     link = table_link(page, parent.info.run_id)
     link.wait_for()
     assert link.inner_text() == parent.info.run_name
+    close_assistant(page)
+    headers = {h.strip() for h in page.locator("[role=columnheader]").all_inner_texts()}
+    assert {"test.accuracy", "mode", "fusion"} <= headers, headers
     # The "+" beside the parent's name shows its stage runs nested under it.
     page.locator("[role=gridcell]", has=link).get_by_role("button").first.click()
     for stage, run in store["children"].items():
@@ -143,22 +166,59 @@ def test_mlflow_stage_run_charts_show_the_curves_above_the_single_values(page, m
     page.screenshot(path=shots / "mlflow_training_charts.png")
 
 
-def test_registered_model_version_shows_its_aliases_and_description(page, mlflow_ui, store,
-                                                                    shots):
+def test_mlflow_compare_parent_explains_itself(page, mlflow_ui, store, shots):
+    """Its description: what ran, the Prefect link, the headline table, links to every table
+    and plot; one of the plots, opened from there."""
+    compare = store["compare"]
+    assert compare.info.run_name == "compare · default · seed 0 · late"
+    exp = store["experiment"].experiment_id
+    page.goto(f"{mlflow_ui}/{mlflow_run_route(exp, compare.info.run_id)}")
+    page.get_by_role("heading", name=compare.info.run_name).first.wait_for()
+    close_assistant(page)
+    expand = page.get_by_label("Expand description")
+    if expand.count():
+        expand.first.click()
+    page.get_by_text("on seed 0: 5 cells", exact=False).first.wait_for()
+    page.get_by_role("link", name=re.compile("flow-run")).first.wait_for()
+    page.get_by_role("heading", name="Test accuracy (mean ± std over seeds)").wait_for()
+    for model in ("multimodal late · image+text", "unimodal · image", "unimodal · text"):
+        page.get_by_role("cell", name=model).first.wait_for()
+    page.get_by_role("heading", name=re.compile("Fused − best unimodal")).wait_for()
+    page.get_by_role("columnheader", name="McNemar p").wait_for()
+    page.screenshot(path=shots / "mlflow_compare_description.png")
+    plot = page.get_by_role("link", name="robustness image", exact=True)
+    page.goto(f"{mlflow_ui}/{plot.get_attribute('href')}")  # the UI opens it in a new tab
+    image = page.locator("img[src^='blob:'], img[src*='robustness_image.png']").first
+    image.wait_for()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 100",
+                           arg=image.element_handle())
+    page.screenshot(path=shots / "mlflow_compare_robustness_image.png")
+
+
+def test_registered_model_shows_its_champion_and_one_version(page, mlflow_ui, store, shots):
+    """After `mmpipe run` and `mmpipe compare`: one version (the cells registered none), the
+    champion, and a model that says what it is."""
     client = store["client"]
+    versions = client.search_model_versions("name = 'mmpipe-classifier'")
+    assert [str(v.version) for v in versions] == ["1"]
     champion = client.get_model_version_by_alias("mmpipe-classifier", "champion")
-    # After `mmpipe run` and `mmpipe compare` the champion is still the image+text model.
-    assert (champion.tags["mode"], champion.tags["test_modalities"]) == ("multimodal",
-                                                                         "image+text")
-    page.goto(f"{mlflow_ui}/#/models/mmpipe-classifier/versions/{champion.version}")
+    assert (champion.tags["mode"], champion.tags["fusion"]) == ("multimodal", "late")
+    assert len(champion.tags) <= 6  # the few a reviewer filters on; the rest is described
+    page.goto(f"{mlflow_ui}/#/models/mmpipe-classifier?workflowType=machine_learning")
+    page.get_by_role("link", name=re.compile(r"Version \d+")).first.wait_for()
+    close_assistant(page)
+    assert page.get_by_role("link", name=re.compile(r"Version \d+")).count() == 1
+    page.get_by_text("The mmpipe classifier").wait_for()
+    page.get_by_title("champion", exact=True).first.wait_for()
+    page.screenshot(path=shots / "mlflow_model.png", full_page=True)
+    page.goto(f"{mlflow_ui}/#/models/mmpipe-classifier/versions/{champion.version}"
+              "?workflowType=machine_learning")
     page.get_by_role("heading", name=f"Version {champion.version}").wait_for()
     for alias in ("champion", "candidate"):  # the alias tags beside "Aliases:"
         page.get_by_title(alias, exact=True).wait_for()
-    page.get_by_text("multimodal · late fusion").wait_for()
+    page.get_by_text("multimodal · late fusion: trained on image+text").wait_for()
+    page.get_by_text("champion decision: promoted: first champion").wait_for()
     page.screenshot(path=shots / "mlflow_model_version.png", full_page=True)
-    page.goto(f"{mlflow_ui}/#/models/mmpipe-classifier")
-    page.get_by_role("link", name=re.compile(r"Version \d+")).first.wait_for()
-    page.screenshot(path=shots / "mlflow_model.png")
 
 
 def test_prefect_ui_shows_the_named_flow_run_with_its_task_runs_and_artifact(page, finished_run,
@@ -169,8 +229,8 @@ def test_prefect_ui_shows_the_named_flow_run_with_its_task_runs_and_artifact(pag
     assert settings["api_url"] == server["api_url"]  # the UI talks to its own API
     flow_run = store["parent"].data.tags["prefect.flow_run_id"]
     page.goto(f"{server['ui_url']}/runs")
-    page.get_by_text("default · multimodal", exact=True).first.wait_for()
-    page.get_by_text("default · cross_modal · comparison", exact=True).first.wait_for()
+    page.get_by_text("default · multimodal late · image+text", exact=True).first.wait_for()
+    page.get_by_text("cross_modal · image->text · seed 0", exact=True).first.wait_for()
     page.screenshot(path=shots / "prefect_runs.png")
     page.goto(f"{server['ui_url']}/runs/flow-run/{flow_run}")
     page.get_by_text("Task Runs", exact=True).click()
@@ -180,3 +240,21 @@ def test_prefect_ui_shows_the_named_flow_run_with_its_task_runs_and_artifact(pag
     page.get_by_text("Artifacts", exact=True).click()
     page.get_by_text("mmpipe-default").first.wait_for()
     page.screenshot(path=shots / "prefect_artifacts.png")
+
+
+def test_prefect_compare_flow_run_is_named_tagged_and_publishes_the_headline(page, finished_run,
+                                                                            store, shots):
+    server, compare = finished_run.prefect, store["compare"]
+    flow_run = compare.data.tags["prefect.flow_run_id"]
+    page.goto(f"{server['ui_url']}/runs/flow-run/{flow_run}")
+    page.get_by_text("compare · default · seed 0 · late", exact=True).first.wait_for()
+    for tag in ("compare", "fusion:late", "seed:0"):
+        page.get_by_text(tag, exact=True).first.wait_for()
+    page.get_by_text("Subflow Runs", exact=True).click()
+    page.get_by_text("unimodal · text · seed 0", exact=True).first.wait_for()
+    page.screenshot(path=shots / "prefect_compare_flow_run.png")
+    page.get_by_text("Artifacts", exact=True).click()
+    page.get_by_text("mmpipe-compare-default").first.click()
+    page.get_by_role("cell", name="multimodal late · image+text").first.wait_for()
+    page.get_by_role("link", name=re.compile(compare.info.run_id)).wait_for()  # to MLflow
+    page.screenshot(path=shots / "prefect_compare_artifact.png", full_page=True)

@@ -4,9 +4,10 @@
     mmpipe status [--config FILE] [--set key=value ...]
     mmpipe verify [--config FILE] [--set key=value ...]
     mmpipe compare [--config FILE] [--set key=value ...] [--seeds 0 1 2] [--fusions all|a,b]
-                   [--dask-address tcp://host:8786 | --workers N | --sequential]
+                   [--register] [--dask-address tcp://host:8786 | --workers N | --sequential]
     mmpipe sweep [--config FILE] [--set key=value ...] --grid key=a,b [--grid ...]
-                 [--seeds 0 1 2] [--dask-address tcp://host:8786 | --workers N | --sequential]
+                 [--seeds 0 1 2] [--register]
+                 [--dask-address tcp://host:8786 | --workers N | --sequential]
     mmpipe promote VERSION [--config FILE] [--set key=value ...]
     mmpipe serve
     mmpipe deploy [--api-url URL] [--crash-after SECONDS]
@@ -23,7 +24,6 @@ home and MLflow's store into the run directory.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback
@@ -57,6 +57,13 @@ def _cluster(args: argparse.Namespace, cfg) -> tuple[str | None, int | None, boo
     chosen_here = args.dask_address or args.workers or args.sequential
     address = args.dask_address or (None if chosen_here else cfg.dask.address)
     return address, args.workers or cfg.dask.workers, args.sequential
+
+
+def _register_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--register", action="store_true",
+                        help="also register every cell's model in the Model Registry (never "
+                             "moving @candidate or @champion); by default cells only log their "
+                             "models with their runs")
 
 
 def _stage_list(text: str | None) -> list[str] | None:
@@ -93,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seeds to run every cell with (default: 0 1 2)")
     compare.add_argument("--fusions", default="all", metavar="all|a,b",
                          help="multimodal fusion operators to compare (default: all)")
+    _register_arg(compare)
     _cluster_args(compare)
     sweep = sub.add_parser("sweep", parents=[debug],
                            help="every combination of --grid values on every seed, each a "
@@ -104,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                        help="seeds to run every grid point with (default: the config file's "
                             "sweep.seeds, else the config's seed)")
+    _register_arg(sweep)
     _cluster_args(sweep)
     promote = sub.add_parser("promote", parents=[debug],
                              help="point the registered model's @champion at VERSION")
@@ -183,24 +192,39 @@ def print_summary(summary: dict) -> None:
                         if k.startswith(("rejected.", "modified.")))
     print(f"data: {int(quality['rows_in'])} rows in, {int(quality['rows_kept'])} kept, "
           f"{int(quality['rows_rejected'])} rejected" + (f" ({reasons})" if reasons else ""))
-    if summary["metrics"]:
-        print("test metrics:", json.dumps(summary["metrics"]))
-    for row in summary.get("comparison") or []:
-        print(f"  {row['model']:<40} labels used: {row.get('labels_used', '?'):<11} "
-              f"test accuracy {row['test_accuracy']:.4f}")
+    print(metrics_table(summary))
     if model := summary.get("model"):
         print(f"model: {model['name']} version {model['version']}"
               f"{'' if model['new_version'] else ' (unchanged: no new version)'}"
               f"{', @candidate' if model['candidate'] else ''}; @champion: "
               f"{model['decision']}")
-    uri = summary["tracking_uri"]
     print(f"\nresults: {summary['run_dir']}/stages/"
           f"  (MLflow parent run {summary['parent_run_id']})")
+    print_ui_link(summary["tracking_uri"], summary["run_url"])
+
+
+def print_ui_link(uri: str, url: str) -> None:
+    """Where to look in MLflow: the run's URL, with the command that starts the UI on a local
+    store."""
     if uri.startswith("sqlite:"):
         print(f"MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
-              f"           then open {summary['run_url']}")
+              f"           then open {url}")
     else:
-        print(f"MLflow run: {summary['run_url']}")
+        print(f"MLflow run: {url}")
+
+
+def metrics_table(summary: dict) -> str:
+    """The test metrics as a short aligned table, 4 digits, under the model they measure (the
+    robustness figures are in MLflow)."""
+    rows = [(k.removeprefix("test."), f"{v:.4f}") for k, v in sorted(summary["metrics"].items())
+            if k.startswith("test.") and isinstance(v, int | float)]
+    if not rows:
+        return "test metrics: none (testing did not run)"
+    model = next(iter(summary.get("comparison") or []), None)
+    head = (f"test metrics: {model['model']} (labels used: {model.get('labels_used', '?')})"
+            if model else "test metrics:")
+    width = max(len(name) for name, _ in rows)
+    return "\n".join([head, *(f"  {name:<{width}}  {value}" for name, value in rows)])
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -248,11 +272,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     with environment.without_flow_heartbeats():
         report = on_runner(compare, address, workers, sequential)(
             config=args.config, overrides=overrides, seeds=args.seeds, fusions=args.fusions,
-            executor_name=where(address, workers, sequential))
+            executor_name=where(address, workers, sequential),
+            register_models=args.register)
     print("\n" + report["table"])
-    print(f"\nreport.json and plots: MLflow run {report['compare_run_id']} "
+    print(f"\nreport.json, tables and plots: MLflow run {report['compare_run_id']} "
           f"(experiment '{report['config']}')")
+    print_ui_link(runs_uri(cfg), report["run_url"])
     return 0
+
+
+def runs_uri(cfg) -> str:
+    from tasks.tracking.runs import tracking_uri
+
+    return tracking_uri(cfg.run_dir)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -276,13 +308,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         errors.console_without_input_tracebacks()
     with environment.without_flow_heartbeats():
         result = run_sweep(config=args.config, overrides=overrides, grid=grid, seeds=seeds,
-                           address=address, workers=workers, sequential=sequential)
+                           address=address, workers=workers, sequential=sequential,
+                           register=args.register)
     print("\n" + result["table"])
     for cell in result["cells"]:
         if "error" in cell:
             print(f"failed: {cell['cell']}: {cell['error']}")
     print(f"\nresults table: MLflow run {result['sweep_run_id']} (experiment "
           f"'{result['config']}'), {Path(cfg.run_dir) / 'sweeps' / result['sweep_run_id']}")
+    print_ui_link(runs_uri(cfg), result["run_url"])
     return 1 if result["failed"] else 0
 
 
@@ -295,9 +329,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
                                     cfg.training.model_name, args.version)
     except ValueError as exc:  # no such version: the command line's problem
         raise errors.UsageError(str(exc)) from None
-    print(f"{mv.name}@champion -> version {mv.version} ({mv.tags.get('mode', '?')}, "
-          f"{mv.tags.get('test_modalities', '?')}, test accuracy "
-          f"{mv.tags.get('test.accuracy', 'unknown')})")
+    accuracy = mv.tags.get("test.accuracy")
+    fusion = mv.tags.get("fusion", "none")
+    print(f"{mv.name}@champion -> version {mv.version} ({mv.tags.get('mode', '?')}"
+          f"{'' if fusion == 'none' else f' {fusion}'}, test accuracy "
+          f"{f'{float(accuracy):.4f}' if accuracy else 'unknown'})")
     return 0
 
 

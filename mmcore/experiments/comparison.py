@@ -9,7 +9,13 @@ pipeline. Its result holds `test_accuracy`, `macro_f1`, `labels_used` and the pa
 - `significance`: each fused model against the best unimodal model, McNemar's test on the
   paired test predictions, pooled over seeds (each seed has its own test split);
 - `robustness`: mean curves over seeds, with MultiBench's relative and effective robustness
-  (effective: against multimodal late fusion under the same corruption).
+  (effective: against multimodal late fusion under the same corruption), each column named for
+  what it is (`ROBUSTNESS_COLUMNS`);
+- `fully_corrupted`: each fused model with one modality fully corrupted (level 1) beside the
+  unimodal model of the modality left intact, which that corruption cannot touch: where fusing
+  does worse than ignoring the corrupted modality, this table shows it.
+
+Every kind of model is named by `mmcore.learning_plan.mode_label`.
 """
 
 from __future__ import annotations
@@ -22,11 +28,25 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from mmcore.experiments.stats import mcnemar, mean_std
-from mmcore.robustness import effective_robustness, relative_robustness
+from mmcore.learning_plan import mode_label
+from mmcore.robustness import LEVELS, effective_robustness, relative_robustness
 
 KIND = ["mode", "train", "test", "fusion"]
 REFERENCE_FUSION = "late"  # MultiBench's effective robustness is relative to late fusion
 GROUPS = ["image", "text", "image+text"]
+# The robustness figures, named for what they are (the README says the same):
+RELATIVE = "relative_robustness_area_levels_0_to_1"  # area under accuracy vs level: 0..1
+EFFECTIVE = f"effective_robustness_sum_over_{len(LEVELS)}_levels"  # vs late fusion, 0 = same
+FULLY = "accuracy_at_level_1"  # the modality fully corrupted
+ROBUSTNESS_COLUMNS = {
+    RELATIVE: "area under the mean accuracy-vs-level curve, levels 0 to 1 (MultiBench's "
+              "relative robustness; on the accuracy scale, 1 = perfect at every level)",
+    EFFECTIVE: f"sum over the {len(LEVELS)} levels of the accuracy kept beyond late fusion's "
+               "once both start from the same clean accuracy (MultiBench's effective "
+               f"robustness; 0 = as late fusion, -{len(LEVELS) / 10:.1f} = 0.1 below it at "
+               "every level on average)",
+    FULLY: "accuracy with the modality fully corrupted (level 1), mean over seeds",
+}
 
 
 def _joined(modalities: list[str]) -> str:
@@ -47,6 +67,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for kind, group in frame.groupby(KIND, sort=False):
         row = dict(zip(KIND, kind, strict=True))
+        row["model"] = kind_label(row)
         row["labels_used"] = group["labels_used"].iloc[0]
         row["seeds"] = len(group)
         for measure in ("test_accuracy", "macro_f1"):
@@ -76,7 +97,8 @@ def significance(cells: list[dict[str, Any]], table: pd.DataFrame) -> list[dict[
     out = []
     uni = {c["seed"]: c for c in cells if c["mode"] == "unimodal"
            and _joined(c["train_modalities"]) == best["train"]}
-    for fusion in table.loc[table["mode"] == "multimodal", "fusion"]:
+    for _, kind in table[table["mode"] == "multimodal"].iterrows():
+        fusion = kind["fusion"]
         fused = {c["seed"]: c for c in cells if c["mode"] == "multimodal" and c["fusion"] == fusion}
         seeds = sorted(set(fused) & set(uni))
         a, b = [], []
@@ -88,7 +110,8 @@ def significance(cells: list[dict[str, Any]], table: pd.DataFrame) -> list[dict[
             continue
         test = mcnemar(np.concatenate(a), np.concatenate(b))
         diffs = [fused[s]["test_accuracy"] - uni[s]["test_accuracy"] for s in seeds]
-        out.append({"fusion": fusion, "against": f"unimodal {best['train']}", "seeds": seeds,
+        out.append({"model": kind["model"], "fusion": fusion, "against": best["model"],
+                    "seeds": seeds,
                     "difference_mean": float(np.mean(diffs)),
                     "only_fused_right": test.only_a, "only_unimodal_right": test.only_b,
                     "mcnemar_statistic": test.statistic, "p_value": test.p_value,
@@ -125,17 +148,42 @@ def robustness(curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         ].groupby(["seed", "modality", "corruption"])}
     rows = []
     for kind, group in curves.groupby(keys, sort=False):
-        relative, effective = [], []
+        relative, effective, fully = [], [], []
         for seed, curve in group.groupby("seed"):
             acc = curve.sort_values("level_index")["accuracy"].to_numpy()
             relative.append(relative_robustness(acc))
+            fully.append(float(acc[-1]))
             ref = reference.get((seed, kind[-2], kind[-1]))
             if ref is not None:
                 effective.append(effective_robustness(acc, ref))
         rows.append({**dict(zip(keys, kind, strict=True)),
-                     "relative_robustness": float(np.mean(relative)),
-                     "effective_robustness": float(np.mean(effective)) if effective else None})
+                     "model": kind_label(dict(zip(keys, kind, strict=True))),
+                     RELATIVE: float(np.mean(relative)),
+                     EFFECTIVE: float(np.mean(effective)) if effective else None,
+                     FULLY: float(np.mean(fully))})
     return mean, pd.DataFrame(rows)
+
+
+def fully_corrupted(table: pd.DataFrame, figures: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per fused model and fully corrupted modality and corruption: its accuracy, beside the
+    best unimodal model of a modality left intact (which that corruption cannot touch) and the
+    difference. Negative: fusing did worse than ignoring the corrupted modality."""
+    if figures.empty:
+        return []
+    uni = table[table["mode"] == "unimodal"]
+    out = []
+    fused = figures[figures["mode"] == "multimodal"]
+    for _, row in fused.iterrows():
+        intact = uni[uni["train"] != row["modality"]]
+        if intact.empty:
+            continue
+        best = intact.loc[intact["test_accuracy_mean"].idxmax()]
+        out.append({"model": row["model"], "fusion": row["fusion"],
+                    "corrupted": row["modality"], "corruption": row["corruption"],
+                    FULLY: row[FULLY], "intact_unimodal": best["model"],
+                    "intact_unimodal_accuracy": float(best["test_accuracy_mean"]),
+                    "difference": float(row[FULLY] - best["test_accuracy_mean"])})
+    return out
 
 
 def transfer_matrix(table: pd.DataFrame, curves: pd.DataFrame, fusion: str) -> pd.DataFrame:
@@ -176,37 +224,117 @@ def report(cells: list[dict[str, Any]], fusion: str) -> dict[str, Any]:
                             "accuracy": [[None if np.isnan(v) else float(v) for v in row]
                                          for row in matrix.to_numpy()]},
         "robustness": figures.to_dict(orient="records"),
+        "robustness_columns": ROBUSTNESS_COLUMNS,
+        "fully_corrupted": fully_corrupted(table, figures),
         "robustness_curves": mean_curves.to_dict(orient="records"),
     }
 
 
-def _kind_label(row: dict[str, Any]) -> str:
-    if row["mode"] == "multimodal":
-        return f"multimodal {row['fusion']}"
-    if row["mode"] == "cross_modal":
-        return f"cross-modal {row['train']} -> {row['test']}"
-    return f"unimodal {row['train']}"
+def kind_label(row: dict[str, Any]) -> str:
+    """A kind of cell (mode, train, test, fusion as in `summary`'s rows) by
+    `mmcore.learning_plan.mode_label`."""
+    fusion = row.get("fusion")
+    return mode_label(row["mode"], row["train"].split("+"), row["test"].split("+"),
+                      fusion if fusion not in (None, "-") else None)
 
 
-def render(rep: dict[str, Any]) -> str:
-    """The terminal table: mean ± std over seeds per kind, then fused vs best unimodal."""
+def _model_rows(rep: dict[str, Any]) -> list[dict[str, str]]:
+    """Per kind of model: its name, labels used, seeds, and test accuracy and macro F1 as
+    mean ± std over seeds (3 digits)."""
     from mmcore.experiments.stats import format_mean_std
 
-    lines = [f"{'model':<32} {'labels used':<12} {'seeds':>5}  {'test accuracy':<15} "
-             f"{'macro F1':<15}"]
     frame = pd.DataFrame(rep["cells"])
     frame["train"] = frame["train_modalities"].map(_joined)
     frame["test"] = frame["test_modalities"].map(_joined)
+    rows = []
     for row in rep["summary"]:
         kind = frame[(frame["mode"] == row["mode"]) & (frame["train"] == row["train"])
                      & (frame["test"] == row["test"])
                      & (frame["fusion"].fillna("-") == row["fusion"])]
-        lines.append(f"{_kind_label(row):<32} {row['labels_used']:<12} {row['seeds']:>5}  "
-                     f"{format_mean_std(kind['test_accuracy'].tolist()):<15} "
-                     f"{format_mean_std(kind['macro_f1'].tolist()):<15}")
+        rows.append({"model": kind_label(row), "labels used": row["labels_used"],
+                     "seeds": str(row["seeds"]),
+                     "test accuracy": format_mean_std(kind["test_accuracy"].tolist()),
+                     "macro F1": format_mean_std(kind["macro_f1"].tolist())})
+    return rows
+
+
+def _worst_fully_corrupted(rep: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per fused model, its fully corrupted case furthest below the intact unimodal model
+    (only those below it)."""
+    worst: dict[str, dict[str, Any]] = {}
+    for row in rep.get("fully_corrupted", []):
+        if row["difference"] < 0 and (row["model"] not in worst
+                                      or row["difference"] < worst[row["model"]]["difference"]):
+            worst[row["model"]] = row
+    return list(worst.values())
+
+
+def render(rep: dict[str, Any]) -> str:
+    """The terminal table: mean ± std over seeds per kind, then fused vs best unimodal, then
+    where a fused model falls below the unimodal model of an intact modality."""
+    lines = [f"{'model':<32} {'labels used':<12} {'seeds':>5}  {'test accuracy':<15} "
+             f"{'macro F1':<15}"]
+    for row in _model_rows(rep):
+        lines.append(f"{row['model']:<32} {row['labels used']:<12} {row['seeds']:>5}  "
+                     f"{row['test accuracy']:<15} {row['macro F1']:<15}")
     for sig in rep["significance"]:
-        lines.append(f"multimodal {sig['fusion']} vs {sig['against']}: "
+        lines.append(f"{sig['model']} vs {sig['against']}: "
                      f"{sig['difference_mean']:+.3f} accuracy, McNemar p = {sig['p_value']:.2g} "
                      f"({sig['only_fused_right']} vs {sig['only_unimodal_right']} test samples "
-                     f"only one model got right, {len(sig['seeds'])} seeds pooled)")
+                     "only one model got right"
+                     + (f", {len(sig['seeds'])} seeds pooled)" if len(sig["seeds"]) > 1 else ")"))
+    for row in _worst_fully_corrupted(rep):
+        lines.append(f"{row['model']} with {row['corrupted']} fully corrupted "
+                     f"({row['corruption']}): {row[FULLY]:.3f}, below "
+                     f"{row['intact_unimodal']} ({row['intact_unimodal_accuracy']:.3f})")
+    return "\n".join(lines)
+
+
+# MLflow's description renders Markdown tables without cell padding ("labels usedseeds"): an
+# em space after each cell keeps the columns apart there (Prefect's artifacts show it as text).
+CELL_GAP = "&emsp;"
+
+
+def markdown_table(header: list[str], rows: list[list[str]], gap: str = "") -> list[str]:
+    """A Markdown table; `gap` after each cell (`CELL_GAP` for MLflow's descriptions)."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(f"{c}{gap}" for c in cells) + " |"
+
+    return [line(header), "|" + "---|" * len(header), *(line(row) for row in rows)]
+
+
+def p_value(p: float) -> str:
+    """A p-value in 2 significant digits; below 0.001 as `< 0.001`."""
+    return "< 0.001" if p < 0.001 else f"{p:.2g}"
+
+
+def headline_markdown(rep: dict[str, Any], gap: str = "") -> str:
+    """The comparison's headline in Markdown (the MLflow parent run's description, the Prefect
+    flow run's artifact): test accuracy per model, fused - best unimodal with McNemar's p, and
+    the fused models that fall below an intact modality's unimodal model when the other
+    modality is fully corrupted. `gap`: see `markdown_table`."""
+    rows = _model_rows(rep)
+    lines = ["#### **Test accuracy** (mean ± std over seeds)", "",
+             *markdown_table(list(rows[0]) if rows else ["model"],
+                             [list(r.values()) for r in rows], gap)]
+    if rep["significance"]:
+        against = rep["significance"][0]["against"]
+        lines += ["", f"#### **Fused − best unimodal** ({against})", "",
+                  "McNemar's test on the paired test predictions, seeds pooled:", "",
+                  *markdown_table(["fused model", "Δ accuracy", "only fused right",
+                                   "only unimodal right", "McNemar p"],
+                                  [[s["model"], f"{s['difference_mean']:+.3f}",
+                                    str(s["only_fused_right"]), str(s["only_unimodal_right"]),
+                                    p_value(s["p_value"])] for s in rep["significance"]], gap)]
+    worst = _worst_fully_corrupted(rep)
+    if worst:
+        lines += ["", "#### **Below a single modality when the other is fully corrupted**", "",
+                  "Level 1, the worst case per fused model; the intact modality's unimodal "
+                  "model cannot be touched by that corruption:", "",
+                  *markdown_table(["fused model", "fully corrupted", "accuracy",
+                                   "intact unimodal", "its accuracy", "Δ"],
+                                  [[r["model"], f"{r['corrupted']} ({r['corruption']})",
+                                    f"{r[FULLY]:.3f}", r["intact_unimodal"],
+                                    f"{r['intact_unimodal_accuracy']:.3f}",
+                                    f"{r['difference']:+.3f}"] for r in worst], gap)]
     return "\n".join(lines)

@@ -1,5 +1,6 @@
-"""Figures of a comparison (`mmcore.comparison.report`): the transfer matrix as a heatmap,
-fusion operators side by side, robustness curves per corrupted modality."""
+"""Figures of a comparison (`mmcore.experiments.comparison.report`): the transfer matrix as a
+heatmap, fusion operators side by side, robustness curves per corrupted modality. Models are
+named by `mmcore.learning_plan.mode_label`, as in every table."""
 
 from __future__ import annotations
 
@@ -9,19 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from mmcore.experiments.comparison import kind_label
+from mmcore.plotting import pyplot, save_figure
 
 
 def plot_transfer_matrix(matrix: dict[str, Any], path: Path) -> Path:
     """Mean test accuracy, trained on (rows) x tested on (columns); empty cells grey."""
-    plt = _pyplot()
+    plt = pyplot()
     values = np.array([[np.nan if v is None else v for v in row] for row in matrix["accuracy"]])
     fig, ax = plt.subplots(figsize=(5, 4))
     image = ax.imshow(np.ma.masked_invalid(values), vmin=0, vmax=1, cmap="viridis")
@@ -35,15 +30,12 @@ def plot_transfer_matrix(matrix: dict[str, Any], path: Path) -> Path:
             ax.text(j, i, f"{v:.3f}", ha="center", va="center",
                     color="white" if v < 0.6 else "black")
     fig.colorbar(image, ax=ax, label="test accuracy (mean over seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_fusions(summary: pd.DataFrame, path: Path) -> Path:
     """Each fusion operator's accuracy (mean ± std over seeds) beside the best unimodal model."""
-    plt = _pyplot()
+    plt = pyplot()
     fused = summary[summary["mode"] == "multimodal"]
     uni = summary[summary["mode"] == "unimodal"]
     fig, ax = plt.subplots(figsize=(max(4, 0.7 * len(fused) + 2), 3.6))
@@ -52,38 +44,45 @@ def plot_fusions(summary: pd.DataFrame, path: Path) -> Path:
     if not uni.empty:
         best = uni.loc[uni["test_accuracy_mean"].idxmax()]
         ax.axhline(best["test_accuracy_mean"], color="#c44e52", ls="--",
-                   label=f"best unimodal ({best['train']})")
+                   label=f"best unimodal: {kind_label(best.to_dict())}")
         ax.legend(loc="lower right", fontsize=8)
     low = min(fused["test_accuracy_mean"].min(), uni["test_accuracy_mean"].max()
               if not uni.empty else 1.0)
     ax.set(ylabel="test accuracy", ylim=(max(0.0, low - 0.1), 1.0),
            title="fusion operators (mean ± std over seeds)")
     ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
-def plot_robustness(curves: pd.DataFrame, modality: str, path: Path) -> Path:
+def intact_baselines(summary: pd.DataFrame, modality: str) -> dict[str, float]:
+    """The unimodal models that never see `modality` (corrupting it cannot touch them): their
+    clean test accuracy (mean over seeds), by name."""
+    uni = summary[(summary["mode"] == "unimodal") & (summary["train"] != modality)]
+    return {kind_label(row): float(row["test_accuracy_mean"])
+            for row in uni.to_dict(orient="records")}
+
+
+def plot_comparison_robustness(curves: pd.DataFrame, modality: str, path: Path,
+                               intact: dict[str, float] | None = None) -> Path:
     """One panel per corruption of `modality`: every kind of model tested on it, mean accuracy
-    over seeds against the corruption level."""
-    plt = _pyplot()
+    over seeds against the corruption level; dashed, the unimodal models of the other
+    modality (`intact_baselines`), which a fused model should not fall below."""
+    plt = pyplot()
     mine = curves[curves["modality"] == modality]
     names = list(dict.fromkeys(mine["corruption"]))
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
-        for (mode, train, test, fusion), curve in mine[mine["corruption"] == name].groupby(
+        for kind, curve in mine[mine["corruption"] == name].groupby(
                 ["mode", "train", "test", "fusion"], sort=False):
-            label = (f"multimodal {fusion}" if mode == "multimodal"
-                     else f"{mode.replace('_', '-')} {train} -> {test}")
+            label = kind_label(dict(zip(["mode", "train", "test", "fusion"], kind, strict=True)))
             curve = curve.sort_values("level")
             ax.plot(curve["level"], curve["accuracy"], marker="o", ms=2.5, lw=1.2, label=label)
-        ax.set(title=f"{modality}: {name}", xlabel="level", ylim=(0, 1.02))
+        for label, accuracy in (intact or {}).items():
+            ax.axhline(accuracy, color="#555555", ls="--", lw=1,
+                       label=f"{label} (no {modality} needed)")
+        ax.set(title=f"{modality} corrupted: {name}", xlabel="corruption level",
+               ylim=(0, 1.02))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (mean over seeds)")
-    axes[0][-1].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return save_figure(fig, path)

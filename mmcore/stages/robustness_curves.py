@@ -133,21 +133,15 @@ def robustness_metrics(curves: pd.DataFrame) -> tuple[dict[str, list[float]], di
     return series, areas
 
 
-def plot_robustness(curves: pd.DataFrame, path: Path, title: str) -> Path:
-    """Accuracy against corruption level, one line per (modality, corruption)."""
-    import matplotlib
+def plot_robustness_curves(curves: pd.DataFrame, path: Path, title: str) -> Path:
+    """One model's accuracy against corruption level, one line per (modality, corruption)."""
+    from mmcore.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     for (modality, name), curve in curves.groupby(["modality", "corruption"], sort=True):
         curve = curve.sort_values("level")
         ax.plot(curve["level"], curve["accuracy"], marker="o", ms=3, label=f"{modality}: {name}")
     ax.set(xlabel="corruption level", ylabel="test accuracy", ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

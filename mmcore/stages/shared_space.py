@@ -32,7 +32,7 @@ from mmcore.fusion import ProjectionHead
 from mmcore.io.parquet import embedding_table, read_embeddings, write_table
 from mmcore.learning_plan import JOINT, anchor_of, labelled
 from mmcore.losses import info_nce_loss, l2_alignment_loss
-from mmcore.metrics import paired_distances, retrieval_at_1
+from mmcore.metrics import best_epoch, paired_distances, retrieval_at_1
 from mmcore.stages.anchored_space import fit_anchor_side, fit_student_side, project
 from mmcore.training import ArrayBatches, fit, resolve_device, seed_everything
 
@@ -127,6 +127,13 @@ def _joint(feats: dict[str, dict[str, Any]], n_classes: int, cfg: SharedSpaceCon
                     "val_retrieval_at_1": retrieval_at_1(a, b, first["label"][val])}
 
 
+def _kept(history: list[dict[str, float]]) -> dict[str, float]:
+    """The record of the epoch whose weights `fit` kept (its best on the value it selects on),
+    not the last one: the summary then agrees with the curve's best and `best_epoch`."""
+    best = best_epoch(history)
+    return history[best - 1] if best is not None else history[-1]
+
+
 def _anchored(feats: dict[str, dict[str, Any]], anchor: str, n_classes: int, cfg: SharedSpaceConfig,
               seed: int, out_dir: Path, on_epoch, device: str,
               ) -> tuple[dict[str, np.ndarray], dict]:
@@ -142,14 +149,14 @@ def _anchored(feats: dict[str, dict[str, Any]], anchor: str, n_classes: int, cfg
 
     history = fit_anchor_side(model, anchor, a["embedding"], a["label"], a["split"], cfg, seed,
                               target, prefixed(anchor))
-    metrics: dict[str, Any] = {f"{anchor}.{k}": v for k, v in history[-1].items()}
+    metrics: dict[str, Any] = {f"{anchor}.{k}": v for k, v in _kept(history).items()}
     z_anchor = project(model, {anchor: a})[anchor]
     val = a["split"] == "val"
     for student in sorted(set(feats) - {anchor}):
         b = feats[student]
         history = fit_student_side(model, student, b["embedding"], z_anchor, a["split"], cfg,
                                    seed, target, on_epoch)
-        metrics.update({f"{student}.{k}": v for k, v in history[-1].items()})
+        metrics.update({f"{student}.{k}": v for k, v in _kept(history).items()})
     shared = project(model, feats)
     torch.save(model.cpu().state_dict(), out_dir / "projections.pt")
     for student in sorted(set(feats) - {anchor}):

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from mmcore.io.parquet import embedding_array, read_dataset, write_table
 from mmcore.io.partitions import MapParts, one_thread, run_inline
+from mmcore.learning_plan import mode_label
 from mmcore.metrics import classification_metrics, plot_confusion
 from mmcore.stages.training import labels_of, load_classifier, load_shared, predict_proba
 
@@ -84,7 +85,8 @@ def run_testing(shared_dir: Path, training_dir: Path, modalities: list[str],
         raise ValueError(f"{predictions}: its parts do not hold the test rows in order")
     labels, preds = table.column("label").to_numpy(), table.column("pred").to_numpy()
     metrics = classification_metrics(labels, preds, len(class_names))
-    title = f"{plan['mode']}: train {'+'.join(plan['train'])}, test {'+'.join(plan['test'])}"
+    title = mode_label(plan["mode"], plan["train"], plan["test"],
+                       spec["training"]["fusion"] if plan["mode"] == "multimodal" else None)
     plot_confusion(labels, preds, class_names, out_dir / "confusion.png", title)
     result: dict[str, Any] = {"plan": plan, "metrics": metrics}
     if chain is not None and samples_dir is not None:
@@ -96,7 +98,7 @@ def run_testing(shared_dir: Path, training_dir: Path, modalities: list[str],
 def _robustness(chain, samples_dir, plan, shared, first, rows, labels, seed, out_dir,
                 file_meta, title) -> dict[str, Any]:
     from mmcore.stages.robustness_curves import (
-        plot_robustness,
+        plot_robustness_curves,
         robustness_curves,
         robustness_metrics,
     )
@@ -107,6 +109,6 @@ def _robustness(chain, samples_dir, plan, shared, first, rows, labels, seed, out
                                pd.Series(labels, index=first["id"][rows]), fallback, seed)
     write_table(out_dir / "robustness.parquet", pa.Table.from_pandas(curves, preserve_index=False),
                 {**file_meta, "plan": plan})
-    plot_robustness(curves, out_dir / "robustness.png", title)
+    plot_robustness_curves(curves, out_dir / "robustness.png", title)
     series, areas = robustness_metrics(curves)
     return {"series": series, "relative": areas}

@@ -85,19 +85,24 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
                   epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate, select_best="val_acc",
                   on_epoch_end=on_epoch, device=resolve_device(device),
                   loss_name=classification_loss_name(model))
+    # `val_acc`: the kept (best) epoch's, as on the val curve. Late fusion then fits the
+    # modalities' weights on the same val split: the accuracy after that says so in its name.
+    probs, labels = predict_proba(model, shared, plan, "val", use=plan["train"])
+    val = {"val_acc": float((probs.argmax(1) == labels).mean())}
     weights = {}
     if hasattr(model, "calibrate"):  # late fusion: fit the modalities' weights on val
         rows = np.flatnonzero(first["split"] == "val")
         target = next(model.parameters()).device
         weights = model.calibrate(_inputs(shared, plan["train"], rows, plan["train"], target),
                                   torch.from_numpy(labels_of(shared, plan)[rows]).to(target))
-    probs, labels = predict_proba(model, shared, plan, "val", use=plan["train"])
+    if weights:  # something was fitted on val: its accuracy there is no longer a fair check
+        probs, labels = predict_proba(model, shared, plan, "val", use=plan["train"])
+        val["val_acc_after_calibration"] = float((probs.argmax(1) == labels).mean())
     torch.save(model.cpu().state_dict(), out_dir / "classifier.pt")
     spec = {"plan": plan, "dim": dim, "n_classes": n_classes,
             "training": cfg.model_dump(mode="json")}
     write_json(out_dir / "classifier.json", spec)
-    return {"plan": plan, "history": history, "val_acc": float((probs.argmax(1) == labels).mean()),
-            "fusion_weights": weights}
+    return {"plan": plan, "history": history, "val": val, "fusion_weights": weights}
 
 
 def load_classifier(training_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -168,6 +168,9 @@ def fit(
     `correct` its right answers (-> `train_acc`), and any other entry a sum over the batch's rows
     recorded as a per-row mean, `train_<entry>` (a second measure beside the optimised one).
 
+    `on_epoch_end(epoch, record)` gets each epoch's record with the epoch counted from 1 (as
+    `Progress.line` shows it, and so MLflow's steps and `mmcore.metrics.best_epoch`).
+
     `batches(epoch)` yields dicts of tensors (reshuffled per epoch), moved to `device` here. With
     `select_best`, the weights of the epoch with the highest `evaluate(model)[select_best]` are
     restored at the end, and `patience` stops training after that many epochs without a new
@@ -216,7 +219,7 @@ def fit(
         history.append(record)
         meter.end()
         if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
+            on_epoch_end(epoch + 1, record)  # counted from 1, as the terminal counts them
         if select_best and record[select_best] > best_score:
             best_score, best_state = record[select_best], copy.deepcopy(model.state_dict())
             since_best = 0

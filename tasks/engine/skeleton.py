@@ -93,18 +93,38 @@ class StageRun:
         get_run_logger().info("%s %s: %s", self.stage, part, progress.line())
 
     def plot_curves(self) -> None:
-        """Per trained part (an encoder, the shared space, the classifier): train and val curves
-        overlaid in one PNG, and its `summary/<part.>best_epoch` as a metric."""
-        from mmcore.metrics import best_epoch, plot_learning_curves
+        """Per trained part (an encoder, a side of the shared space, the classifier): train and
+        val curves overlaid in one PNG, and its `summary/<part.>best_epoch` as a metric (counted
+        from 1, as the curves' steps). A part without train or val curves gets no plot."""
+        from mmcore.metrics import best_epoch, curve_names, plot_learning_curves
 
-        for prefix, history in self.epochs.history.items():
-            part = prefix.rstrip(".") or self.stage
+        for part, history in _parts(self.epochs.history).items():
+            if not curve_names(history):
+                continue
             best = best_epoch(history)
             if best is not None:
-                self.log_metrics({f"{runs.SUMMARY}{prefix}best_epoch": best})
-            name = f"curves_{part}.png"
-            plot_learning_curves(history, self.out / name, f"{self.stage}: {part}")
+                self.log_metrics({f"{runs.SUMMARY}{part}best_epoch": best})
+            name = f"curves_{part.rstrip('.') or self.stage}.png"
+            title = " · ".join([self.stage, *([part.rstrip(".")] if part else []),
+                                "learning curves"])
+            plot_learning_curves(history, self.out / name, title)
             self.log_artifacts(name)
+
+
+def _parts(history: dict[str, list[dict[str, float]]]) -> dict[str, list[dict[str, float]]]:
+    """The epoch records per trained part (`image.`, or `` for the stage's one model): a
+    prefix's records, split again by a `<part>.` in their keys (the anchored space logs both of
+    its sides, `image.val_acc` and `text.val_pair_l2`, under one prefix)."""
+    parts: dict[str, list[dict[str, float]]] = {}
+    for prefix, records in history.items():
+        for record in records:
+            split: dict[str, dict[str, float]] = {}
+            for key, value in record.items():
+                head, dot, name = key.rpartition(".")
+                split.setdefault(prefix + head + dot, {})[name] = value
+            for part, values in split.items():
+                parts.setdefault(part, []).append(values)
+    return parts
 
 
 class _Epochs(runs.EpochLogger):

@@ -59,7 +59,7 @@ def feature_extraction_task(run: StageRun) -> dict:
     # encoder, not a learning mode's result (those are the testing stage's).
     run.log_metrics({f"{runs.SUMMARY}encoder_probe.{m}.{name}": v
                      for m, scores in result["scores"].items() for name, v in scores.items()})
-    run.set_tags({"space": space, "labels_used": ",".join(result["labels_used"]),
+    run.set_tags({"space": space, "labels_used": "+".join(result["labels_used"]),
                   "encoders.reused_from": str(reuse or "")})
     return {"modalities": result["modalities"], "class_names": result["class_names"],
             "space": space, "encoders": result["encoders"],

@@ -27,7 +27,7 @@ def shared_space_task(run: StageRun) -> dict:
                         len(features["class_names"]), run.cfg.shared_space, run.cfg.seed, run.out,
                         run.file_meta, on_epoch=run.epochs, device=run.cfg.device, space=space)
     run.log_metrics({f"{runs.SUMMARY}{k}": v for k, v in result["metrics"].items()})
-    run.set_tags({"space": space, "labels_used": ",".join(result["labels_used"])})
+    run.set_tags({"space": space, "labels_used": "+".join(result["labels_used"])})
     _plot_shared_space(run, features["modalities"], features["class_names"],
                        result["labels_used"][0])
     return {"modalities": features["modalities"], "class_names": features["class_names"],

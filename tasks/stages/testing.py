@@ -9,17 +9,19 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow.parquet as pq
 
+from mmcore.learning_plan import mode_label
 from tasks.engine.skeleton import StageRun, stage_task
 from tasks.tracking import runs
 
 STAGE = "testing"
 
 
-def result_row(plan: dict, metrics: dict[str, float]) -> pd.DataFrame:
+def result_row(plan: dict, metrics: dict[str, float], fusion: str) -> pd.DataFrame:
     """This model's result: one name per measure (mode, modalities, labels used)."""
     return pd.DataFrame([{
-        "model": f"{plan['mode']} ({'+'.join(plan['train'])} -> {'+'.join(plan['test'])})",
-        "mode": plan["mode"], "labels_used": ",".join(plan["labels_used"]),
+        "model": mode_label(plan["mode"], plan["train"], plan["test"],
+                            fusion if plan["mode"] == "multimodal" else None),
+        "mode": plan["mode"], "labels_used": "+".join(plan["labels_used"]),
         "test_accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}])
 
 
@@ -44,7 +46,7 @@ def testing_task(run: StageRun) -> dict:
                          part_rows=cfg.data.batch_rows, map_parts=run.map_parts(shared_rows))
     plan = result["plan"]
     run.log_metrics({f"test.{k}": v for k, v in result["metrics"].items()})
-    table = result_row(plan, result["metrics"])
+    table = result_row(plan, result["metrics"], cfg.training.fusion)
     table.to_csv(run.out / "comparison.csv", index=False)
     run.log_artifacts("confusion.png", "comparison.csv")
     # As tables too: MLflow's evaluation view shows them beside other runs' tables.
@@ -56,14 +58,13 @@ def testing_task(run: StageRun) -> dict:
                                                  space["class_names"]), "per_class.json")
     robustness = result.get("robustness")
     if robustness:
-        for name, accuracies in robustness["series"].items():  # step = level index
-            for step, accuracy in enumerate(accuracies):
-                run.epochs(step, {name: accuracy}, prefix="")
+        # Curves over corruption levels, not epochs: step = level index (level x 10).
+        runs.log_series(run.cfg, run.run_id, robustness["series"])
         run.log_metrics(robustness["relative"])
         run.log_artifacts("robustness.png")
-    run.set_tags({"mode": plan["mode"], "labels_used": ",".join(plan["labels_used"]),
-                  "train_modalities": ",".join(plan["train"]),
-                  "test_modalities": ",".join(plan["test"])})
+    run.set_tags({"mode": plan["mode"], "labels_used": "+".join(plan["labels_used"]),
+                  "train_modalities": "+".join(plan["train"]),
+                  "test_modalities": "+".join(plan["test"])})
     return {"plan": plan, "labels_used": plan["labels_used"],
             "comparison": table.to_dict(orient="records"),
             "robustness": robustness["series"] if robustness else {}}

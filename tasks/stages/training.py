@@ -35,12 +35,12 @@ def training_task(run: StageRun) -> dict:
     code = code_digests(cfg, MODEL_CODE)
     model_uri = log_chain(chain, run.run_id, _example(cfg, chain),
                           runs.tracking_uri(cfg.run_dir), MODEL_CODE, code)
-    run.log_metrics({f"{runs.SUMMARY}val_acc": result["val_acc"],
+    run.log_metrics({**{f"{runs.SUMMARY}{k}": v for k, v in result["val"].items()},
                      **{f"{runs.SUMMARY}fusion_weight.{m}": w
                         for m, w in result["fusion_weights"].items()}})
     plan = result["plan"]
     run.set_tags({"mode": plan["mode"], "model.uri": model_uri,
-                  "labels_used": ",".join(plan["labels_used"]), "space": plan["space"]})
+                  "labels_used": "+".join(plan["labels_used"]), "space": plan["space"]})
     return {"plan": plan, "labels_used": plan["labels_used"], "modalities": space["modalities"],
             "class_names": space["class_names"], "model_uri": model_uri,
             "content_digest": content_digest(chain, code)}

@@ -1,15 +1,19 @@
 """The Model Registry, with meaning: every write to it goes through this module.
 
-- Every version says what it is: tags (mode, train/test modalities, fusion, data digest, test
-  accuracy, config digest, labels used, content digest) and a Markdown description.
+- The registered model says what it is and what its aliases mean (`MODEL_DESCRIPTION`).
+- Every version says what it is: a few tags a reviewer filters on (`VersionFacts.tags`: mode,
+  fusion, registered by, test accuracy, and the data and content digests the champion decision
+  and the reuse of versions compare) and a Markdown description with the rest (modalities,
+  labels used, config, the run that trained it, the champion decision).
 - `@candidate` is the newest version trained with the project's default mode: trained and tested
   on every modality the data has (multimodal on image + text data).
 - `@champion` is the version that serves. It moves when a candidate's test accuracy on the same
   test data (same data digest) is at least the champion's, or by an explicit `mmpipe promote`.
-- Only the pipeline's own runs move aliases. Comparison cells, sweeps and other modes register
-  versions (tagged with their role) but never move either alias.
-- A training that produced the same chain (same weights, spec and code: same content digest) adds
-  no version: the existing one is reused.
+- Only the pipeline's own runs move aliases. Comparison and sweep cells log their models as run
+  artifacts and register nothing, unless asked (`mmpipe compare --register`: registered in their
+  role, they never move either alias); nor does a pipeline run in another mode.
+- A training that produced the same chain (same weights, spec and code: same content digest)
+  adds no version: the existing one is reused.
 
 The pipeline calls `register_candidate` after training and `consider_for_champion` after testing
 (the test accuracy is known only then), with the stages' refs; both also run on cache hits, so a
@@ -28,6 +32,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from mmcore.config import PipelineConfig
+from tasks.tracking.run_summary import run_link
 from tasks.tracking.runs import tracking_uri as store_uri
 from tasks.tracking.runs import using_tracking_uri
 
@@ -59,19 +64,35 @@ class VersionFacts:
     run_id: str
 
     def tags(self) -> dict[str, str]:
+        """The few a reviewer filters versions on, and those the registry's decisions read
+        (`data.digest`, `content.digest`); the rest is in the description."""
         return {
             "mode": self.mode,
-            "train_modalities": "+".join(self.train_modalities),
-            "test_modalities": "+".join(self.test_modalities),
             "fusion": self.fusion,
-            "data.digest": self.data_digest,
-            "config.digest": self.config_digest,
-            "config.name": self.config_name,
-            "labels_used": "+".join(self.labels_used),
-            "content.digest": self.content_digest,
             "registered_by": self.role,
-            "default_mode": str(self.default_mode).lower(),
+            "data.digest": self.data_digest,
+            "content.digest": self.content_digest,
         }
+
+    def description(self, run_route: str) -> str:
+        """What the version is, in Markdown: the part of its description that never changes
+        (`run_route`: the UI route of the run that trained it)."""
+        fusion = f" · {self.fusion} fusion" if self.fusion != "none" else ""
+        rows = [
+            ("labels used", "+".join(self.labels_used)),
+            ("default mode", f"{'yes' if self.default_mode else 'no'} (trained and tested on "
+                             "every modality of the data)"),
+            ("data digest", f"`{self.data_digest}` (the data, hence the test split)"),
+            ("config", f"`{self.config_name}` (digest `{self.config_digest}`)"),
+            ("content digest", f"`{self.content_digest}` (weights + spec + code)"),
+            ("registered by", f"{self.role} run"),
+            ("trained in run", f"[{self.run_id}]({run_route})"),
+        ]
+        # Plain text first: the registry's versions table shows the description's start raw.
+        return "\n".join([
+            f"{self.mode}{fusion}: trained on {'+'.join(self.train_modalities)}, tested on "
+            f"{'+'.join(self.test_modalities)}.", "", "| | |", "|---|---|",
+            *(f"| {name}&emsp; | {value} |" for name, value in rows)])
 
 
 def is_default_mode(plan: dict, data_modalities: list[str]) -> bool:
@@ -106,13 +127,50 @@ def register_version(tracking_uri: str, name: str, model_uri: str, facts: Versio
         version, is_new = str(created.version), True
     else:
         version, is_new = str(existing.version), False
+    _describe_model(client, name)
     moves_aliases = facts.role == "pipeline" and facts.default_mode
     if moves_aliases:
         client.set_registered_model_alias(name, CANDIDATE, version)
     if is_new:
-        client.update_model_version(name, version, describe(client.get_model_version(name,
-                                                                                      version)))
+        client.update_model_version(name, version, describe(
+            client.get_model_version(name, version), facts.description(_run_route(client,
+                                                                                  facts.run_id))))
     return Registration(version, is_new, moves_aliases)
+
+
+# The registered model's description: what it is, what its aliases mean, where versions come
+# from and what their tags say.
+MODEL_DESCRIPTION = """\
+**The mmpipe classifier**: the whole inference chain as one MLflow pyfunc model, raw image
+and/or text in, class probabilities out (one column per class). Each version is one training of
+the pipeline (`mmpipe run`); its description says its mode, modalities, labels, config and run.
+
+- **`@candidate`**: the newest version trained in the project's default mode (trained and tested
+  on every modality of the data), by `mmpipe run`.
+- **`@champion`**: the version that serves (`models:/{name}@champion`). It moves to a candidate
+  whose test accuracy on the same test data (same `data.digest`) is at least the champion's, or
+  by hand: `mmpipe promote VERSION`.
+
+Comparisons and sweeps log their cells' models with their runs and register none, unless run
+with `--register`; versions they register never move an alias. Tags, to filter on: `mode`,
+`fusion`, `registered_by`, `test.accuracy`, `data.digest`, `content.digest` (the same weights, spec
+and code are never registered twice).
+"""
+
+
+def _describe_model(client: MlflowClient, name: str) -> None:
+    text = MODEL_DESCRIPTION.replace("{name}", name)
+    if (client.get_registered_model(name).description or "") != text:
+        client.update_registered_model(name, description=text)
+
+
+def _run_route(client: MlflowClient, run_id: str) -> str:
+    """The UI route of a run (its experiment looked up), in the model-training view."""
+    try:
+        experiment = client.get_run(run_id).info.experiment_id
+    except MlflowException:
+        return f"#/runs/{run_id}"
+    return run_link(experiment, run_id)
 
 
 @dataclass(frozen=True)
@@ -124,25 +182,24 @@ class Decision:
 
 
 def decide_champion(tracking_uri: str, name: str, version: str, test_accuracy: float,
-                    role: str) -> Decision:
+                    role: str, default_mode: bool) -> Decision:
     """Record the version's test accuracy; move `@champion` to it when it is the candidate of a
-    pipeline run and at least as accurate as the champion on the same test data. The decision
-    of a considered version is kept in its `champion.decision` tag."""
+    pipeline run in the default mode and at least as accurate as the champion on the same test
+    data. The decision of a considered version goes into its description."""
     client = MlflowClient(tracking_uri)
     client.set_model_version_tag(name, version, "test.accuracy", f"{test_accuracy:.6f}")
-    decision = _decide(client, name, client.get_model_version(name, version), test_accuracy,
-                       role)
+    mv = client.get_model_version(name, version)
+    decision = _decide(client, name, mv, test_accuracy, role, default_mode)
+    status = {"champion decision": decision.reason} if decision.considered else {}
     if decision.moved:
-        _set_champion(client, name, version, "auto")
-    if decision.considered:
-        client.set_model_version_tag(name, version, "champion.decision", decision.reason)
-    client.update_model_version(name, version, describe(client.get_model_version(name,
-                                                                                  version)))
+        _set_champion(client, name, version)
+        status["promoted to champion"] = "automatically, by this decision"
+    _update_status(client, name, version, status)
     return decision
 
 
 def _decide(client: MlflowClient, name: str, mv: ModelVersion, accuracy: float,
-            role: str) -> Decision:
+            role: str, default_mode: bool) -> Decision:
     champion = _alias(client, name, CHAMPION)
     current = str(champion.version) if champion else None
 
@@ -152,7 +209,7 @@ def _decide(client: MlflowClient, name: str, mv: ModelVersion, accuracy: float,
     def move(reason: str) -> Decision:
         return Decision(str(mv.version), True, True, reason)
 
-    if role != "pipeline" or mv.tags.get("default_mode") != "true":
+    if role != "pipeline" or not default_mode:
         return keep(f"not considered: a {role} run of mode {mv.tags.get('mode')} never moves "
                     "aliases", considered=False)
     candidate = _alias(client, name, CANDIDATE)
@@ -181,15 +238,14 @@ def promote(tracking_uri: str, name: str, version: str) -> ModelVersion:
         client.get_model_version(name, version)
     except MlflowException:
         raise ValueError(f"model {name!r} has no version {version!r}") from None
-    _set_champion(client, name, version, "manual")
-    client.update_model_version(name, version, describe(client.get_model_version(name,
-                                                                                 version)))
+    _set_champion(client, name, version)
+    _update_status(client, name, version,
+                   {"promoted to champion": "by hand (`mmpipe promote`)"})
     return client.get_model_version(name, version)
 
 
-def _set_champion(client: MlflowClient, name: str, version: str, how: str) -> None:
+def _set_champion(client: MlflowClient, name: str, version: str) -> None:
     client.set_registered_model_alias(name, CHAMPION, version)
-    client.set_model_version_tag(name, version, "champion.promoted", how)
 
 
 def _alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -205,31 +261,30 @@ def _version_with_digest(client: MlflowClient, name: str, digest: str) -> ModelV
     return min(found, key=lambda mv: int(mv.version)) if found else None
 
 
-def describe(mv: ModelVersion) -> str:
-    """The version's Markdown description, from its tags."""
-    t = mv.tags
-    accuracy = t.get("test.accuracy")
-    fusion = f" · {t['fusion']} fusion" if t.get("fusion", "none") != "none" else ""
-    lines = [
-        f"**{t.get('mode', '?')}{fusion}**: trained on {t.get('train_modalities', '?')}, "
-        f"tested on {t.get('test_modalities', '?')}.",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| test accuracy | {float(accuracy):.4f} |" if accuracy else "| test accuracy | "
-                                                                      "not tested yet |",
-        f"| data digest | `{t.get('data.digest', '?')}` |",
-        f"| labels used | {t.get('labels_used', '?')} |",
-        f"| config | `{t.get('config.name', '?')}` (digest `{t.get('config.digest', '?')}`) |",
-        f"| content digest | `{t.get('content.digest', '?')}` (weights + spec + code) |",
-        f"| registered by | {t.get('registered_by', '?')} run |",
-        f"| trained in run | `{mv.run_id}` |",
-    ]
-    if "champion.decision" in t:
-        lines += ["", f"Champion decision: {t['champion.decision']}."]
-    if "champion.promoted" in t:
-        lines += ["", f"Promoted to `@champion` ({t['champion.promoted']})."]
-    return "\n".join(lines)
+# Where a version's description turns from what it is (fixed) to what became of it (updated).
+STATUS = "**Status**"
+
+
+def describe(mv: ModelVersion, facts: str | None = None, status: dict[str, str] | None = None,
+             ) -> str:
+    """The version's Markdown description: what it is (`facts`, else kept from its current
+    description), then its status: the test accuracy (its tag) and, from `status` or kept, the
+    champion decision and how it became champion."""
+    old_facts, _, old_status = (mv.description or "").partition(f"\n\n{STATUS}\n")
+    items = dict(line[2:].split(": ", 1) for line in old_status.splitlines()
+                 if line.startswith("- ") and ": " in line)
+    accuracy = mv.tags.get("test.accuracy")
+    items["test accuracy"] = f"{float(accuracy):.4f}" if accuracy else "not tested yet"
+    items |= status or {}
+    order = ["test accuracy", *(k for k in items if k != "test accuracy")]
+    return "\n".join([facts or old_facts, "", STATUS, "",
+                      *(f"- {key}: {items[key]}" for key in order)])
+
+
+def _update_status(client: MlflowClient, name: str, version: str,
+                   status: dict[str, str]) -> None:
+    mv = client.get_model_version(name, version)
+    client.update_model_version(name, version, describe(mv, status=status))
 
 
 def facts_for(cfg: PipelineConfig, refs: dict[str, StageRef], role: str) -> VersionFacts:
@@ -273,7 +328,9 @@ def consider_for_champion(cfg: PipelineConfig, refs: dict[str, StageRef], role: 
     if "test.accuracy" not in mv.tags:  # first tested: the logged model gets its real scores
         _log_model_metrics(MlflowClient(uri), mv, {**refs["training"].summary["metrics"],
                                                    **metrics})
-    return decide_champion(uri, name, str(mv.version), metrics["test.accuracy"], role)
+    plan = refs["training"].summary["plan"]
+    return decide_champion(uri, name, str(mv.version), metrics["test.accuracy"], role,
+                           is_default_mode(plan, refs["training"].summary["modalities"]))
 
 
 def _log_model_metrics(client: MlflowClient, mv: ModelVersion,

@@ -2,7 +2,7 @@
 description, and the Markdown artifact on the Prefect flow run. Each links to the other.
 
 Names say what ran: `default · multimodal late · image+text`, `default · cross_modal ·
-image→text`; stage runs are `1-preprocessing` … `5-testing`.
+image->text`; stage runs are `1-preprocessing` … `5-testing`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from mmcore.config import STAGES, PipelineConfig
+from mmcore.learning_plan import mode_label
 from mmcore.uris import public_uri
-from tasks.tracking.runs import stage_run_name, tracking_uri
+from tasks.tracking.runs import RUNS_VIEW_KEY, stage_run_name, tracking_uri
 
 if TYPE_CHECKING:  # annotations only: tracking never imports the engine at run time
     from tasks.engine.keys import StageRef
@@ -28,20 +29,13 @@ DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 RUNS_VIEW = "?workflowType=machine_learning"
 
 
-def mode_label(plan: dict[str, Any] | None, cfg: PipelineConfig) -> str:
-    """`multimodal late · image+text`, `unimodal · text`, `cross_modal · image→text`."""
-    if plan is None:  # training did not run in this pipeline run
-        return cfg.training.mode
-    train, test = "+".join(plan["train"]), "+".join(plan["test"])
-    if plan["mode"] == "multimodal":
-        return f"multimodal {cfg.training.fusion} · {train}"
-    if plan["mode"] == "cross_modal":
-        return f"cross_modal · {train}→{test}"
-    return f"unimodal · {train}"
-
-
 def run_name(cfg: PipelineConfig, plan: dict[str, Any] | None) -> str:
-    return f"{cfg.name} · {mode_label(plan, cfg)}"
+    """`default · multimodal late · image+text` (`mmcore.learning_plan.mode_label`); the
+    configured mode alone when training did not run in this pipeline run."""
+    if plan is None:
+        return f"{cfg.name} · {cfg.training.mode}"
+    fusion = cfg.training.fusion if plan["mode"] == "multimodal" else None
+    return f"{cfg.name} · {mode_label(plan['mode'], plan['train'], plan['test'], fusion)}"
 
 
 def mlflow_ui(cfg: PipelineConfig) -> str:
@@ -55,6 +49,25 @@ def mlflow_ui(cfg: PipelineConfig) -> str:
 def run_link(experiment_id: str, run_id: str) -> str:
     """The UI route of a run (relative: it works on any MLflow UI host)."""
     return f"#/experiments/{experiment_id}/runs/{run_id}{RUNS_VIEW}"
+
+
+def experiment_link(experiment_id: str) -> str:
+    """The UI route of an experiment's runs table, with mmpipe's columns (test accuracy, mode,
+    fusion, seed: `runs.RUNS_VIEW_STATE`)."""
+    return (f"#/experiments/{experiment_id}/runs?viewStateShareKey={RUNS_VIEW_KEY}&"
+            f"{RUNS_VIEW.lstrip('?')}")
+
+
+def artifact_link(experiment_id: str, run_id: str, path: str) -> str:
+    """The UI route of one artifact of a run (its preview: a table, an image)."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}{RUNS_VIEW}"
+
+
+def model_link(name: str, version: str | None = None) -> str:
+    """The UI route of a registered model (or one of its versions), in the model-training view
+    as every link mmpipe writes."""
+    route = f"#/models/{name}" + (f"/versions/{version}" if version else "")
+    return route + RUNS_VIEW
 
 
 def parent_tags(cfg: PipelineConfig, refs: dict[str, StageRef], states: dict[str, str],
@@ -91,7 +104,7 @@ def parent_description(cfg: PipelineConfig, experiment_id: str, children: dict[s
         for s in STAGES if s in children), ""]
     if model:
         lines += [f"Model: [{model['name']} version {model['version']}]"
-                  f"(#/models/{model['name']}/versions/{model['version']}); champion: "
+                  f"({model_link(model['name'], model['version'])}); champion: "
                   f"{model['decision']}", ""]
     lines += _metrics_table(metrics)
     return "\n".join(lines)
@@ -100,15 +113,16 @@ def parent_description(cfg: PipelineConfig, experiment_id: str, children: dict[s
 def describe_parent(cfg: PipelineConfig, parent_run_id: str, refs: dict[str, StageRef],
                     states: dict[str, str], metrics: dict[str, float],
                     model: dict[str, Any] | None, flow_run_url: str | None,
-                    labels_used: list[str] | None) -> str:
-    """Name, tag and describe the parent run once its stages ran; returns its UI URL."""
+                    labels_used: list[str] | None, name: str | None = None) -> str:
+    """Name (`name`, else `run_name`), tag and describe the parent run once its stages ran;
+    returns its UI URL."""
     client = MlflowClient(tracking_uri(cfg.run_dir))
     parent = client.get_run(parent_run_id)
     experiment = parent.info.experiment_id
     children = {r.data.tags["stage"]: r.info.run_id for r in client.search_runs(
         [experiment], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'")}
     plan = refs["training"].summary["plan"] if "training" in refs else None
-    client.update_run(parent_run_id, name=run_name(cfg, plan))
+    client.update_run(parent_run_id, name=name or run_name(cfg, plan))
     tags = parent_tags(cfg, refs, states, labels_used)
     tags[MLFLOW_RUN_NOTE] = parent_description(cfg, experiment, children, states, metrics,
                                                model, flow_run_url)
