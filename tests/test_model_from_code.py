@@ -111,7 +111,7 @@ def champion(finished_run) -> dict:
     cfg = load_config(overrides=[f"run_dir={finished_run.path}"])  # its source and seed
     frame, expected = raw_test_rows(cfg, stages / "preprocessing" / mv.tags["data.digest"],
                                     stages / "testing" / testing.data.tags["cache.key"],
-                                    mv.tags["test_modalities"].split("+"))
+                                    client.get_run(parent).data.tags["test_modalities"].split("+"))
     with using_tracking_uri(finished_run.tracking_uri):  # the registry's too
         folder = Path(mlflow.artifacts.download_artifacts(
             MODEL, dst_path=str(finished_run.path / "champion")))
