@@ -29,6 +29,7 @@ from flows.sweep import Executor, executor, registration
 from mmcore.config import FUSION_NAMES, TrainingConfig, load_config
 from mmcore.learning_plan import planned_label
 from tasks.engine import recovery
+from tasks.engine.results import SERIALIZER as JSON_RESULTS
 from tasks.tracking import runs
 from tasks.tracking.experiment_runs import (
     artifact_key,
@@ -159,7 +160,8 @@ def _compare_run_name() -> str:
 
 
 @flow(name="mmpipe-compare", flow_run_name=_compare_run_name,
-      persist_result=False)  # no pickles: tasks/engine/results.py
+      persist_result=False,  # no pickles: tasks/engine/results.py
+      result_serializer=JSON_RESULTS)  # a failed run's exception: JSON too
 def compare(config: str | None = None, overrides: list[str] | None = None,
             seeds: list[int] | None = None, fusions: str | None = "all",
             executor_name: str = "sequential (this process)",

@@ -19,6 +19,7 @@ from mmcore.learning_plan import planned_label
 from mmcore.uris import public_uri
 from tasks.engine import recovery
 from tasks.engine.keys import StageRef
+from tasks.engine.results import SERIALIZER as JSON_RESULTS
 from tasks.stages import table
 from tasks.tracking import model_registry, run_summary, runs
 from tasks.tracking.experiment_runs import rounded
@@ -53,7 +54,8 @@ def flow_run_tags(cfg: PipelineConfig, role: str) -> list[str]:
 
 
 @flow(name="mmpipe", log_prints=True, flow_run_name=_flow_run_name,
-      persist_result=False)  # its caller gets the summary; never pickled (tasks/engine/results.py)
+      persist_result=False,  # its caller gets the summary; never pickled
+      result_serializer=JSON_RESULTS)  # a failed run's exception: JSON too
 def pipeline(config: str | None = None, overrides: list[str] | None = None,
              stages: list[str] | None = None, refresh: list[str] | None = None,
              role: str = "pipeline", parent_run_id: str | None = None,

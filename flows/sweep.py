@@ -35,6 +35,7 @@ from mmcore.config import load_config
 from mmcore.experiments.grid import Grid, SweepCell, plan_sweep
 from mmcore.uris import public_uri
 from tasks.engine import recovery
+from tasks.engine.results import SERIALIZER as JSON_RESULTS
 from tasks.tracking import runs
 from tasks.tracking.experiment_runs import (
     artifact_key,
@@ -163,7 +164,8 @@ def _sweep_run_name() -> str:
 
 
 @flow(name="mmpipe-sweep", flow_run_name=_sweep_run_name,
-      persist_result=False)  # no pickles: tasks/engine/results.py
+      persist_result=False,  # no pickles: tasks/engine/results.py
+      result_serializer=JSON_RESULTS)  # a failed run's exception: JSON too
 def sweep(config: str | None = None, overrides: list[str] | None = None,
           grid: Grid | None = None, seeds: list[int] | None = None,
           executor_name: str = "sequential (this process)",

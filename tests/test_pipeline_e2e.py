@@ -404,8 +404,11 @@ def _result_files(run_dir: Path) -> list[Path]:
 
 
 def _assert_json_records(files: list[Path]) -> None:
-    """Each file a JSON result record of the JSON serializer holding a StageRef: no pickle,
-    not even base64-encoded inside the JSON (Prefect's pickle serializer does that)."""
+    """Each file a JSON result record of the JSON serializer: no pickle, not even
+    base64-encoded inside the JSON (Prefect's pickle serializer does that). A stage's record
+    holds a StageRef; the others hold a failed run's error: a task's as a record, a flow's as
+    the bare serialized error (Prefect writes it even with persist_result=False; Prefect's
+    storage is shared by this session's tests)."""
     from tasks.engine.keys import StageRef
     from tasks.engine.results import stage_ref
 
@@ -414,8 +417,26 @@ def _assert_json_records(files: list[Path]) -> None:
         assert not raw.startswith(b"\x80"), f"{path}: a pickle"
         assert b"pickle" not in raw, f"{path}: names a pickle serializer"
         record = json.loads(raw)
-        assert record["metadata"]["serializer"]["type"] == "json", path
-        assert isinstance(stage_ref(json.loads(record["result"])), StageRef), path
+        if "metadata" in record:
+            assert record["metadata"]["serializer"]["type"] == "json", path
+            result = json.loads(record["result"])
+        else:
+            result = record
+        if path.name.split("-")[0] in STAGES:
+            assert isinstance(stage_ref(result), StageRef), path
+        else:
+            assert set(result) == {"__exc_type__", "message"}, path
+
+
+def test_a_failed_run_writes_its_error_as_json_not_a_pickle(run_dir, tmp_path):
+    """Prefect persists a failed flow run's exception even with persist_result=False, with the
+    flow's serializer (cloudpickle by default) into its storage: the flows name JSON."""
+    before = set(_result_files(run_dir))
+    with pytest.raises(Exception, match="no-such-folder"):
+        run(tmp_path, "data.source=mnist", f"data.path={tmp_path / 'no-such-folder'}")
+    written = set(_result_files(run_dir)) - before
+    assert written, "the failed run persisted no error record (has Prefect changed?)"
+    _assert_json_records(sorted(written))
 
 
 def test_persisted_results_are_json_and_a_planted_pickle_is_never_loaded(cold, run_dir):
