@@ -47,6 +47,17 @@ def _no_leaked_environment():
     assert not changed, f"test leaked environment changes: {sorted(changed)}"
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_import_path():
+    """Fail a test that leaves `sys.path` changed: a model loaded in process puts its own copy of
+    `mmcore` first there (use `raw_rows.load_model`), and Dask workers spawned later inherit it."""
+    import sys
+
+    before = sys.path[:]
+    yield
+    assert sys.path == before, f"test left sys.path changed: {sys.path[:3]} ..."
+
+
 @pytest.fixture(scope="session")
 def mlflow_db_template(tmp_path_factory):
     """An empty, fully migrated MLflow SQLite store to copy: creating one costs ~10 s here,

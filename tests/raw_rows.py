@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -12,6 +13,15 @@ import pyarrow.parquet as pq
 from mmcore.config import PipelineConfig
 from mmcore.data.sources import open_source
 from mmcore.io.parquet import read_metadata, to_matrix
+from tasks.tracking.logged_model import import_path_kept
+from tasks.tracking.runs import using_tracking_uri
+
+
+def load_model(tracking_uri: str, model_uri: str):
+    """The registered model, loaded in this process as a user would; `sys.path` is kept (see
+    `import_path_kept`)."""
+    with using_tracking_uri(tracking_uri), import_path_kept():
+        return mlflow.pyfunc.load_model(model_uri)
 
 
 def raw_test_rows(cfg: PipelineConfig, preprocessing: Path, testing: Path,

@@ -193,15 +193,22 @@ class Api:
     def __init__(self, api_url: str):
         self.http = httpx.Client(base_url=api_url, timeout=30)
 
-    def post(self, path: str, body: dict | None = None) -> Any:
-        response = self.http.post(path, json=body or {})
+    def _send(self, method: str, path: str, **kwargs) -> Any:
+        """One call; a 503 (the server's SQLite database busy, on a loaded machine) is retried
+        with backoff, as Prefect's own client does."""
+        for attempt in range(6):
+            response = self.http.request(method, path, **kwargs)
+            if response.status_code != 503:
+                break
+            time.sleep(0.5 * 2 ** attempt)
         response.raise_for_status()
         return response.json()
 
+    def post(self, path: str, body: dict | None = None) -> Any:
+        return self._send("POST", path, json=body or {})
+
     def get(self, path: str) -> Any:
-        response = self.http.get(path)
-        response.raise_for_status()
-        return response.json()
+        return self._send("GET", path)
 
     def deployment(self, name: str) -> dict:
         return self.get(f"/deployments/name/{name}")

@@ -10,16 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
+from raw_rows import load_model
 
 from mmcore.config import STAGES, load_config
-from tasks.tracking.runs import using_tracking_uri
 
 FAST = ["features.image_epochs=3", "features.text_epochs=3", "shared_space.epochs=5",
         "training.epochs=5"]
@@ -141,8 +140,7 @@ def test_registered_model_predicts_from_raw_inputs(cold, run_dir):
     # The raw scans as the default source yields them: occluded and noised (data.image_noise).
     scans = corrupt_digits(load_digits().images / 16.0, load_config().data.image_noise, 0) * 16
     images = scans[[int(i.split("-")[1]) for i in test["id"]]]
-    with using_tracking_uri(f"sqlite:///{run_dir / 'mlflow.db'}"):
-        model = mlflow.pyfunc.load_model("models:/mmpipe-classifier@champion")
+    model = load_model(f"sqlite:///{run_dir / 'mlflow.db'}", "models:/mmpipe-classifier@champion")
     out = model.predict(pd.DataFrame({"image": list(images), "text": test["text"]}))
     assert list(out.columns)[:3] == ["zero", "one", "two"]
     assert np.allclose(out.to_numpy(), np.stack(expected["probs"].to_numpy()), atol=1e-4)

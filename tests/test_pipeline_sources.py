@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from data_factories import write_idx_mnist, write_image_manifest, write_imdb
-from raw_rows import raw_test_rows
+from raw_rows import load_model, raw_test_rows
 
 from mmcore.config import load_config
-from tasks.tracking.runs import using_tracking_uri
 
 TINY = ["features.image_epochs=1", "features.text_epochs=1", "shared_space.epochs=2",
         "training.epochs=2", "features.image_channels=4", "training.register_model=true"]
@@ -37,8 +35,7 @@ def quality(summary: dict) -> dict:
 
 
 def model(summary: dict, tmp_path: Path, name: str):
-    with using_tracking_uri(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"):
-        return mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    return load_model(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}", f"models:/{name}@champion")
 
 
 def assert_model_reproduces_testing(summary: dict, tmp_path: Path, name: str,

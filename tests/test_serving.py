@@ -10,14 +10,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from raw_rows import load_model
 from servers import free_port, server_process, venv_command, venv_env
 from sklearn.datasets import load_digits
-
-from tasks.tracking.runs import using_tracking_uri
 
 pytestmark = pytest.mark.slow
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -37,8 +35,7 @@ def readme_serve_example() -> tuple[list[str], str, dict]:
 
 @pytest.fixture(scope="module")
 def champion(finished_run):
-    with using_tracking_uri(finished_run.tracking_uri):
-        return mlflow.pyfunc.load_model(MODEL)
+    return load_model(finished_run.tracking_uri, MODEL)
 
 
 def digits(n: int = 3) -> tuple[np.ndarray, list[str]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
@@ -118,32 +117,42 @@ def _digests(run_dir: Path, cells: list[dict]) -> dict[tuple[str, str], dict[str
     return out
 
 
+def shadow_mmcore(folder: Path) -> Path:
+    """A folder like the `code/` folder of a model loaded from MLflow in this process (a model
+    from code): a partial `mmcore` without most of its modules. MLflow puts that folder first
+    on `sys.path` when the model loads, and spawned Dask workers inherit `sys.path`."""
+    (folder / "mmcore" / "io").mkdir(parents=True)
+    (folder / "mmcore" / "__init__.py").write_text("")
+    (folder / "mmcore" / "io" / "__init__.py").write_text("")
+    return folder
+
+
 @pytest.mark.slow  # 2 sweeps of 2 cells and a 2-worker LocalCluster: ~60 s on an idle machine
-@pytest.mark.skipif(os.environ.get("MMPIPE_RUN_HANGING_SWEEP_TEST") != "1", reason=(
-    "hangs in a full `make test` (the LocalCluster's workers are gone while the sweep waits on "
-    "their futures); passes alone: `MMPIPE_RUN_HANGING_SWEEP_TEST=1 pytest tests/test_sweep.py`. "
-    "Open in issue 18's note."))
 def test_sweep_on_two_dask_workers_gives_the_sequential_answers(tmp_path, prefect_harness,
                                                                 mlflow_db_template):
     import shutil
+    import sys
 
     import torch
 
     from flows.sweep import run_sweep
 
     runs = {}
-    threads = torch.get_num_threads()
+    threads, path = torch.get_num_threads(), sys.path[:]
     for name, sequential in [("sequential", True), ("dask", False)]:
         run_dir = tmp_path / name
         run_dir.mkdir()
         shutil.copy(mlflow_db_template, run_dir / "mlflow.db")
         # As on a Dask worker (one thread each): torch's CPU sums depend on the thread count.
         torch.set_num_threads(1)
+        if not sequential:  # the workers still import the project's mmcore (this hung once)
+            sys.path.insert(0, str(shadow_mmcore(tmp_path / "loaded-model-code")))
         try:
             runs[name] = run_dir, run_sweep(overrides=[*TINY, f"run_dir={run_dir}"], grid=GRID,
                                             seeds=[0], workers=2, sequential=sequential)
         finally:
             torch.set_num_threads(threads)
+            sys.path[:] = path
     (seq_dir, seq), (dask_dir, par) = runs["sequential"], runs["dask"]
     assert par["executor"] == "Dask LocalCluster, 2 worker processes"
     assert not seq["failed"] and not par["failed"]

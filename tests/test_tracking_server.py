@@ -12,18 +12,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
+from raw_rows import load_model
 from servers import mlflow_server, postgres_bin, postgres_cluster
 
 from mmcore.config import STAGES, load_config
 from mmcore.data.sources import open_source
 from tasks.tracking import runs
-from tasks.tracking.runs import using_tracking_uri
 
 # As small as the pipeline goes: what is under test is where things are recorded.
 TINY = ["data.limit=400", "features.image_epochs=1", "features.text_epochs=1",
@@ -175,7 +174,6 @@ def test_a_server_with_a_postgresql_store(server_run, run_dir, tmp_path_factory)
         assert parent.data.metrics["test.accuracy"] == round(  # rounded as shown
             server_run["metrics"]["test.accuracy"], 4)
         frame, expected = predictions_for(summary, rows=5)
-        with using_tracking_uri(pg_server.url):
-            model = mlflow.pyfunc.load_model(MODEL)
+        model = load_model(pg_server.url, MODEL)
         assert np.allclose(model.predict(frame).to_numpy(), expected, atol=1e-4)
         assert any(pg_server.artifacts.rglob("MLmodel"))

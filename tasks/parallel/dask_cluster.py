@@ -31,8 +31,12 @@ Prefect 3 and Dask notes, checked by tests/test_dask_runner.py:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import dask
 import distributed
@@ -58,7 +62,8 @@ class EnvironmentKeepingDaskTaskRunner(DaskTaskRunner):
     def client(self) -> PrefectDaskClient:
         """The Dask client; starting the cluster (spawning workers) happens here."""
         try:
-            return DaskTaskRunner.client.fget(self)
+            with _project_first_on_path():
+                return DaskTaskRunner.client.fget(self)
         finally:
             self._restore_environment()
 
@@ -86,6 +91,21 @@ class EnvironmentKeepingDaskTaskRunner(DaskTaskRunner):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _project_first_on_path() -> Iterator[None]:
+    """Spawned workers start with this process's `sys.path`. Loading a registered model in this
+    process (an MLflow model from code) put the model's `code/` folder first on it, and that
+    folder holds a partial copy of `mmcore`: workers would import it instead of the project's
+    and fail to unpickle every cell, and the sweep would wait on them for ever. So the folder
+    this project is imported from comes first while the workers start."""
+    saved = sys.path[:]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
 
 
 # Seconds a worker process gets to exit (drain Prefect's services, unload torch) before the

@@ -9,10 +9,12 @@ requirements.txt pinned to the versions installed here, which trained it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
@@ -102,6 +104,19 @@ def copy_library(modules: Iterable[str], folder: Path) -> Path:
     return folder / "mmcore"
 
 
+@contextlib.contextmanager
+def import_path_kept() -> Iterator[None]:
+    """`sys.path` as it was before the block. Loading a model from code (which logging one does
+    too, to check its input example) puts the model's `code/` folder, with its partial copy of
+    `mmcore`, first on `sys.path` for good; later imports, and Dask workers spawned later, would
+    find that copy instead of the project's."""
+    path = sys.path[:]
+    try:
+        yield
+    finally:
+        sys.path[:] = path
+
+
 def log_chain(chain: InferenceChain, run_id: str, example: pd.DataFrame, tracking_uri: str,
               model_code: str, code: dict[str, str]) -> str:
     """Log the chain as the run's model (not registered: `tasks.tracking.model_registry` decides
@@ -111,7 +126,8 @@ def log_chain(chain: InferenceChain, run_id: str, example: pd.DataFrame, trackin
     with tempfile.TemporaryDirectory() as tmp:
         folder = chain.save(Path(tmp) / "chain")
         library = copy_library(code, Path(tmp) / "code")
-        with using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
+        with using_tracking_uri(tracking_uri), import_path_kept(), \
+                mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=find_spec(model_code).origin,
