@@ -119,6 +119,10 @@ class DataConfig(_Section):
     limit: int | None = Field(None, ge=1)  # keep at most this many rows (quick runs)
     pair: PairConfig | None = None
     batch_rows: int = Field(8192, ge=1)  # rows per streamed batch / Parquet row group
+    # `path` holds batch subfolders `<path>/<batch>/`, ingested incrementally (docs/batches.md)
+    batched: bool = False
+    # the first N batches: the window the vocabulary, normalisation and encoders are fitted on
+    reference_batches: int = Field(1, ge=1)
 
     @field_validator("max_text_tokens")
     @classmethod
@@ -191,6 +195,14 @@ class TrainingConfig(_Section):
     batch_size: int = Field(64, ge=1)
     model_name: str = "mmpipe-classifier"
     register_model: bool = True
+    # batched data (docs/batches.md): train on every batch, or on the newest N ("last N")
+    window: str = Field("all", pattern=r"^(all|last [1-9][0-9]*)$")
+
+    def window_batches(self, batches: list[str]) -> list[str]:
+        """The batches (names, in order) that `window` covers."""
+        if self.window == "all":
+            return list(batches)
+        return list(batches)[-int(self.window.split()[1]):]
 
 
 class TestingConfig(_Section):

@@ -6,8 +6,11 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from mmcore.config import DataConfig, PipelineConfig
+from mmcore.config import DataConfig, PipelineConfig, digest
+from tasks.engine.fingerprint import fingerprint
+from tasks.engine.keys import stage_code
 from tasks.engine.skeleton import StageRun, stage_task
+from tasks.tracking import runs
 
 STAGE = "preprocessing"
 
@@ -33,13 +36,74 @@ def key_extra(cfg: PipelineConfig) -> dict[str, Any]:
     }
 
 
+def batch_cache(cfg: PipelineConfig, stage: str) -> Path:
+    """Where a stage keeps its per-batch outputs of batched data (docs/batches.md)."""
+    return Path(cfg.run_dir) / "batch-cache" / stage
+
+
+def batch_salt(cfg: PipelineConfig, stage: str) -> str:
+    """What a per-batch output depends on besides its batch and settings: the stage's code and
+    the library versions (as the stage key)."""
+    return digest({"code": fingerprint(stage_code(cfg, stage)), "pyarrow": version("pyarrow"),
+                   "torch": version("torch")})
+
+
+def check_batches(cfg: PipelineConfig, accept_changes: bool) -> None:
+    """Before a run: a batch ingested before that changed is an error naming it, unless
+    `accept_changes` (`--refresh preprocessing`)."""
+    if cfg.data.batched and not accept_changes:
+        from mmcore.data.batches import check_unchanged, ledger_path, list_batches, read_ledger
+
+        check_unchanged(list_batches(cfg.data.path),
+                        read_ledger(ledger_path(cfg.run_dir, cfg.data.path)))
+
+
+def record_batches(cfg: PipelineConfig) -> None:
+    """After preprocessing: the batches it ingested are seen, with their digests."""
+    if cfg.data.batched:
+        from mmcore.data.batches import ledger_path, list_batches, write_ledger
+
+        write_ledger(ledger_path(cfg.run_dir, cfg.data.path), list_batches(cfg.data.path))
+
+
+def _batched(run: StageRun) -> dict:
+    """Preprocessing of batched data: per-batch outputs from the batch cache, the rest new."""
+    from mmcore.data.batches import ledger_path, read_ledger
+    from mmcore.stages.batched_preprocessing import run_batched_preprocessing
+
+    cfg = run.cfg
+    quality = run_batched_preprocessing(
+        cfg.data, cfg.seed, run.out, run.file_meta, batch_cache(cfg, STAGE),
+        read_ledger(ledger_path(cfg.run_dir, cfg.data.path)), batch_salt(cfg, STAGE))
+    for batch in quality["per_batch"].values():  # step = the batch's index: a chart per night
+        if batch["oov_rate"] is not None:
+            runs.log_metrics(cfg, run.run_id, {"batch.oov_rate": batch["oov_rate"]},
+                             step=batch["index"])
+    names = quality["batches"]
+    run.set_tags({"mmpipe.batches": ",".join(names["all"]),
+                  "mmpipe.new_batches": ",".join(names["new"]),
+                  "mmpipe.reference_batches": ",".join(names["reference"])})
+    return quality
+
+
 @stage_task(STAGE)
 def preprocessing_task(run: StageRun) -> dict:
     from mmcore.data.sources import open_source  # heavy imports only when the stage runs
     from mmcore.stages.preprocessing import run_preprocessing
 
-    source = open_source(run.cfg.data, run.cfg.seed)
-    quality = run_preprocessing(source, run.cfg.data, run.cfg.seed, run.out, run.file_meta)
+    if run.cfg.data.batched:
+        from mmcore.io.parquet import read_metadata
+
+        quality = _batched(run)
+        batches = quality["batches"]
+        meta = read_metadata(run.out / "train.parquet")
+        info = {"modalities": meta["modalities"], "class_names": meta["class_names"]}
+    else:
+        source = open_source(run.cfg.data, run.cfg.seed)
+        quality = run_preprocessing(source, run.cfg.data, run.cfg.seed, run.out, run.file_meta)
+        batches = None
+        info = {"modalities": list(source.info.modalities),
+                "class_names": source.info.class_names}
     metrics = {"rows_in": quality["rows_in"], "rows_kept": quality["rows_kept"],
                "rows_rejected": quality["rows_rejected"]}
     metrics |= {f"rejected.{r}": n for r, n in quality["rejected"].items()}
@@ -47,4 +111,4 @@ def preprocessing_task(run: StageRun) -> dict:
     metrics |= {f"rows.{s}": n for s, n in quality["splits"].items()}
     run.log_metrics(metrics)
     run.log_artifacts("quality.json")
-    return {"modalities": list(source.info.modalities), "class_names": source.info.class_names}
+    return {**info, "batches": batches}
