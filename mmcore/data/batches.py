@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from mmcore.config import DataConfig
 from mmcore.data.source import DataError, Source
@@ -92,6 +93,16 @@ def read_batch(path: str | Path, name: str, columns: list[str] | None = None) ->
     batch is its own row groups, so the others are skipped by their statistics)."""
     return ds.dataset(str(path), format="parquet").to_table(
         columns=columns, filter=ds.field("batch") == name)
+
+
+def batch_row_groups(file: str | Path, names: list[str]) -> list[int]:
+    """The row groups of a preprocessing file that hold the rows of batches `names` (each row
+    group holds one batch's rows)."""
+    parquet = pq.ParquetFile(file)
+    wanted = set(names)
+    return [g for g in range(parquet.num_row_groups)
+            if parquet.metadata.row_group(g).num_rows
+            and parquet.read_row_group(g, columns=["batch"]).column(0)[0].as_py() in wanted]
 
 
 class ChainedSource:

@@ -12,14 +12,12 @@ tokens the frozen vocabulary does not know: a signal of new wording).
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
-from collections.abc import Callable
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmcore.config import DataConfig, digest
@@ -28,7 +26,7 @@ from mmcore.data.source import DataError, Source
 from mmcore.data.sources import open_source
 from mmcore.data.tokenizer import Vocabulary
 from mmcore.data.validation import SPLITS, QualityReport
-from mmcore.io.parquet import atomic_writer, mark_complete, verify_folder, write_json, write_table
+from mmcore.io.parquet import atomic_writer, cached_folder, write_json, write_table
 from mmcore.stages.preprocessing import (
     _check_splits,
     _first_pass,
@@ -40,37 +38,6 @@ from mmcore.stages.preprocessing import (
 )
 
 UNKNOWN = 1  # Vocabulary's index for a word it does not know
-
-
-def cached_folder(folder: Path, build: Callable[[Path], None]) -> Path:
-    """`folder`, built once: `build` fills a temporary sibling, which gets its completion marker
-    and is renamed into place, so a crash never leaves a half-built entry. A damaged entry is
-    built again."""
-    marker, problems = verify_folder(folder)
-    if marker is not None and not problems:
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir(parents=True)
-    try:
-        build(tmp)
-        mark_complete(tmp, {})
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another run published the same entry first
-            if read_ok(folder):
-                shutil.rmtree(tmp)
-            else:
-                raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
-
-
-def read_ok(folder: Path) -> bool:
-    marker, problems = verify_folder(folder)
-    return marker is not None and not problems
 
 
 def _open(cfg: DataConfig, batch: Batch, seed: int, classes: list[str] | None) -> Source:
@@ -110,8 +77,6 @@ def fit_reference(cfg: DataConfig, batches: list[Batch], seed: int, folder: Path
         reference["max_text_tokens"] = _text_length(p1, split, cfg.max_text_tokens, report)
         reference["text"] = report.text
         vocab, _, counts = _vocabulary(p1, split, cfg.min_token_count)
-        import pyarrow as pa
-
         write_table(folder / "vocab.parquet", pa.table({
             "token": pa.array(vocab.tokens, pa.string()),
             "index": pa.array(range(len(vocab)), pa.int32()),
@@ -206,17 +171,16 @@ def _combined_quality(per_batch: dict[str, dict[str, Any]], reference: dict[str,
 
 
 def run_batched_preprocessing(cfg: DataConfig, seed: int, out_dir: Path, meta: dict[str, Any],
-                              cache_root: Path, seen: dict[str, str], salt: str,
-                              ) -> dict[str, Any]:
+                              cache_root: Path, seen: dict[str, str]) -> dict[str, Any]:
     """Preprocess every batch of `cfg.path` into `out_dir`, each taken from the per-batch cache
-    under `cache_root` when it is there (`salt`: what else the outputs depend on, e.g. the
-    code). `seen`: name -> digest of the batches ingested before; the others are new. Returns
+    under `cache_root` when it is there (a folder per code version: `tasks/engine/keys.py`).
+    `seen`: name -> digest of the batches ingested before; the others are new. Returns
     the quality report."""
     batches = list_batches(cfg.path)
     window = batches[:cfg.reference_batches]
     settings = cfg.model_dump(mode="json", exclude={"path", "batched"})
     ref_key = digest({"batches": [[b.name, b.digest] for b in window], "data": settings,
-                      "seed": seed, "salt": salt})
+                      "seed": seed})
     ref_dir = cached_folder(cache_root / "reference" / ref_key,
                             lambda tmp: fit_reference(cfg, window, seed, tmp))
     reference = read_json(ref_dir / "reference.json")
@@ -251,6 +215,4 @@ def run_batched_preprocessing(cfg: DataConfig, seed: int, out_dir: Path, meta: d
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    import json
-
     return json.loads(path.read_text())

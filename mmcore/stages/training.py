@@ -58,13 +58,24 @@ def predict_proba(model: torch.nn.Module, shared: dict[str, dict[str, Any]], pla
     return torch.softmax(logits, dim=1).cpu().numpy(), labels_of(shared, plan)[rows]
 
 
+def set_aside(shared: dict[str, dict[str, Any]], window: set[str]) -> None:
+    """Training on a window of batches (`training.window`): the train and val rows of other
+    batches get the split `outside`, so that neither training nor model selection sees them."""
+    for rows in shared.values():
+        outside = ~np.isin(rows["id"], list(window)) & (rows["split"] != "test")
+        rows["split"] = np.where(outside, "outside", rows["split"])
+
+
 def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: TrainingConfig,
                  seed: int, out_dir: Path,
                  on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                 device: str = "cpu") -> dict[str, Any]:
-    """Train the mode's classifier; write `classifier.pt` and `classifier.json`."""
+                 device: str = "cpu", window: set[str] | None = None) -> dict[str, Any]:
+    """Train the mode's classifier; write `classifier.pt` and `classifier.json`. `window`: the
+    ids of the rows the training window covers (batched data); all rows if None."""
     plan = mode_plan(cfg, modalities)
     shared = load_shared(shared_dir, modalities)
+    if window is not None:
+        set_aside(shared, window)
     first = shared[modalities[0]]
     dim = first["embedding"].shape[1]
     seed_everything(seed)

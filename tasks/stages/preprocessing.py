@@ -6,9 +6,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from mmcore.config import DataConfig, PipelineConfig, digest
-from tasks.engine.fingerprint import fingerprint
-from tasks.engine.keys import stage_code
+from mmcore.config import DataConfig, PipelineConfig
+from tasks.engine.keys import StageRef, batch_cache
 from tasks.engine.skeleton import StageRun, stage_task
 from tasks.tracking import runs
 
@@ -36,18 +35,6 @@ def key_extra(cfg: PipelineConfig) -> dict[str, Any]:
     }
 
 
-def batch_cache(cfg: PipelineConfig, stage: str) -> Path:
-    """Where a stage keeps its per-batch outputs of batched data (docs/batches.md)."""
-    return Path(cfg.run_dir) / "batch-cache" / stage
-
-
-def batch_salt(cfg: PipelineConfig, stage: str) -> str:
-    """What a per-batch output depends on besides its batch and settings: the stage's code and
-    the library versions (as the stage key)."""
-    return digest({"code": fingerprint(stage_code(cfg, stage)), "pyarrow": version("pyarrow"),
-                   "torch": version("torch")})
-
-
 def check_batches(cfg: PipelineConfig, accept_changes: bool) -> None:
     """Before a run: a batch ingested before that changed is an error naming it, unless
     `accept_changes` (`--refresh preprocessing`)."""
@@ -58,12 +45,22 @@ def check_batches(cfg: PipelineConfig, accept_changes: bool) -> None:
                         read_ledger(ledger_path(cfg.run_dir, cfg.data.path)))
 
 
-def record_batches(cfg: PipelineConfig) -> None:
-    """After preprocessing: the batches it ingested are seen, with their digests."""
-    if cfg.data.batched:
-        from mmcore.data.batches import ledger_path, list_batches, write_ledger
+def record_batches(cfg: PipelineConfig, ref: StageRef, state: str,
+                   parent_run_id: str) -> dict[str, Any] | None:
+    """After preprocessing of batched data: its batches are seen (the ledger), and the pipeline's
+    parent run says which were new in this run (none when preprocessing was a cache hit).
+    Returns {all, new, reference} batch names; None for unbatched data."""
+    if not cfg.data.batched:
+        return None
+    from mmcore.data.batches import ledger_path, list_batches, write_ledger
 
-        write_ledger(ledger_path(cfg.run_dir, cfg.data.path), list_batches(cfg.data.path))
+    write_ledger(ledger_path(cfg.run_dir, cfg.data.path), list_batches(cfg.data.path))
+    names = dict(ref.summary["batches"])
+    if state != "miss":
+        names["new"] = []
+    runs.set_tags(cfg, parent_run_id, {"mmpipe.batches": ",".join(names["all"]),
+                                       "mmpipe.new_batches": ",".join(names["new"])})
+    return names
 
 
 def _batched(run: StageRun) -> dict:
@@ -74,7 +71,7 @@ def _batched(run: StageRun) -> dict:
     cfg = run.cfg
     quality = run_batched_preprocessing(
         cfg.data, cfg.seed, run.out, run.file_meta, batch_cache(cfg, STAGE),
-        read_ledger(ledger_path(cfg.run_dir, cfg.data.path)), batch_salt(cfg, STAGE))
+        read_ledger(ledger_path(cfg.run_dir, cfg.data.path)))
     for batch in quality["per_batch"].values():  # step = the batch's index: a chart per night
         if batch["oov_rate"] is not None:
             runs.log_metrics(cfg, run.run_id, {"batch.oov_rate": batch["oov_rate"]},
