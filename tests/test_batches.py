@@ -129,6 +129,7 @@ def test_nights_ingest_only_new_batches(stream, tmp_path, prefect_harness):
                .column("batch").to_pylist()) == {"2026-12-01", "2026-12-02", "2026-12-03"}
     fe_tags = _tags(run_dir, "feature_extraction")[-1]
     assert fe_tags["encoders.reused_from"].startswith(str(embeddings))  # frozen, not retrained
+    assert _tags(run_dir, "preprocessing")[-1]["batches.computed"] == "2026-12-03"
     parents = _tags(run_dir)
     assert [t["mmpipe.new_batches"] for t in parents] == ["2026-12-01,2026-12-02", "2026-12-03"]
 
@@ -143,6 +144,9 @@ def test_nights_ingest_only_new_batches(stream, tmp_path, prefect_harness):
     assert window["batches"]["new"] == ["2026-12-01"]  # re-ingested
     training = _tags(run_dir, "training")[-1]
     assert training["mmpipe.training_batches"] == "2026-12-03"
+    spec = json.loads((Path(window["stages"]["training"]["path"]) / "classifier.json")
+                      .read_text())
+    assert spec["training_batches"] == ["2026-12-03"]
     assert json.loads((run_dir / "batches").glob("*.json").__next__().read_text())[
         "batches"]["2026-12-01"] == list_batches(data)[0].digest
 

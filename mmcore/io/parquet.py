@@ -194,7 +194,7 @@ def cached_folder(folder: Path, build: Callable[[Path], None]) -> Path:
     """`folder`, built once: `build` fills a temporary sibling, which gets its completion marker
     and is renamed into place, so a crash never leaves a half-built entry. A damaged entry is
     built again."""
-    if _complete(folder):
+    if folder_complete(folder):
         return folder
     shutil.rmtree(folder, ignore_errors=True)
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
@@ -205,7 +205,7 @@ def cached_folder(folder: Path, build: Callable[[Path], None]) -> Path:
         try:
             os.replace(tmp, folder)
         except OSError:  # another run published the same entry first
-            if _complete(folder):
+            if folder_complete(folder):
                 shutil.rmtree(tmp)
             else:
                 raise
@@ -215,7 +215,7 @@ def cached_folder(folder: Path, build: Callable[[Path], None]) -> Path:
     return folder
 
 
-def _complete(folder: Path) -> bool:
+def folder_complete(folder: Path) -> bool:
     """Whether `folder` has its completion marker and every file it lists, unchanged."""
     marker, problems = verify_folder(folder)
     return marker is not None and not problems

@@ -26,7 +26,7 @@ from mmcore.data.source import DataError, Source
 from mmcore.data.sources import open_source
 from mmcore.data.tokenizer import Vocabulary
 from mmcore.data.validation import SPLITS, QualityReport
-from mmcore.io.parquet import atomic_writer, cached_folder, write_json, write_table
+from mmcore.io.parquet import atomic_writer, cached_folder, folder_complete, write_json, write_table
 from mmcore.stages.preprocessing import (
     _check_splits,
     _first_pass,
@@ -175,7 +175,7 @@ def run_batched_preprocessing(cfg: DataConfig, seed: int, out_dir: Path, meta: d
     """Preprocess every batch of `cfg.path` into `out_dir`, each taken from the per-batch cache
     under `cache_root` when it is there (a folder per code version: `tasks/engine/keys.py`).
     `seen`: name -> digest of the batches ingested before; the others are new. Returns
-    the quality report."""
+    the quality report, plus `computed`: the batches not found in the cache."""
     batches = list_batches(cfg.path)
     window = batches[:cfg.reference_batches]
     settings = cfg.model_dump(mode="json", exclude={"path", "batched"})
@@ -189,6 +189,8 @@ def run_batched_preprocessing(cfg: DataConfig, seed: int, out_dir: Path, meta: d
         vocab = Vocabulary(pq.read_table(ref_dir / "vocab.parquet").column("token").to_pylist())
     keys = {b.name: digest({"batch": b.name, "content": b.digest, "reference": ref_key})
             for b in batches}
+    computed = [b.name for b in batches
+                if not folder_complete(cache_root / "batches" / keys[b.name])]
     folders = [cached_folder(cache_root / "batches" / keys[b.name],
                              lambda tmp, b=b: ingest_batch(cfg, b, seed, reference, vocab, tmp))
                for b in batches]
@@ -211,7 +213,7 @@ def run_batched_preprocessing(cfg: DataConfig, seed: int, out_dir: Path, meta: d
         write_table(out_dir / "vocab.parquet", pq.read_table(ref_dir / "vocab.parquet"),
                     meta=file_meta)
     write_json(out_dir / "quality.json", quality)
-    return quality
+    return {**quality, "computed": computed}
 
 
 def read_json(path: Path) -> dict[str, Any]:

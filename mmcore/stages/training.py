@@ -69,9 +69,11 @@ def set_aside(shared: dict[str, dict[str, Any]], window: set[str]) -> None:
 def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: TrainingConfig,
                  seed: int, out_dir: Path,
                  on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                 device: str = "cpu", window: set[str] | None = None) -> dict[str, Any]:
-    """Train the mode's classifier; write `classifier.pt` and `classifier.json`. `window`: the
-    ids of the rows the training window covers (batched data); all rows if None."""
+                 device: str = "cpu", window: set[str] | None = None,
+                 batches: list[str] | None = None) -> dict[str, Any]:
+    """Train the mode's classifier; write `classifier.pt` and `classifier.json`. Batched data:
+    `window`, the ids of the rows the training window covers (all rows if None), and `batches`,
+    the batches it covers (recorded in `classifier.json`)."""
     plan = mode_plan(cfg, modalities)
     shared = load_shared(shared_dir, modalities)
     if window is not None:
@@ -111,7 +113,7 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
         val["val_acc_after_calibration"] = float((probs.argmax(1) == labels).mean())
     torch.save(model.cpu().state_dict(), out_dir / "classifier.pt")
     spec = {"plan": plan, "dim": dim, "n_classes": n_classes,
-            "training": cfg.model_dump(mode="json")}
+            "training": cfg.model_dump(mode="json"), "training_batches": batches}
     write_json(out_dir / "classifier.json", spec)
     return {"plan": plan, "history": history, "val": val, "fusion_weights": weights}
 

@@ -79,7 +79,8 @@ def _batched(run: StageRun) -> dict:
     names = quality["batches"]
     run.set_tags({"mmpipe.batches": ",".join(names["all"]),
                   "mmpipe.new_batches": ",".join(names["new"]),
-                  "mmpipe.reference_batches": ",".join(names["reference"])})
+                  "mmpipe.reference_batches": ",".join(names["reference"]),
+                  "batches.computed": ",".join(quality.pop("computed"))})
     return quality
 
 

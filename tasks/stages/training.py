@@ -29,7 +29,7 @@ def training_task(run: StageRun) -> dict:
     batches, window = _window(run)
     result = run_training(run.path("shared_space"), space["modalities"], len(space["class_names"]),
                           cfg.training, cfg.seed, run.out, on_epoch=run.epochs,
-                          device=cfg.device, window=window)
+                          device=cfg.device, window=window, batches=batches)
     chain = InferenceChain.from_stage_dirs(run.path("preprocessing"),
                                            run.path("feature_extraction"), run.path("shared_space"),
                                            run.out, cfg.features.model_dump(mode="json"))
