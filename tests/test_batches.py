@@ -65,6 +65,27 @@ def test_data_batches_writes_dated_manifests_with_the_shift(stream):
     assert "escrito" not in texts[0] + texts[1] and texts[2].count("número") > 0
 
 
+@pytest.mark.parametrize("shift", ["noise", "balance"])
+def test_data_batches_injects_image_and_balance_shifts(tmp_path, shift):
+    """From batch 2 on: noisier pixels, or no more than a trace of classes 5-9."""
+    import pandas as pd
+    from PIL import Image
+
+    out = tmp_path / "batches"
+    assert main(["data", "batches", "--out", str(out), "--batches", "2", "--shift-from", "2",
+                 "--shift", shift, "--shift-size", "0.9"]) == 0
+    frames = [pd.read_csv(b.path / "manifest.csv") for b in list_batches(out)]
+    if shift == "balance":
+        high = [float((f["label"] >= 5).mean()) for f in frames]
+        assert high[1] < 0.2 < 0.4 < high[0]
+        return
+    folders = [b.path for b in list_batches(out)]
+    spread = [np.mean([np.asarray(Image.open(folder / p), np.float32).std()
+                       for p in frame["image_path"][:50]])
+              for folder, frame in zip(folders, frames, strict=True)]
+    assert spread[1] > spread[0] * 1.1
+
+
 def test_adding_a_batch_keeps_old_splits_and_reuses_old_batches(stream, tmp_path):
     data = _folder_with(stream, tmp_path, 2)
     first, q1 = _preprocess(data, tmp_path, "first")
