@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -211,8 +212,7 @@ def keep_in_cache(part: Path, cache_file: Path) -> None:
     """A hard link to a finished part in the per-batch cache (renamed into place: a reader
     never sees half a file; files are never changed in place, so the link stays valid)."""
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
+    tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         os.link(part, tmp)
     except OSError:  # another file system: a copy
