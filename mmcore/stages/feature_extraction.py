@@ -154,7 +154,7 @@ def embed_jobs(samples: Path, weights: Path, modality: str, cfg: FeaturesConfig,
               "with_labels": with_labels, "device": device, "meta": file_meta}
     if "batches" in meta and batch_cache is not None:
         parts = _batch_parts(samples, meta, batch_cache / "embeddings",
-                             f"{modality}-{with_labels}-{weights_id}")
+                             f"{modality}-{with_labels}-{weights_id}-{device}")
     else:
         parts = [{"samples": str(samples / f"{split}.parquet"), "row_groups": groups}
                  for split in SPLITS
