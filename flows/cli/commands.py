@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(run)
     run.add_argument("--stages", help="comma-separated stages to run, e.g. training,testing")
     run.add_argument("--refresh", action="append", default=[], metavar="STAGE",
-                     help="force STAGE (and the selected stages after it) to run again")
+                     help="force STAGE (and the selected stages after it) to run again; "
+                          "preprocessing: also accept batches that changed (docs/batches.md)")
     status = sub.add_parser("status", help="each stage's cache state for a config; runs nothing",
                             parents=[debug])
     _config_args(status)
@@ -206,6 +207,9 @@ def print_summary(summary: dict) -> None:
                         if k.startswith(("rejected.", "modified.")))
     print(f"data: {int(quality['rows_in'])} rows in, {int(quality['rows_kept'])} kept, "
           f"{int(quality['rows_rejected'])} rejected" + (f" ({reasons})" if reasons else ""))
+    if batches := summary.get("batches"):
+        print(f"batches: {len(batches['all'])}, new in this run: "
+              f"{', '.join(batches['new']) or 'none'}")
     print(metrics_table(summary))
     if model := summary.get("model"):
         print(f"model: {model['name']} version {model['version']}"
