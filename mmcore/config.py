@@ -131,6 +131,14 @@ class DataConfig(_Section):
             raise ValueError("must be >= 1 or 'auto'")
         return value
 
+    @model_validator(mode="after")
+    def _batches_need_a_path(self) -> DataConfig:
+        if self.batched and self.source in ("digits", "paired"):
+            raise ValueError(f"data.batched needs a source that reads data.path (mnist, imdb, "
+                             f"manifest), not {self.source}; `mmpipe data batches` writes the "
+                             "digits as manifest batches")
+        return self
+
 
 class FeaturesConfig(_Section):
     image_dim: int = Field(64, ge=2)

@@ -172,6 +172,13 @@ def test_nights_ingest_only_new_batches(stream, tmp_path, prefect_harness):
         "batches"]["2026-12-01"] == list_batches(data)[0].digest
 
 
+def test_batched_needs_a_source_that_reads_the_path():
+    from mmcore.config import ConfigError
+
+    with pytest.raises(ConfigError, match="data.batched needs a source that reads data.path"):
+        load_config(overrides=["data.batched=true"])
+
+
 def test_hash_split_is_a_function_of_the_id_alone():
     from mmcore.data.batches import hash_split
 
