@@ -14,7 +14,7 @@
     mmpipe server start|stop|status
     mmpipe data download mnist|imdb [--dest DIR] [--url-base URL]
     mmpipe data batches --out DIR --batches N [--shift-from K --shift noise|occlusion|vocab|balance
-                        --shift-size X] [--seed S]
+                        --shift-size X] [--seed S] [--copies C]
 
 Errors before work: the config, stage names and data paths are checked before Prefect starts or
 anything heavy is imported. A problem with them is one line on stderr and exit code 2; any other
@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="noise std, occluded share, share of foreign texts, or share of "
                               "classes 5-9 dropped (default 0.5)")
     batches.add_argument("--seed", type=int, default=0)
+    batches.add_argument("--copies", type=int, default=1, metavar="C",
+                         help="a larger stream: each digit C times, with its own noise and "
+                              "text (default 1: the 1,797 digits)")
     return parser
 
 
@@ -406,16 +409,17 @@ def cmd_batches(args: argparse.Namespace) -> int:
     """`mmpipe data batches`: the built-in digits as batch folders."""
     if (args.shift is None) != (args.shift_from is None):
         raise errors.UsageError("--shift and --shift-from go together")
-    if args.batches < 1 or (args.shift_from is not None
+    if args.batches < 1 or args.copies < 1 or (args.shift_from is not None
                             and not 1 <= args.shift_from <= args.batches):
-        raise errors.UsageError("--batches must be >= 1 and --shift-from within 1..N")
+        raise errors.UsageError("--batches and --copies must be >= 1, --shift-from within "
+                                "1..N")
     if Path(args.out).exists() and any(Path(args.out).iterdir()):
         raise errors.UsageError(f"--out {args.out} is not empty: write batches into a new "
                                 "folder")
     from mmcore.data.digit_batches import write_digit_batches
 
     for folder in write_digit_batches(args.out, args.batches, args.seed, args.shift_from,
-                                      args.shift, args.shift_size):
+                                      args.shift, args.shift_size, args.copies):
         print(folder)
     print(f"run: mmpipe run --set data.source=manifest --set data.path={args.out} "
           "--set data.batched=true")

@@ -38,10 +38,23 @@ class Batch:
     digest: str
 
 
+# (folder, its files' names, sizes and mtimes) -> content digest, for this process only: a run
+# lists the batches three times (check, preprocessing, ledger) and reads each file once.
+_DIGESTS: dict[tuple, str] = {}
+
+
 def _content_digest(folder: Path) -> str:
     """sha256 over the relative names and bytes of every file under `folder`."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if (folder, stats) not in _DIGESTS:
+        _DIGESTS[folder, stats] = _read_digest(folder, files)
+    return _DIGESTS[folder, stats]
+
+
+def _read_digest(folder: Path, files: list[Path]) -> str:
     blob = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for file in files:
         blob.update(str(file.relative_to(folder)).encode() + b"\0")
         with file.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -146,5 +159,6 @@ def check_unchanged(batches: list[Batch], seen: dict[str, str]) -> None:
                             "to re-ingest it", file=now[name].path, reason="batch_changed")
 
 
-def write_ledger(path: Path, batches: list[Batch]) -> None:
-    write_json(path, {"batches": {b.name: b.digest for b in batches}})
+def write_ledger(path: Path, digests: dict[str, str]) -> None:
+    """Record the batches (name -> digest) a run ingested."""
+    write_json(path, {"batches": digests})

@@ -63,26 +63,39 @@ def _write_batch(folder: Path, ids: list[str], images: np.ndarray, labels: np.nd
             writer.writerow([sample, label, name, text])
 
 
-def write_digit_batches(out: str | Path, batches: int, seed: int = 0,
-                        shift_from: int | None = None, shift: str | None = None,
-                        shift_size: float = 0.5) -> list[Path]:
-    """Write `batches` batch folders of the built-in digits into `out` (which must not hold
-    batches yet); from batch `shift_from` (1-based) on, `shift` of `shift_size`. Returns the
-    folders in order."""
+def _digits(seed: int, copies: int) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """Ids, corrupted images, labels and generated texts of the digits, `copies` times (copy k
+    drawn with seed `seed + 7919 k`: copy 0 is the built-in source's rows)."""
     from sklearn.datasets import load_digits
 
+    bunch = load_digits()
+    cfg, n = DataConfig(), len(bunch.target)
+    ids, images, texts = [], [], []
+    for copy in range(copies):
+        drawn = seed + 7919 * copy
+        images.append(corrupt_digits(bunch.images.astype(np.float32) / 16.0, cfg.image_noise,
+                                     drawn))
+        texts += generate_digit_texts(bunch.target, uninformative=cfg.text_noise.uninformative,
+                                      ambiguous=cfg.text_noise.ambiguous,
+                                      wrong=cfg.text_noise.wrong, seed=drawn)[0]
+        ids += [f"digits-{i:04d}" + (f"-c{copy}" if copy else "") for i in range(n)]
+    labels = np.tile(bunch.target.astype(np.int64), copies)
+    return ids, np.concatenate(images), labels, texts
+
+
+def write_digit_batches(out: str | Path, batches: int, seed: int = 0,
+                        shift_from: int | None = None, shift: str | None = None,
+                        shift_size: float = 0.5, copies: int = 1) -> list[Path]:
+    """Write `batches` batch folders of the built-in digits into `out` (which must not hold
+    batches yet); from batch `shift_from` (1-based) on, `shift` of `shift_size`. `copies`: a
+    larger stream, each digit that many times with its own image noise and text (ids
+    `digits-0042`, `digits-0042-c1`, ...). Returns the folders in order."""
     if shift is not None and shift not in SHIFTS:
         raise ValueError(f"shift must be one of {SHIFTS}, not {shift!r}")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty: write batches into a new folder")
-    bunch = load_digits()
-    cfg = DataConfig()
-    images = corrupt_digits(bunch.images.astype(np.float32) / 16.0, cfg.image_noise, seed)
-    labels = bunch.target.astype(np.int64)
-    noise = cfg.text_noise
-    texts, _ = generate_digit_texts(labels, uninformative=noise.uninformative,
-                                    ambiguous=noise.ambiguous, wrong=noise.wrong, seed=seed)
+    ids, images, labels, texts = _digits(seed, copies)
     order = np.random.default_rng(seed).permutation(len(labels))
     folders = []
     for index, rows in enumerate(np.array_split(order, batches)):
@@ -94,7 +107,7 @@ def write_digit_batches(out: str | Path, batches: int, seed: int = 0,
             b_images, b_labels, b_texts, keep = _shifted(b_images, b_labels, b_texts, shift,
                                                          shift_size, seed + index)
         folder = out / (FIRST_DAY + dt.timedelta(days=index)).isoformat()
-        _write_batch(folder, [f"digits-{i:04d}" for i in rows[keep]], b_images[keep],
+        _write_batch(folder, [ids[i] for i in rows[keep]], b_images[keep],
                      b_labels[keep], [t for t, k in zip(b_texts, keep, strict=True) if k])
         folders.append(folder)
     return folders

@@ -198,7 +198,7 @@ def run_batched_preprocessing(cfg: DataConfig, seed: int, out_dir: Path, meta: d
                                                                        strict=True)}
     names = {"all": [b.name for b in batches],
              "new": [b.name for b in batches if seen.get(b.name) != b.digest],
-             "reference": reference["batches"]}
+             "reference": reference["batches"], "digests": {b.name: b.digest for b in batches}}
     quality = _combined_quality(per_batch, reference, names)
     for split, rows in quality["splits"].items():
         if not rows:

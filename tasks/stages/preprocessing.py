@@ -52,10 +52,10 @@ def record_batches(cfg: PipelineConfig, ref: StageRef, state: str,
     Returns {all, new, reference} batch names; None for unbatched data."""
     if not cfg.data.batched:
         return None
-    from mmcore.data.batches import ledger_path, list_batches, write_ledger
+    from mmcore.data.batches import ledger_path, write_ledger
 
-    write_ledger(ledger_path(cfg.run_dir, cfg.data.path), list_batches(cfg.data.path))
     names = dict(ref.summary["batches"])
+    write_ledger(ledger_path(cfg.run_dir, cfg.data.path), names.pop("digests"))
     if state != "miss":
         names["new"] = []
     runs.set_tags(cfg, parent_run_id, {"mmpipe.batches": ",".join(names["all"]),
@@ -72,10 +72,9 @@ def _batched(run: StageRun) -> dict:
     quality = run_batched_preprocessing(
         cfg.data, cfg.seed, run.out, run.file_meta, batch_cache(cfg, STAGE),
         read_ledger(ledger_path(cfg.run_dir, cfg.data.path)))
-    for batch in quality["per_batch"].values():  # step = the batch's index: a chart per night
-        if batch["oov_rate"] is not None:
-            runs.log_metrics(cfg, run.run_id, {"batch.oov_rate": batch["oov_rate"]},
-                             step=batch["index"])
+    oov = [batch["oov_rate"] for batch in quality["per_batch"].values()]  # in batch order
+    if None not in oov:  # step = the batch's index: a chart over the nights
+        runs.log_series(cfg, run.run_id, {"batch.oov_rate": oov}, prefix="")
     names = quality["batches"]
     run.set_tags({"mmpipe.batches": ",".join(names["all"]),
                   "mmpipe.new_batches": ",".join(names["new"]),
