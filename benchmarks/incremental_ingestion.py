@@ -71,8 +71,8 @@ def main() -> None:
             print(f"repeat {repeat + 1}: full {full[-1]:.2f} s, night {night[-1]:.2f} s",
                   flush=True)
     f, n = statistics.median(full), statistics.median(night)
-    print(f"\n{args.batches} batches of the built-in digits x {args.copies}, stages {', '.join(STAGES)}, "
-          f"{args.repeats} repeats")
+    print(f"\n{args.batches} batches of the built-in digits x {args.copies}, stages "
+          f"{', '.join(STAGES)}, {args.repeats} repeats")
     print(f"full run from scratch : median {f:.2f} s")
     print(f"night, 1 new batch    : median {n:.2f} s")
     print(f"night / full          : {n / f:.3f}  (target <= 0.2)")
