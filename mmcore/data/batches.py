@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from mmcore.config import DataConfig
 from mmcore.data.source import DataError, Source
+from mmcore.io.integrity import file_stats
 from mmcore.io.parquet import write_json
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.parquet")
@@ -45,10 +46,9 @@ _DIGESTS: dict[tuple, str] = {}
 
 def _content_digest(folder: Path) -> str:
     """sha256 over the relative names and bytes of every file under `folder`."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    stats = tuple(file_stats(folder))
     if (folder, stats) not in _DIGESTS:
-        _DIGESTS[folder, stats] = _read_digest(folder, files)
+        _DIGESTS[folder, stats] = _read_digest(folder, [Path(path) for path, _, _ in stats])
     return _DIGESTS[folder, stats]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mmcore.config import DataConfig, PipelineConfig
+from mmcore.io.integrity import file_stats
 from tasks.engine.keys import StageRef, batch_cache
 from tasks.engine.skeleton import StageRun, stage_task
 from tasks.tracking import runs
@@ -20,8 +21,7 @@ def _files(path: str | None) -> list[list]:
     root = Path(path)
     if root.is_file():  # a manifest: its images live in its folder
         root = root.parent
-    paths = sorted(p for p in root.rglob("*") if p.is_file())
-    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths if p.exists()]
+    return [list(stat) for stat in file_stats(root)]
 
 
 def key_extra(cfg: PipelineConfig) -> dict[str, Any]:
