@@ -20,7 +20,7 @@ from mmcore.uris import public_uri
 from tasks.engine import recovery
 from tasks.engine.keys import StageRef
 from tasks.engine.results import SERIALIZER as JSON_RESULTS
-from tasks.stages import table
+from tasks.stages import preprocessing, table
 from tasks.tracking import model_registry, run_summary, runs
 from tasks.tracking.experiment_runs import rounded
 
@@ -68,11 +68,13 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
     cfg = load_config(config, overrides)
     wanted, first_refresh = select(stages, refresh)
     with recovery.recorded(cfg, flow_run.get_id(), logger):  # first: after crashed runs
+        preprocessing.check_batches(cfg, accept_changes="preprocessing" in (refresh or []))
         tag_flow_run(flow_run_tags(cfg, role))
         parent = runs.start_parent_run(
             cfg, flow_run.get_id(), run_name or f"{cfg.name} · {cfg.training.mode}",
             {"stages": ",".join(wanted)}, parent=parent_run_id)
         refs: dict[str, StageRef] = {}
+        batches = None
         report: dict[str, dict[str, str]] = {}
         with runs.ended(cfg, parent):
             for index, stage in enumerate(STAGES[: STAGES.index(wanted[-1]) + 1]):
@@ -88,6 +90,8 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
                 ref, state = table.run(stage, cfg, dict(refs), parent, refresh=refresh_it)
                 refs[stage] = ref
                 report[stage] = {"state": state, "key": ref.key, "path": ref.path}
+                if stage == "preprocessing":
+                    batches = preprocessing.record_batches(cfg, ref, state, parent)
             model = _register(cfg, refs, role)
             metrics = refs["testing"].summary["metrics"] if "testing" in refs else {}
             # Rounded on the parent, the row a reviewer reads (the testing run keeps them whole).
@@ -99,7 +103,7 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
             "tracking_uri": public_uri(runs.tracking_uri(cfg.run_dir)), "stages": report,
             "metrics": metrics, "plan": plan,
             "labels_used": plan["labels_used"] if plan else None,
-            "quality": refs["preprocessing"].summary["metrics"],
+            "quality": refs["preprocessing"].summary["metrics"], "batches": batches,
             "comparison": refs["testing"].summary.get("comparison") if "testing" in refs
             else None, "model": model}
 

@@ -119,6 +119,10 @@ class DataConfig(_Section):
     limit: int | None = Field(None, ge=1)  # keep at most this many rows (quick runs)
     pair: PairConfig | None = None
     batch_rows: int = Field(8192, ge=1)  # rows per streamed batch / Parquet row group
+    # `path` holds batch subfolders `<path>/<batch>/`, ingested incrementally (docs/batches.md)
+    batched: bool = False
+    # the first N batches: the window the vocabulary, normalisation and encoders are fitted on
+    reference_batches: int = Field(1, ge=1)
 
     @field_validator("max_text_tokens")
     @classmethod
@@ -126,6 +130,14 @@ class DataConfig(_Section):
         if isinstance(value, int) and value < 1:
             raise ValueError("must be >= 1 or 'auto'")
         return value
+
+    @model_validator(mode="after")
+    def _batches_need_a_path(self) -> DataConfig:
+        if self.batched and self.source in ("digits", "paired"):
+            raise ValueError(f"data.batched needs a source that reads data.path (mnist, imdb, "
+                             f"manifest), not {self.source}; `mmpipe data batches` writes the "
+                             "digits as manifest batches")
+        return self
 
 
 class FeaturesConfig(_Section):
@@ -191,6 +203,14 @@ class TrainingConfig(_Section):
     batch_size: int = Field(64, ge=1)
     model_name: str = "mmpipe-classifier"
     register_model: bool = True
+    # batched data (docs/batches.md): train on every batch, or on the newest N ("last N")
+    window: str = Field("all", pattern=r"^(all|last [1-9][0-9]*)$")
+
+    def window_batches(self, batches: list[str]) -> list[str]:
+        """The batches (names, in order) that `window` covers."""
+        if self.window == "all":
+            return list(batches)
+        return list(batches)[-int(self.window.split()[1]):]
 
 
 class TestingConfig(_Section):

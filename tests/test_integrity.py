@@ -220,3 +220,22 @@ def test_stale_temporaries_go_and_live_ones_stay(tmp_path):
         f"removed stale temporary .code-digests.json.{dead}-0123abcd.tmp"])
     assert not crashed.exists() and busy.exists()
     assert loose[f".latest.json.{os.getpid()}-0123abcd.tmp"].exists()
+
+
+def test_stale_batch_cache_temporaries_go(tmp_path):
+    """A per-batch cache entry (docs/batches.md) left half-built by a killed writer is removed
+    by the next run; one a live process writes stays."""
+    cfg = load_config(overrides=[f"run_dir={tmp_path}"])
+    cache = tmp_path / "batch-cache" / "preprocessing" / "c0de" / "batches"
+    dead, old = _dead_pid(), time.time() - 60
+    crashed = cache / f".b1.{dead}-0123abcd.tmp"
+    crashed.mkdir(parents=True)
+    (crashed / "train.parquet").write_bytes(b"half")
+    live = cache / f".b2.{os.getpid()}-0123abcd.tmp"
+    live.mkdir()
+    for path in (crashed, live):
+        os.utime(path, (old, old) if path == crashed else None)
+    done = recovery.recover(cfg, "flow-run-id", LOG)
+    assert done == [f"removed stale temporary {crashed.relative_to(tmp_path)}"]
+    assert not crashed.exists() and live.exists()
+

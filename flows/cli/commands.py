@@ -13,6 +13,8 @@
     mmpipe deploy [--api-url URL] [--crash-after SECONDS]
     mmpipe server start|stop|status
     mmpipe data download mnist|imdb [--dest DIR] [--url-base URL]
+    mmpipe data batches --out DIR --batches N [--shift-from K --shift noise|occlusion|vocab|balance
+                        --shift-size X] [--seed S] [--copies C]
 
 Errors before work: the config, stage names and data paths are checked before Prefect starts or
 anything heavy is imported. A problem with them is one line on stderr and exit code 2; any other
@@ -83,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(run)
     run.add_argument("--stages", help="comma-separated stages to run, e.g. training,testing")
     run.add_argument("--refresh", action="append", default=[], metavar="STAGE",
-                     help="force STAGE (and the selected stages after it) to run again")
+                     help="force STAGE (and the selected stages after it) to run again; "
+                          "preprocessing: also accept batches that changed (docs/batches.md)")
     status = sub.add_parser("status", help="each stage's cache state for a config; runs nothing",
                             parents=[debug])
     _config_args(status)
@@ -138,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("name", choices=["mnist", "imdb"])
     download.add_argument("--dest", default="data", help="folder to download into")
     download.add_argument("--url-base", help="mirror to download from instead of the default")
+    batches = data_sub.add_parser("batches", parents=[debug],
+                                  help="write the built-in digits as N batch folders, with an "
+                                       "optional shift from batch K on (docs/batches.md)")
+    batches.add_argument("--out", required=True, help="a new folder for the batch folders")
+    batches.add_argument("--batches", type=int, required=True, metavar="N")
+    batches.add_argument("--shift-from", type=int, metavar="K",
+                         help="the first shifted batch, counted from 1")
+    batches.add_argument("--shift", choices=["noise", "occlusion", "vocab", "balance"])
+    batches.add_argument("--shift-size", type=float, default=0.5, metavar="X",
+                         help="noise std, occluded share, share of foreign texts, or share of "
+                              "classes 5-9 dropped (default 0.5)")
+    batches.add_argument("--seed", type=int, default=0)
+    batches.add_argument("--copies", type=int, default=1, metavar="C",
+                         help="a larger stream: each digit C times, with its own noise and "
+                              "text (default 1: the 1,797 digits)")
     return parser
 
 
@@ -192,6 +210,9 @@ def print_summary(summary: dict) -> None:
                         if k.startswith(("rejected.", "modified.")))
     print(f"data: {int(quality['rows_in'])} rows in, {int(quality['rows_kept'])} kept, "
           f"{int(quality['rows_rejected'])} rejected" + (f" ({reasons})" if reasons else ""))
+    if batches := summary.get("batches"):
+        print(f"batches: {len(batches['all'])}, new in this run: "
+              f"{', '.join(batches['new']) or 'none'}")
     print(metrics_table(summary))
     if model := summary.get("model"):
         print(f"model: {model['name']} version {model['version']}"
@@ -380,6 +401,31 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    return cmd_batches(args) if args.data_command == "batches" else cmd_download(args)
+
+
+def cmd_batches(args: argparse.Namespace) -> int:
+    """`mmpipe data batches`: the built-in digits as batch folders."""
+    if (args.shift is None) != (args.shift_from is None):
+        raise errors.UsageError("--shift and --shift-from go together")
+    if args.batches < 1 or args.copies < 1 or (args.shift_from is not None
+                            and not 1 <= args.shift_from <= args.batches):
+        raise errors.UsageError("--batches and --copies must be >= 1, --shift-from within "
+                                "1..N")
+    if Path(args.out).exists() and any(Path(args.out).iterdir()):
+        raise errors.UsageError(f"--out {args.out} is not empty: write batches into a new "
+                                "folder")
+    from mmcore.data.digit_batches import write_digit_batches
+
+    for folder in write_digit_batches(args.out, args.batches, args.seed, args.shift_from,
+                                      args.shift, args.shift_size, args.copies):
+        print(folder)
+    print(f"run: mmpipe run --set data.source=manifest --set data.path={args.out} "
+          "--set data.batched=true")
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from mmcore.data.download import DATASETS, download_dataset
 
@@ -395,7 +441,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "status": cmd_status, "verify": cmd_verify, "compare": cmd_compare,
             "sweep": cmd_sweep,
             "promote": cmd_promote, "serve": cmd_serve, "deploy": cmd_deploy,
-            "server": cmd_server, "data": cmd_download}
+            "server": cmd_server, "data": cmd_data}
 
 
 def report(exc: BaseException, debug: bool) -> int:

@@ -53,6 +53,11 @@ def _check_path(field: str, source: str, path: str | None) -> None:
 def check_data(cfg: PipelineConfig) -> None:
     """The data section names paths that exist, of the kind its source reads."""
     data = cfg.data
+    if data.batched:  # each batch folder is checked when it is read
+        if data.path is None or not Path(data.path).is_dir():
+            raise UsageError(f"data.path: data.batched needs a folder of batch folders, not "
+                             f"{data.path}")
+        return
     if data.source != "paired":
         _check_path("data.path", data.source, data.path)
         return

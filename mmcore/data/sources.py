@@ -31,7 +31,13 @@ def _load(entry: str) -> type:
 
 def open_source(cfg: DataConfig, seed: int) -> Source:
     """The source `cfg` names, with generated digit texts added when `data.text=generated`
-    (the built-in digits and pairs handle `data.text` themselves)."""
+    (the built-in digits and pairs handle `data.text` themselves). Batched data
+    (`data.batched`): the first batch, as a sample of the raw rows; preprocessing opens each
+    batch itself (`mmcore.stages.batched_preprocessing`)."""
+    if cfg.batched:
+        from mmcore.data.batches import batch_data_config, list_batches
+
+        cfg = batch_data_config(cfg, list_batches(cfg.path)[0])
     if cfg.source == "paired" and cfg.pair is None:
         raise DataError("data.source=paired needs a data.pair section", field="data.pair")
     if cfg.source not in _NO_PATH and cfg.path is None:

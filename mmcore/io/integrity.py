@@ -59,6 +59,21 @@ def file_digest(path: Path, stat: os.stat_result | None = None, reuse: bool = Tr
     return digest
 
 
+def file_stats(root: Path) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of every file under `root`, sorted by path: one stat per file
+    (a data folder can hold one image file per sample)."""
+    stats = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:  # removed while listed
+                continue
+            stats.append((path, info.st_size, info.st_mtime_ns))
+    return sorted(stats)
+
+
 def _files(folder: Path, skip: set[str]) -> list[Path]:
     """Regular files under `folder`, hidden names and `skip` left out, in a stable order."""
     found = []

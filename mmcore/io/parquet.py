@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,12 @@ def embedding_array(matrix: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
 
 
-def embedding_schema(dim: int) -> pa.Schema:
-    """The features/shared contract: id, split, label, embedding[dim]."""
-    return pa.schema([("id", pa.string()), ("split", pa.string()), ("label", pa.int64()),
-                      ("embedding", pa.list_(pa.float32(), dim))])
+def embedding_schema(dim: int, batched: bool = False) -> pa.Schema:
+    """The features/shared contract: id, split, label, embedding[dim]; batched data
+    (docs/batches.md) adds `batch`, the batch's name."""
+    fields = [("id", pa.string()), ("split", pa.string()), ("label", pa.int64()),
+              ("embedding", pa.list_(pa.float32(), dim))]
+    return pa.schema(fields + ([("batch", pa.string())] if batched else []))
 
 
 def _column(values, type_: pa.DataType) -> pa.Array | pa.ChunkedArray:
@@ -54,12 +57,15 @@ def _column(values, type_: pa.DataType) -> pa.Array | pa.ChunkedArray:
     return pa.array(values, type_)
 
 
-def embedding_table(ids, splits, labels, matrix: np.ndarray) -> pa.Table:
-    """Rows of the features/shared contract from columns (Arrow or numpy) and an (N, D) matrix."""
-    return pa.Table.from_arrays(
-        [_column(ids, pa.string()), _column(splits, pa.string()),
-         _column(labels, pa.int64()), embedding_array(matrix)],
-        schema=embedding_schema(matrix.shape[1]))
+def embedding_table(ids, splits, labels, matrix: np.ndarray, batches=None) -> pa.Table:
+    """Rows of the features/shared contract from columns (Arrow or numpy) and an (N, D) matrix
+    (and, for batched data, the batch column)."""
+    columns = [_column(ids, pa.string()), _column(splits, pa.string()),
+               _column(labels, pa.int64()), embedding_array(matrix)]
+    if batches is not None:
+        columns.append(_column(batches, pa.string()))
+    return pa.Table.from_arrays(columns,
+                                schema=embedding_schema(matrix.shape[1], batches is not None))
 
 
 def to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -182,6 +188,37 @@ def verify_folder(folder: str | Path, full: bool = False,
     if marker is None:
         return None, []
     return marker, integrity.check(folder, marker.get("files"), full=full, skip={MARKER})
+
+
+def cached_folder(folder: Path, build: Callable[[Path], None]) -> Path:
+    """`folder`, built once: `build` fills a temporary sibling, which gets its completion marker
+    and is renamed into place, so a crash never leaves a half-built entry. A damaged entry is
+    built again."""
+    if folder_complete(folder):
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir(parents=True)
+    try:
+        build(tmp)
+        mark_complete(tmp, {})
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another run published the same entry first
+            if folder_complete(folder):
+                shutil.rmtree(tmp)
+            else:
+                raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def folder_complete(folder: Path) -> bool:
+    """Whether `folder` has its completion marker and every file it lists, unchanged."""
+    marker, problems = verify_folder(folder)
+    return marker is not None and not problems
 
 
 def iter_batches(path: str | Path, columns: list[str] | None = None,

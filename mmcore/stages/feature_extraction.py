@@ -13,6 +13,9 @@ the saved weights and the samples, so the parts can run in other processes (on D
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from mmcore.config import FeaturesConfig
+from mmcore.config import FeaturesConfig, digest
+from mmcore.data.batches import batch_row_groups
 from mmcore.data.validation import SPLITS
 from mmcore.io.parquet import (
     atomic_writer,
@@ -30,6 +34,7 @@ from mmcore.io.parquet import (
     embedding_table,
     read_embeddings,
     read_metadata,
+    write_table,
 )
 from mmcore.io.partitions import MapParts, one_thread, run_inline
 from mmcore.learning_plan import JOINT, LABELS, encoder_recipe, labelled
@@ -52,6 +57,13 @@ def _columns(modality: str) -> list[str]:
     return ["id", "split", "label", *MODALITIES[modality].columns]
 
 
+def _window(samples: Path, split: str, meta: dict[str, Any]) -> list[int] | None:
+    """Batched data: the row groups of the reference window's batches, which encoders are
+    trained on and then frozen (docs/batches.md); None (all) otherwise."""
+    reference = meta.get("reference_batches")
+    return batch_row_groups(samples / f"{split}.parquet", reference) if reference else None
+
+
 def _predict(model: EncoderClassifier, batches: ParquetBatches, device: torch.device,
              ) -> tuple[np.ndarray, np.ndarray]:
     labels, preds = [], []
@@ -71,9 +83,10 @@ def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
     model = EncoderClassifier(modality, cfg, meta, len(meta["class_names"]))
     decode = sample_decoder(modality, meta)
     train = ParquetBatches(samples / "train.parquet", _columns(modality), decode,
-                           cfg.batch_size, shuffle=True, seed=seed)
+                           cfg.batch_size, shuffle=True, seed=seed,
+                           row_groups=_window(samples, "train", meta))
     val = ParquetBatches(samples / "val.parquet", _columns(modality), decode, 1024,
-                         shuffle=False)
+                         shuffle=False, row_groups=_window(samples, "val", meta))
 
     def evaluate(m):
         labels, preds = _predict(m, val, device)
@@ -112,17 +125,41 @@ def row_group_parts(file: Path, part_rows: int) -> list[list[int]]:
     return parts
 
 
+def _batch_parts(samples: Path, meta: dict[str, Any], cache: Path, weights: str,
+                 ) -> list[dict[str, Any]]:
+    """Batched data: one part per split and batch, each with the file of the per-batch cache
+    that holds its embeddings once computed (keyed by the batch's preprocessing key and the
+    encoder's weights)."""
+    jobs = []
+    for split in SPLITS:
+        for name in meta["batches"]:
+            groups = batch_row_groups(samples / f"{split}.parquet", [name])
+            if groups:
+                key = digest({"batch": meta["batch_keys"][name], "split": split,
+                              "weights": weights})
+                jobs.append({"samples": str(samples / f"{split}.parquet"), "row_groups": groups,
+                             "batch": name, "cache_file": str(cache / f"{key}.parquet")})
+    return jobs
+
+
 def embed_jobs(samples: Path, weights: Path, modality: str, cfg: FeaturesConfig,
                meta: dict[str, Any], file_meta: dict[str, Any], with_labels: bool,
-               part_rows: int, device: str = "cpu") -> list[dict[str, Any]]:
+               part_rows: int, device: str = "cpu", batch_cache: Path | None = None,
+               weights_id: str = "") -> list[dict[str, Any]]:
     """One job per run of whole row groups of about `part_rows` rows, split by split in row
-    order: what `embed_part` needs to embed them in any process that reaches the run folder."""
-    return [{"samples": str(samples / f"{split}.parquet"), "row_groups": groups,
-             "weights": str(weights), "modality": modality,
-             "features": cfg.model_dump(mode="json"), "sample_meta": meta,
-             "with_labels": with_labels, "device": device, "meta": file_meta}
-            for split in SPLITS
-            for groups in row_group_parts(samples / f"{split}.parquet", part_rows)]
+    order (batched data: per split and batch): what `embed_part` needs to embed them in any
+    process that reaches the run folder."""
+    common = {"weights": str(weights), "modality": modality,
+              "features": cfg.model_dump(mode="json"), "sample_meta": meta,
+              "with_labels": with_labels, "device": device, "meta": file_meta}
+    if "batches" in meta and batch_cache is not None:
+        parts = _batch_parts(samples, meta, batch_cache / "embeddings",
+                             f"{modality}-{with_labels}-{weights_id}-{device}")
+    else:
+        parts = [{"samples": str(samples / f"{split}.parquet"), "row_groups": groups}
+                 for split in SPLITS
+                 for groups in row_group_parts(samples / f"{split}.parquet", part_rows)]
+    return [{**part, **common} for part in parts]
 
 
 def load_trained(weights: str | Path, modality: str, cfg: FeaturesConfig,
@@ -137,18 +174,27 @@ def load_trained(weights: str | Path, modality: str, cfg: FeaturesConfig,
 def embed_part(out: Path, meta: dict[str, Any], samples: str, row_groups: list[int],
                weights: str, modality: str, features: dict[str, Any],
                sample_meta: dict[str, Any], with_labels: bool, device: str = "cpu",
-               rows_per_pass: int = EMBED_ROWS) -> None:
+               rows_per_pass: int = EMBED_ROWS, batch: str | None = None,
+               cache_file: str | None = None) -> None:
     """Embed row groups of a samples file into the part file `out` (written atomically).
+
+    Batched data (`batch`): the part's rows carry the batch's name, and `cache_file` keeps its
+    embeddings across runs: a part found there is copied (with this part's metadata), one
+    computed here is linked there (`keep_in_cache`).
 
     At most `rows_per_pass` rows go through the encoder at once: a whole row group (8,192 rows
     of 28x28) in one forward pass peaked at 3.3 GB, 1,024 rows at ~1 GB, and is no slower.
     A label-free encoder (`with_labels=False`) reads no label and writes a null one.
     """
+    if cache_file is not None and Path(cache_file).exists():
+        write_table(out, pq.read_table(cache_file), meta)
+        return
     model = load_trained(weights, modality, FeaturesConfig(**features), sample_meta).to(device)
     columns = _columns(modality) if with_labels else label_free_columns(modality)
     spec = MODALITIES[modality]
     file = pq.ParquetFile(samples)
-    with one_thread(), atomic_writer(out, embedding_schema(model.encoder.dim), meta) as writer:
+    schema = embedding_schema(model.encoder.dim, batched=batch is not None)
+    with one_thread(), atomic_writer(out, schema, meta) as writer:
         for chunk in file.iter_batches(rows_per_pass, row_groups=row_groups, columns=columns):
             table = pa.Table.from_batches([chunk])
             with torch.no_grad():
@@ -156,12 +202,28 @@ def embed_part(out: Path, meta: dict[str, Any], samples: str, row_groups: list[i
             labels = table.column("label") if with_labels else pa.nulls(table.num_rows,
                                                                          pa.int64())
             writer.write_table(embedding_table(
-                table.column("id"), table.column("split"), labels, emb.cpu().numpy()))
+                table.column("id"), table.column("split"), labels, emb.cpu().numpy(),
+                None if batch is None else [batch] * table.num_rows))
+    if cache_file is not None:
+        keep_in_cache(Path(out), Path(cache_file))
+
+
+def keep_in_cache(part: Path, cache_file: Path) -> None:
+    """A hard link to a finished part in the per-batch cache (renamed into place: a reader
+    never sees half a file; files are never changed in place, so the link stays valid)."""
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        os.link(part, tmp)
+    except OSError:  # another file system: a copy
+        shutil.copyfile(part, tmp)
+    os.replace(tmp, cache_file)
 
 
 def embed_splits(model: EncoderClassifier, samples: Path, out_dir: Path, meta: dict[str, Any],
                  cfg: FeaturesConfig, file_meta: dict[str, Any], map_parts: MapParts,
-                 part_rows: int, with_labels: bool = True) -> Path:
+                 part_rows: int, with_labels: bool = True,
+                 batch_cache: Path | None = None) -> Path:
     """Save the encoder to `encoder_<modality>.pt` and embed every split into the dataset
     `<modality>.parquet/`, one part per `part_rows` rows (whole row groups) of the samples,
     through `map_parts` (here one after another, or on a cluster: `tasks/parallel/partitions.py`).
@@ -170,7 +232,7 @@ def embed_splits(model: EncoderClassifier, samples: Path, out_dir: Path, meta: d
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, weights)
     device = str(next(model.parameters()).device)
     jobs = embed_jobs(samples, weights, model.modality, cfg, meta, file_meta, with_labels,
-                      part_rows, device)
+                      part_rows, device, batch_cache, weights_digest(model))
     return map_parts(f"{model.modality}.parquet", embed_part, jobs, weights_digest(model))
 
 
@@ -213,7 +275,8 @@ def extract_labelled(modality: str, samples: Path, cfg: FeaturesConfig, seed: in
                      out_dir: Path, file_meta: dict[str, Any], on_epoch: OnEpoch | None = None,
                      device: torch.device | str = "cpu", reuse: Path | None = None,
                      on_progress: OnProgress | None = None, map_parts: MapParts | None = None,
-                     part_rows: int = PART_ROWS) -> tuple[dict[str, float], dict[str, Any]]:
+                     part_rows: int = PART_ROWS, batch_cache: Path | None = None,
+                     ) -> tuple[dict[str, float], dict[str, Any]]:
     """An encoder trained with labels: writes its embeddings and weights; returns its own
     head's accuracies and its class scores per row (what a label-free encoder learns from)."""
     meta = read_metadata(samples / "train.parquet")
@@ -222,7 +285,7 @@ def extract_labelled(modality: str, samples: Path, cfg: FeaturesConfig, seed: in
     features = embed_splits(model, samples, out_dir, meta, cfg,
                             {**file_meta, "modality": modality, "learned_from": LABELS,
                              "dim": model.encoder.dim}, map_parts or run_inline(out_dir),
-                            part_rows)
+                            part_rows, batch_cache=batch_cache)
     teacher = teacher_scores(model, features)
     return split_accuracies(teacher), teacher
 
@@ -231,7 +294,8 @@ def extract_label_free(modality: str, samples: Path, teacher: dict[str, Any], an
                        cfg: FeaturesConfig, seed: int, out_dir: Path, file_meta: dict[str, Any],
                        on_epoch: OnEpoch | None = None, device: torch.device | str = "cpu",
                        on_progress: OnProgress | None = None, map_parts: MapParts | None = None,
-                       part_rows: int = PART_ROWS) -> dict[str, float]:
+                       part_rows: int = PART_ROWS, batch_cache: Path | None = None,
+                       ) -> dict[str, float]:
     """An encoder trained from the pairs alone (B side): reads no label from `samples`, writes
     its embeddings (null label) and weights; returns its val pair loss."""
     meta = read_metadata(samples / "train.parquet")
@@ -240,7 +304,7 @@ def extract_label_free(modality: str, samples: Path, teacher: dict[str, Any], an
     embed_splits(model, samples, out_dir, meta, cfg,
                  {**file_meta, "modality": modality, "learned_from": f"pairs:{anchor}",
                   "dim": model.encoder.dim}, map_parts or run_inline(out_dir), part_rows,
-                 with_labels=False)
+                 with_labels=False, batch_cache=batch_cache)
     return {"val_pair_l2": pair_loss_on(model, samples, "val", teacher, meta)}
 
 
@@ -249,13 +313,15 @@ def run_feature_extraction(samples: Path, cfg: FeaturesConfig, seed: int, out_di
                            device: str = "cpu", space: str = JOINT,
                            reuse: Path | None = None, on_progress: OnProgress | None = None,
                            map_parts: MapParts | None = None, part_rows: int = PART_ROWS,
-                           ) -> dict[str, Any]:
+                           batch_cache: Path | None = None) -> dict[str, Any]:
     """Encoders for every modality the samples have, each learning as the space's recipe says
     (`mmcore.learning_plan.encoder_recipe`): with labels, or label-free from the class scores
     the anchor's encoder gives the paired rows. Writes `<modality>.parquet/` and
     `encoder_<modality>.pt` (a state dict); embedding maps over the samples' row groups through
-    `map_parts` (default: one after another, here). Returns each labelled encoder's accuracies
-    (its own linear head: a diagnostic) and each label-free one's val pair loss."""
+    `map_parts` (default: one after another, here). Batched data: encoders learn from the
+    reference window, and `batch_cache` keeps each batch's embeddings across runs. Returns each
+    labelled encoder's accuracies (its own linear head: a diagnostic) and each label-free one's
+    val pair loss."""
     meta = read_metadata(samples / "train.parquet")
     recipe = encoder_recipe(space, meta["modalities"])
     results: dict[str, Any] = {}
@@ -265,13 +331,13 @@ def run_feature_extraction(samples: Path, cfg: FeaturesConfig, seed: int, out_di
         if recipe[modality] == LABELS:
             results[modality], teachers[modality] = extract_labelled(
                 modality, samples, cfg, seed, out_dir, file_meta, on_epoch, device, reuse,
-                on_progress, map_parts, part_rows)
+                on_progress, map_parts, part_rows, batch_cache)
         else:
             anchor = recipe[modality].split(":")[1]
             results[modality] = extract_label_free(modality, samples, teachers[anchor], anchor,
                                                    cfg, seed, out_dir, file_meta, on_epoch,
                                                    device, on_progress, map_parts,
-                                                   part_rows)
+                                                   part_rows, batch_cache)
     return {"modalities": meta["modalities"], "scores": results,
             "class_names": meta["class_names"], "encoders": recipe,
             "labels_used": labelled(space, meta["modalities"])}

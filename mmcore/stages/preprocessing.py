@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmcore.config import DataConfig
+from mmcore.data.batches import hash_split
 from mmcore.data.source import DataError, Source
 from mmcore.data.tokenizer import AUTO_RULE, TextEncoding, Vocabulary, auto_max_tokens
 from mmcore.data.validation import SPLITS, QualityReport, RowValidator, image_checks
@@ -69,7 +70,10 @@ def _limited(source: Source, cfg: DataConfig):
         yield batch
 
 
-def _first_pass(source: Source, cfg: DataConfig, report: QualityReport) -> _Pass1:
+def _first_pass(source: Source, cfg: DataConfig, report: QualityReport,
+                hashed: bool = False) -> _Pass1:
+    """Pass 1 (module docstring). `hashed`: rows without a split from the source get one from
+    a hash of their id (`mmcore.data.batches.hash_split`), final at once."""
     validator = RowValidator(source.info, report, cfg.on_bad_row)
     keep, labels, splits = [], array("q"), array("b")
     sums, sumsq = [], []
@@ -83,7 +87,12 @@ def _first_pass(source: Source, cfg: DataConfig, report: QualityReport) -> _Pass
         rows = np.flatnonzero(mask)
         labels.extend(np.asarray(batch.column("label").to_numpy(zero_copy_only=False))[rows]
                       .astype(np.int64))
-        splits.extend(SPLIT_CODE[s] for s in batch.column("split").take(rows).to_pylist())
+        given = [SPLIT_CODE[s] for s in batch.column("split").take(rows).to_pylist()]
+        if hashed:
+            drawn = hash_split(batch.column("id").take(rows).to_pylist(), cfg.split.val,
+                               cfg.split.test)
+            given = [g if g >= 0 else int(d) for g, d in zip(given, drawn, strict=True)]
+        splits.extend(given)
         if checks.channel_sums is not None:
             sums.append(checks.channel_sums[rows])
             sumsq.append(checks.channel_sumsq[rows])
@@ -189,8 +198,19 @@ def _vocabulary(p1: _Pass1, split: np.ndarray, min_count: int) -> tuple[Vocabula
     return vocab, mapping, {p1.words[i]: int(counts[i]) for i in order}
 
 
-def _schema(info, with_image: bool, with_text: bool) -> pa.Schema:
+def image_stats(p1: _Pass1, split: np.ndarray, info) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of the train rows' pixels: the normalisation."""
+    train = split == SPLIT_CODE["train"]
+    pixels = np.prod(info.image_shape[1:])
+    mean = p1.sums[train].sum(axis=0) / (train.sum() * pixels)
+    var = p1.sumsq[train].sum(axis=0) / (train.sum() * pixels) - mean**2
+    return mean, np.sqrt(np.maximum(var, 1e-12))
+
+
+def _schema(info, with_image: bool, with_text: bool, batched: bool = False) -> pa.Schema:
     fields = [("id", pa.string()), ("label", pa.int64()), ("split", pa.string())]
+    if batched:
+        fields.append(("batch", pa.string()))
     if with_image:
         c, h, w = info.image_shape
         fields.append(("image", pa.list_(pa.float32(), c * h * w)))
@@ -216,13 +236,7 @@ def run_preprocessing(source: Source, cfg: DataConfig, seed: int, out_dir: Path,
     report.notes = dict(info.extra)
 
     with_image, with_text = info.image_shape is not None, info.has_text
-    mean = std = None
-    if with_image:
-        train = split == SPLIT_CODE["train"]
-        pixels = np.prod(info.image_shape[1:])
-        mean = p1.sums[train].sum(axis=0) / (train.sum() * pixels)
-        var = p1.sumsq[train].sum(axis=0) / (train.sum() * pixels) - mean**2
-        std = np.sqrt(np.maximum(var, 1e-12))
+    mean, std = image_stats(p1, split, info) if with_image else (None, None)
     vocab, mapping, counts, max_tokens = (None, None, {}, None)
     if with_text:
         max_tokens = _text_length(p1, split, cfg.max_text_tokens, report)
@@ -259,7 +273,8 @@ def run_preprocessing(source: Source, cfg: DataConfig, seed: int, out_dir: Path,
     return quality
 
 
-def _second_pass(source, cfg, p1, split, mapping, out_dir, schema, meta) -> None:
+def _second_pass(source, cfg, p1, split, mapping, out_dir, schema, meta,
+                 batch: str | None = None) -> None:
     paths = {name: out_dir / f"{name}.parquet" for name in SPLITS}
     writers = {}
     try:
@@ -267,13 +282,14 @@ def _second_pass(source, cfg, p1, split, mapping, out_dir, schema, meta) -> None
             writers[name] = atomic_writer(paths[name], schema, {**meta, "split": name})
         opened = {name: ctx.__enter__() for name, ctx in writers.items()}
         row0, kept0 = 0, 0
-        for batch in _limited(source, cfg):
-            mask = p1.keep[row0:row0 + batch.num_rows]
-            row0 += batch.num_rows
+        for rows_in in _limited(source, cfg):
+            mask = p1.keep[row0:row0 + rows_in.num_rows]
+            row0 += rows_in.num_rows
             rows = np.flatnonzero(mask)
             kept = np.arange(kept0, kept0 + len(rows))
             kept0 += len(rows)
-            table = _samples(batch.take(pa.array(rows)), kept, p1, split, mapping, schema)
+            table = _samples(rows_in.take(pa.array(rows)), kept, p1, split, mapping, schema,
+                             batch)
             for code, name in enumerate(SPLITS):
                 part = table.filter(pa.array(split[kept] == code))
                 if part.num_rows:
@@ -300,13 +316,15 @@ def _same_as_first_pass(batch: pa.RecordBatch, width: int) -> None:
                         reason="source_changed")
 
 
-def _samples(batch, kept, p1, split, mapping, schema) -> pa.Table:
+def _samples(batch, kept, p1, split, mapping, schema, batch_name=None) -> pa.Table:
     codes = split[kept]
     cols: dict[str, pa.Array] = {
         "id": batch.column("id").cast(pa.string()),
         "label": pa.array(p1.labels[kept], pa.int64()),
         "split": pa.array(np.array(SPLITS, dtype=object)[codes], pa.string()),
     }
+    if "batch" in schema.names:
+        cols["batch"] = pa.array([batch_name] * len(kept), pa.string())
     if "image" in schema.names:
         width = schema.field("image").type.list_size
         _same_as_first_pass(batch, width)

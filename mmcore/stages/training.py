@@ -58,13 +58,26 @@ def predict_proba(model: torch.nn.Module, shared: dict[str, dict[str, Any]], pla
     return torch.softmax(logits, dim=1).cpu().numpy(), labels_of(shared, plan)[rows]
 
 
+def set_aside(shared: dict[str, dict[str, Any]], window: set[str]) -> None:
+    """Training on a window of batches (`training.window`): the train and val rows of other
+    batches get the split `outside`, so that neither training nor model selection sees them."""
+    for rows in shared.values():
+        outside = ~np.isin(rows["id"], list(window)) & (rows["split"] != "test")
+        rows["split"] = np.where(outside, "outside", rows["split"])
+
+
 def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: TrainingConfig,
                  seed: int, out_dir: Path,
                  on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                 device: str = "cpu") -> dict[str, Any]:
-    """Train the mode's classifier; write `classifier.pt` and `classifier.json`."""
+                 device: str = "cpu", window: set[str] | None = None,
+                 batches: list[str] | None = None) -> dict[str, Any]:
+    """Train the mode's classifier; write `classifier.pt` and `classifier.json`. Batched data:
+    `window`, the ids of the rows the training window covers (all rows if None), and `batches`,
+    the batches it covers (recorded in `classifier.json`)."""
     plan = mode_plan(cfg, modalities)
     shared = load_shared(shared_dir, modalities)
+    if window is not None:
+        set_aside(shared, window)
     first = shared[modalities[0]]
     dim = first["embedding"].shape[1]
     seed_everything(seed)
@@ -100,7 +113,7 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
         val["val_acc_after_calibration"] = float((probs.argmax(1) == labels).mean())
     torch.save(model.cpu().state_dict(), out_dir / "classifier.pt")
     spec = {"plan": plan, "dim": dim, "n_classes": n_classes,
-            "training": cfg.model_dump(mode="json")}
+            "training": cfg.model_dump(mode="json"), "training_batches": batches}
     write_json(out_dir / "classifier.json", spec)
     return {"plan": plan, "history": history, "val": val, "fusion_weights": weights}
 

@@ -56,21 +56,27 @@ class ParquetBatches:
     """Callable(epoch) -> minibatches decoded from a Parquet file, one row group at a time."""
 
     def __init__(self, path: str | Path, columns: list[str], decode: Callable[[pa.Table], Batch],
-                 batch_size: int, shuffle: bool = True, seed: int = 0):
+                 batch_size: int, shuffle: bool = True, seed: int = 0,
+                 row_groups: list[int] | None = None):
+        """`row_groups`: read only these (e.g. a batch window's, docs/batches.md); all if None."""
         self.path, self.columns, self.decode = Path(path), columns, decode
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.row_groups = row_groups
+
+    def _groups(self, file: pq.ParquetFile) -> list[int]:
+        return (list(range(file.num_row_groups)) if self.row_groups is None
+                else list(self.row_groups))
 
     def __len__(self) -> int:
         """Batches per epoch: each row group is cut into batches on its own."""
-        meta = pq.ParquetFile(self.path).metadata
-        return sum(-(-meta.row_group(g).num_rows // self.batch_size)
-                   for g in range(meta.num_row_groups))
+        file = pq.ParquetFile(self.path)
+        return sum(-(-file.metadata.row_group(g).num_rows // self.batch_size)
+                   for g in self._groups(file))
 
     def __call__(self, epoch: int = 0) -> Iterator[Batch]:
         file = pq.ParquetFile(self.path)
         rng = np.random.default_rng([self.seed, epoch])
-        groups = rng.permutation(file.num_row_groups) if self.shuffle else range(
-            file.num_row_groups)
+        groups = rng.permutation(self._groups(file)) if self.shuffle else self._groups(file)
         for group in groups:
             table = file.read_row_group(int(group), columns=self.columns)
             if self.shuffle:

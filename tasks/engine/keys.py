@@ -57,6 +57,14 @@ def stage_key(stage: str, cfg: PipelineConfig, upstream_keys: dict[str, str],
     })
 
 
+def batch_cache(cfg: PipelineConfig, stage: str) -> Path:
+    """Where a stage keeps its per-batch outputs of batched data (docs/batches.md): a folder per
+    version of the stage's code and libraries, so an edit never reuses an older output."""
+    salt = digest({"code": fingerprint(stage_code(cfg, stage)), "torch": version("torch"),
+                   "pyarrow": version("pyarrow")})
+    return Path(cfg.run_dir) / "batch-cache" / stage / salt
+
+
 def stage_dir(cfg: PipelineConfig, stage: str, key: str) -> Path:
     return Path(cfg.run_dir) / "stages" / stage / key
 

@@ -175,6 +175,26 @@ def _stale_files(run_dir: Path, started: float) -> list[Path]:
     return removed
 
 
+def _stale_batch_cache(run_dir: Path, started: float) -> list[Path]:
+    """Temporary folders and files of the per-batch cache (docs/batches.md) older than this run
+    whose writer is gone: an entry is built or linked under such a name, then renamed."""
+    removed = []
+    for path in sorted((run_dir / "batch-cache").rglob(".*.tmp")):
+        match = _TMP.match(path.name)
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if match and mtime < started and not processes.started_before(int(match["pid"]),
+                                                                      mtime):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def recover(cfg: PipelineConfig, flow_run_id: str, logger: Logger | LoggerAdapter,
             started: float | None = None) -> list[str]:
     """Clean up after crashed runs in cfg.run_dir (see the module docstring); log and return
@@ -193,7 +213,8 @@ def recover(cfg: PipelineConfig, flow_run_id: str, logger: Logger | LoggerAdapte
         uri = _store_uri(cfg, record["tracking_uri"])  # recorded without credentials
         done += _kill_mlflow_runs({**record, "tracking_uri": uri}, note)
         path.unlink(missing_ok=True)
-    stale = _stale_stage_folders(run_dir) + _stale_files(run_dir, started)
+    stale = (_stale_stage_folders(run_dir) + _stale_files(run_dir, started)
+             + _stale_batch_cache(run_dir, started))
     done += [f"removed stale temporary {path.relative_to(run_dir)}" for path in stale]
     for line in done:
         logger.warning("recovery: %s", line)

@@ -9,12 +9,13 @@ so the key carries it: unimodal A and cross-modal A -> B share one output, multi
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
-from mmcore.config import PipelineConfig
+from mmcore.config import PipelineConfig, digest
 from mmcore.learning_plan import JOINT, space_of
-from tasks.engine.keys import stage_dir, stage_key
+from tasks.engine.keys import batch_cache, stage_dir, stage_key
 from tasks.engine.outputs import completed
 from tasks.engine.skeleton import StageRun, stage_task
 from tasks.tracking import runs
@@ -43,18 +44,47 @@ def _rows(samples: Path) -> int:
                for split in ("train", "val", "test"))
 
 
+def _frozen_encoders(run: StageRun, space: str) -> Path | None:
+    """Batched data: the per-batch cache's folder for the encoders fitted on this reference
+    window (the reference batches' content, this config and space), which stay frozen while
+    batches arrive; None otherwise."""
+    from mmcore.io.parquet import read_metadata
+
+    meta = read_metadata(run.path("preprocessing") / "train.parquet")
+    if "batch_keys" not in meta:
+        return None
+    key = digest({"reference": [meta["batch_keys"][b] for b in meta["reference_batches"]],
+                  "features": run.cfg.section(STAGE), "space": space})
+    return batch_cache(run.cfg, STAGE) / "encoders" / key
+
+
+def _keep_encoders(run: StageRun, folder: Path) -> None:
+    """The encoders this run used, into their cache folder (built once, atomically)."""
+    from mmcore.io.parquet import cached_folder
+
+    def copy(tmp: Path) -> None:
+        for weights in sorted(run.out.glob("encoder_*.pt")):
+            shutil.copyfile(weights, tmp / weights.name)
+
+    cached_folder(folder, copy)
+
+
 @stage_task(STAGE, reads={"preprocessing": "input"})
 def feature_extraction_task(run: StageRun) -> dict:
     from mmcore.stages.feature_extraction import run_feature_extraction  # torch: only on a miss
 
     space = space_of(run.cfg.training)
-    reuse = _joint_output(run) if space != JOINT else None
+    frozen = _frozen_encoders(run, space)
+    reuse = frozen if frozen is not None else _joint_output(run) if space != JOINT else None
     result = run_feature_extraction(
         run.path("preprocessing"), run.cfg.features, run.cfg.seed, run.out, run.file_meta,
         lambda m, epoch, record: run.epochs(epoch, record, f"{m}."), device=run.cfg.device,
         space=space, reuse=reuse, on_progress=run.progress,
         map_parts=run.map_parts(_rows(run.path("preprocessing"))),
-        part_rows=run.cfg.data.batch_rows)
+        part_rows=run.cfg.data.batch_rows,
+        batch_cache=batch_cache(run.cfg, STAGE) if frozen is not None else None)
+    if frozen is not None:
+        _keep_encoders(run, frozen)
     # "encoder_probe.": each labelled encoder's own linear head, per split -- a diagnostic of the
     # encoder, not a learning mode's result (those are the testing stage's).
     run.log_metrics({f"{runs.SUMMARY}encoder_probe.{m}.{name}": v

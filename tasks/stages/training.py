@@ -26,9 +26,10 @@ def training_task(run: StageRun) -> dict:
     from tasks.tracking.logged_model import content_digest, log_chain
 
     cfg, space = run.cfg, run.summary("shared_space")
+    batches, window = _window(run)
     result = run_training(run.path("shared_space"), space["modalities"], len(space["class_names"]),
                           cfg.training, cfg.seed, run.out, on_epoch=run.epochs,
-                          device=cfg.device)
+                          device=cfg.device, window=window, batches=batches)
     chain = InferenceChain.from_stage_dirs(run.path("preprocessing"),
                                            run.path("feature_extraction"), run.path("shared_space"),
                                            run.out, cfg.features.model_dump(mode="json"))
@@ -40,10 +41,34 @@ def training_task(run: StageRun) -> dict:
                         for m, w in result["fusion_weights"].items()}})
     plan = result["plan"]
     run.set_tags({"mode": plan["mode"], "model.uri": model_uri,
-                  "labels_used": "+".join(plan["labels_used"]), "space": plan["space"]})
+                  "labels_used": "+".join(plan["labels_used"]), "space": plan["space"],
+                  **({"mmpipe.training_batches": ",".join(batches)} if batches else {})})
     return {"plan": plan, "labels_used": plan["labels_used"], "modalities": space["modalities"],
             "class_names": space["class_names"], "model_uri": model_uri,
+            "training_batches": batches,
             "content_digest": content_digest(chain, code)}
+
+
+def _window(run: StageRun) -> tuple[list[str] | None, set[str] | None]:
+    """Batched data: the batches `training.window` covers and the ids of their rows (from the
+    preprocessing files' `batch` column); (None, None) otherwise."""
+    import pyarrow.parquet as pq
+
+    from mmcore.io.parquet import read_metadata
+
+    samples = run.path("preprocessing")
+    all_batches = read_metadata(samples / "train.parquet").get("batches")
+    if not all_batches:
+        return None, None
+    batches = run.cfg.training.window_batches(all_batches)
+    if batches == all_batches:
+        return batches, None
+    ids: set[str] = set()
+    for split in ("train", "val"):
+        table = pq.read_table(samples / f"{split}.parquet", columns=["id", "batch"],
+                              filters=[("batch", "in", batches)])
+        ids.update(table.column("id").to_pylist())
+    return batches, ids
 
 
 def _example(cfg: PipelineConfig, chain):

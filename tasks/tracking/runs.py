@@ -285,11 +285,12 @@ def log_metrics(cfg: PipelineConfig, run_id: str, metrics: dict[str, float],
         client_for(cfg).log_batch(run_id, metrics=items)
 
 
-def log_series(cfg: PipelineConfig, run_id: str, series: dict[str, list[float]]) -> None:
+def log_series(cfg: PipelineConfig, run_id: str, series: dict[str, list[float]],
+               prefix: str = CURVES) -> None:
     """Curves over something else than epochs (accuracy per corruption level), in one write:
-    `curves/<name>`, step = the value's index."""
+    `<prefix><name>`, step = the value's index."""
     now = int(time.time() * 1000)
-    items = [Metric(f"{CURVES}{name}", float(v), now, step)
+    items = [Metric(f"{prefix}{name}", float(v), now, step)
              for name, values in series.items() for step, v in enumerate(values)]
     if items:
         client_for(cfg).log_batch(run_id, metrics=items)
