@@ -1,0 +1,160 @@
+"""What a scheduled run computes about the champion on new rows (docs/nightly.md): the rows as
+raw inputs, their drift profile through the champion's own chain, and the champion-vs-challenger
+gate. Pure: chains and Parquet in, profiles and decisions out; the registry and the alerts are
+`tasks/tracking/nightly.py`'s business.
+
+Both models see the rows as a user would send them (raw pixels, raw text), through each model's
+own transforms (its vocabulary, pixel scale and standardisation), so a champion trained on other
+data is scored fairly, and a text it never saw counts as out of vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from mmcore.config import GateConfig
+from mmcore.data.tokenizer import TextEncoding
+from mmcore.drift import Profile, profile
+from mmcore.drift.predictions import fit_temperature, softmax
+from mmcore.experiments.stats import mcnemar
+from mmcore.inference import InferenceChain
+from mmcore.io.parquet import read_metadata, to_matrix
+
+# Rows per forward pass: bounds memory on large test splits.
+CHUNK_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Labelled rows as raw model inputs (None for a modality the table lacks)."""
+
+    path: str
+    ids: list[str]
+    labels: np.ndarray
+    images: np.ndarray | None  # (n, C*H*W) raw pixels, on the source's scale
+    texts: list[str] | None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, start: int, stop: int) -> tuple[list[Any] | None, list[str] | None]:
+        return (None if self.images is None else list(self.images[start:stop]),
+                None if self.texts is None else self.texts[start:stop])
+
+
+def read_rows(path: str | Path) -> Rows:
+    """A samples table written by preprocessing (`test.parquet`, `val.parquet`) as raw inputs:
+    stored pixels are on the unit scale, so they are multiplied back by the file's `pixel_max`.
+    ValueError naming the file when it is not such a table."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such samples table")
+    table = pq.read_table(path)
+    missing = [c for c in ("id", "label") if c not in table.column_names]
+    if missing or not {"image", "text"} & set(table.column_names):
+        raise ValueError(f"{path}: not a samples table (needs id, label and image and/or text; "
+                         f"has {table.column_names})")
+    images = None
+    if "image" in table.column_names:
+        scale = float(read_metadata(path).get("pixel_max", 1.0))
+        images = to_matrix(table.column("image")) * np.float32(scale)
+    texts = table.column("text").to_pylist() if "text" in table.column_names else None
+    return Rows(str(path), table.column("id").to_pylist(),
+                table.column("label").to_numpy(zero_copy_only=False), images, texts)
+
+
+def score(chain: InferenceChain, rows: Rows) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The chain's embeddings per test modality (plus "fused": them side by side) and logits."""
+    parts = [chain.embed_and_score(*rows.take(i, i + CHUNK_ROWS))
+             for i in range(0, len(rows), CHUNK_ROWS)]
+    embeddings = {m: np.concatenate([p[0][m] for p in parts]) for m in parts[0][0]}
+    if len(embeddings) > 1:
+        embeddings["fused"] = np.concatenate([embeddings[m] for m in sorted(embeddings)], axis=1)
+    return embeddings, np.concatenate([p[1] for p in parts])
+
+
+def drift_profile(chain: InferenceChain, rows: Rows, temperature: float,
+                  ) -> tuple[Profile, np.ndarray]:
+    """The rows' drift profile as the chain sees them (its embeddings, its vocabulary, its
+    calibrated probabilities) and the probabilities."""
+    embeddings, logits = score(chain, rows)
+    probs = softmax(logits, temperature)
+    spec = chain.spec
+    images = tokens = vocab = None
+    if rows.images is not None and "image" in spec["plan"]["test"]:
+        images = rows.images.reshape(len(rows), *spec["image_shape"]) / spec["pixel_max"]
+    if rows.texts is not None and "text" in spec["plan"]["test"]:
+        encoding = TextEncoding.from_meta(spec)
+        tokens = [encoding.words(t or "")[0] for t in rows.texts]
+        vocab = set(spec["vocab"][2:])  # the first two are padding and the unknown word
+    return profile(embeddings=embeddings, images=images, tokens=tokens, vocab=vocab,
+                   probs=probs), probs
+
+
+def reference_profile(chain: InferenceChain, rows: Rows) -> tuple[Profile, float]:
+    """The champion's reference: its profile on rows it did not fit (its validation split), with
+    the temperature fitted there, which every later batch is profiled with."""
+    _, logits = score(chain, rows)
+    temperature = fit_temperature(logits, rows.labels)
+    return drift_profile(chain, rows, temperature)[0], temperature
+
+
+def correct(chain: InferenceChain, rows: Rows) -> np.ndarray:
+    """Per row: whether the chain's prediction is the label."""
+    return score(chain, rows)[1].argmax(axis=1) == rows.labels
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Champion against challenger on the same rows, and what the gate decided."""
+
+    promote: bool
+    reason: str
+    rows: int
+    champion_accuracy: float
+    challenger_accuracy: float
+    delta: float  # challenger minus champion
+    p_value: float  # McNemar, two-sided
+    only_champion: int  # rows only the champion got right
+    only_challenger: int
+    champion_degraded: bool
+    degraded_reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def gate(champion: np.ndarray, challenger: np.ndarray, cfg: GateConfig,
+         champion_promoted_at: float | None) -> GateResult:
+    """The gate on paired correctness vectors over the same rows. Promote when the challenger's
+    accuracy is at least `cfg.floor`, its gain at least `cfg.min_gain`, and McNemar's p at most
+    `cfg.alpha` (with `alpha` 1 the test never blocks). `champion_promoted_at`: the champion's
+    accuracy when it was promoted, from which a drop of more than `cfg.max_drop` is degradation."""
+    if len(champion) == 0:
+        raise ValueError("the gate needs at least one row scored by both models")
+    a, b = float(np.mean(champion)), float(np.mean(challenger))
+    test = mcnemar(champion, challenger)
+    delta = b - a
+    if b < cfg.floor:
+        promote, reason = False, f"challenger accuracy {b:.4f} < floor {cfg.floor:.4f}"
+    elif delta < cfg.min_gain:
+        promote, reason = False, f"gain {delta:+.4f} < min_gain {cfg.min_gain:+.4f}"
+    elif cfg.alpha < 1 and test.p_value > cfg.alpha:
+        promote, reason = False, (f"gain {delta:+.4f} not significant: McNemar p "
+                                  f"{test.p_value:.4g} > {cfg.alpha:g}")
+    else:
+        promote, reason = True, (f"gain {delta:+.4f} >= {cfg.min_gain:+.4f}, McNemar p "
+                                 f"{test.p_value:.4g}, accuracy {b:.4f} >= floor {cfg.floor:.4f}")
+    degraded = ""
+    if a < cfg.floor:
+        degraded = f"champion accuracy {a:.4f} < floor {cfg.floor:.4f}"
+    elif champion_promoted_at is not None and champion_promoted_at - a > cfg.max_drop:
+        degraded = (f"champion accuracy {a:.4f} is {champion_promoted_at - a:.4f} below its "
+                    f"{champion_promoted_at:.4f} at promotion (max_drop {cfg.max_drop:g})")
+    return GateResult(promote, reason, len(champion), a, b, delta, test.p_value, test.only_a,
+                      test.only_b, bool(degraded), degraded)

@@ -1,0 +1,138 @@
+"""Nightly runs: drift checks against the champion's reference, the champion-vs-challenger gate,
+`@previous_champion` and rollback. Real Prefect flows, real MLflow (SQLite, read back through
+MlflowClient), real Parquet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from mmcore.config import GateConfig
+from mmcore.nightly import gate, read_rows
+from tasks.tracking import model_registry
+
+NAME = "mmpipe-classifier"
+QUICK = ["data.limit=800", "features.image_epochs=6", "features.text_epochs=6",
+         "shared_space.epochs=10", "training.epochs=10", "testing.robustness=false"]
+
+
+def correct(n_right: int, n: int = 200) -> np.ndarray:
+    return np.arange(n) < n_right
+
+
+@pytest.mark.parametrize("champion, challenger, cfg, promote, why", [
+    (100, 160, GateConfig(), True, "McNemar p"),
+    (100, 104, GateConfig(), False, "not significant"),
+    (100, 104, GateConfig(alpha=1), True, "McNemar p"),
+    (100, 160, GateConfig(floor=0.9), False, "< floor"),
+    (100, 160, GateConfig(min_gain=0.5), False, "< min_gain"),
+    (160, 100, GateConfig(), False, "< min_gain"),
+])
+def test_gate_promotes_only_past_floor_gain_and_mcnemar(champion, challenger, cfg, promote, why):
+    result = gate(correct(champion), correct(challenger), cfg, None)
+    assert result.promote is promote and why in result.reason
+    assert result.rows == 200
+    assert result.delta == pytest.approx((challenger - champion) / 200)
+    assert result.only_challenger == max(0, challenger - champion)
+
+
+def test_gate_reports_a_degraded_champion():
+    ok = gate(correct(150), correct(150), GateConfig(), champion_promoted_at=0.78)
+    assert not ok.champion_degraded
+    dropped = gate(correct(150), correct(150), GateConfig(), champion_promoted_at=0.85)
+    assert dropped.champion_degraded and "below its 0.8500 at promotion" in dropped.degraded_reason
+    floor = gate(correct(150), correct(150), GateConfig(floor=0.8), champion_promoted_at=None)
+    assert floor.champion_degraded and "< floor" in floor.degraded_reason
+
+
+def test_read_rows_names_a_file_that_is_not_a_samples_table(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"a": [1]}), path)
+    with pytest.raises(ValueError, match=r"x\.parquet: not a samples table"):
+        read_rows(path)
+    with pytest.raises(ValueError, match="no such samples table"):
+        read_rows(tmp_path / "missing.parquet")
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory, prefect_harness):
+    """Night 1 on the built-in digits; night 2 on the same rows with far noisier images (drift);
+    both in one run folder."""
+    from flows.pipeline import pipeline
+
+    run_dir = tmp_path_factory.mktemp("nights")
+    common = [*QUICK, f"run_dir={run_dir}"]
+    first = pipeline(overrides=common)
+    second = pipeline(overrides=[*common, "data.image_noise.gaussian=0.6"])
+    return run_dir, first, second
+
+
+def test_first_night_sets_the_champion_and_stores_its_reference(nights):
+    run_dir, first, _ = nights
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    assert first["model"]["decision"] == "promoted: first champion"
+    assert first["model"]["night"]["drift"] is None  # nothing to compare with yet
+    mv = client.get_model_version_by_alias(NAME, "champion")
+    assert float(mv.tags["drift.temperature"]) > 0
+    assert mv.tags["champion.accuracy"] == mv.tags["test.accuracy"]
+    stored = client.list_artifacts(mv.run_id, "drift")
+    assert [a.path for a in stored] == ["drift/reference_profile.npz"]
+
+
+def test_second_night_detects_the_noisier_images_and_records_the_gate(nights):
+    run_dir, first, second = nights
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    night = second["model"]["night"]
+    detected = {t["name"] for t in night["drift"]["tests"] if t["detected"]}
+    assert {"property:brightness", "property:sharpness"} <= detected
+    assert "mmpipe.drift.detected" in night["events"]
+    parent = client.get_run(second["parent_run_id"])
+    assert parent.data.tags["mmpipe.drift"] == "detected"
+    history = client.get_metric_history(parent.info.run_id, "drift.property:sharpness.p_value")
+    assert [m.step for m in history] == [1] and history[0].value <= 0.05
+    report = json.loads(Path(client.download_artifacts(parent.info.run_id, "drift/report.json"))
+                        .read_text())
+    assert report["drifted"] and len(report["tests"]) == 11
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "drift")} == {
+        "drift/report.json", "drift/report.png"}
+    # the gate, on the same rows, as the challenger's tags
+    challenger = client.get_model_version(NAME, second["model"]["version"])
+    gate_figures = night["gate"]
+    assert challenger.tags["gate.rows"] == str(gate_figures["rows"]) == str(night["new_rows"])
+    assert challenger.tags["gate.decision"] == ("promote" if gate_figures["promote"] else "keep")
+    assert float(challenger.tags["gate.delta"]) == pytest.approx(gate_figures["delta"], abs=1e-6)
+    assert challenger.tags["gate.data_digest"] == second["stages"]["preprocessing"]["key"]
+    assert "gate on" in parent.data.tags["mlflow.note.content"]
+    champion = client.get_model_version_by_alias(NAME, "champion")
+    if gate_figures["promote"]:
+        assert str(champion.version) == str(challenger.version)
+        assert str(client.get_model_version_by_alias(NAME, "previous_champion").version) == \
+            first["model"]["version"]
+        assert night["events"][-1] == "mmpipe.champion.promoted"
+    else:
+        assert str(champion.version) == first["model"]["version"]
+        assert night["events"][-1] == "mmpipe.gate.failed"
+
+
+def test_rollback_restores_the_previous_champion_and_says_why(nights):
+    run_dir, first, second = nights
+    uri = f"sqlite:///{run_dir / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    if second["model"]["version"] != str(client.get_model_version_by_alias(NAME, "champion")
+                                         .version):
+        model_registry.promote(uri, NAME, second["model"]["version"])
+    moved_from, moved_to = model_registry.rollback(uri, NAME, "night 2 looked wrong")
+    assert (moved_from, moved_to) == (second["model"]["version"], first["model"]["version"])
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == \
+        first["model"]["version"]
+    assert str(client.get_model_version_by_alias(NAME, "previous_champion").version) == moved_from
+    rolled = client.get_model_version(NAME, moved_from)
+    assert rolled.tags["rollback.reason"] == "night 2 looked wrong"
+    assert "rolled back: to v" in rolled.description
