@@ -80,7 +80,7 @@ def test_first_night_sets_the_champion_and_stores_its_reference(nights):
     assert first["model"]["decision"] == "promoted: first champion"
     assert first["model"]["night"]["drift"] is None  # nothing to compare with yet
     mv = client.get_model_version_by_alias(NAME, "champion")
-    assert float(mv.tags["drift.temperature"]) > 0
+    assert float(mv.tags["drift/temperature"]) > 0
     assert mv.tags["champion.accuracy"] == mv.tags["test.accuracy"]
     stored = client.list_artifacts(mv.run_id, "drift")
     assert [a.path for a in stored] == ["drift/reference_profile.npz"]
@@ -95,7 +95,7 @@ def test_second_night_detects_the_noisier_images_and_records_the_gate(nights):
     assert "mmpipe.drift.detected" in night["events"]
     parent = client.get_run(second["parent_run_id"])
     assert parent.data.tags["mmpipe.drift"] == "detected"
-    history = client.get_metric_history(parent.info.run_id, "drift.property:sharpness.p_value")
+    history = client.get_metric_history(parent.info.run_id, "drift/property:sharpness.p_value")
     assert [m.step for m in history] == [1] and history[0].value <= 0.05
     report = json.loads(Path(client.download_artifacts(parent.info.run_id, "drift/report.json"))
                         .read_text())
@@ -105,10 +105,10 @@ def test_second_night_detects_the_noisier_images_and_records_the_gate(nights):
     # the gate, on the same rows, as the challenger's tags
     challenger = client.get_model_version(NAME, second["model"]["version"])
     gate_figures = night["gate"]
-    assert challenger.tags["gate.rows"] == str(gate_figures["rows"]) == str(night["new_rows"])
-    assert challenger.tags["gate.decision"] == ("promote" if gate_figures["promote"] else "keep")
-    assert float(challenger.tags["gate.delta"]) == pytest.approx(gate_figures["delta"], abs=1e-6)
-    assert challenger.tags["gate.data_digest"] == second["stages"]["preprocessing"]["key"]
+    assert challenger.tags["gate/rows"] == str(gate_figures["rows"]) == str(night["new_rows"])
+    assert challenger.tags["gate/decision"] == ("promote" if gate_figures["promote"] else "keep")
+    assert float(challenger.tags["gate/delta"]) == pytest.approx(gate_figures["delta"], abs=1e-6)
+    assert challenger.tags["gate/data_digest"] == second["stages"]["preprocessing"]["key"]
     assert "gate on" in parent.data.tags["mlflow.note.content"]
     champion = client.get_model_version_by_alias(NAME, "champion")
     if gate_figures["promote"]:

@@ -153,7 +153,7 @@ the pipeline (`mmpipe run`); its description says its mode, modalities, labels, 
 - **`@candidate`**: the newest version trained in the project's default mode (trained and tested
   on every modality of the data), by `mmpipe run`.
 - **`@champion`**: the version that serves (`models:/{name}@champion`). It moves to a candidate
-  that passes the gate against it on the same new rows (tags `gate.*`: Δ, McNemar p, rows
+  that passes the gate against it on the same new rows (tags `gate/*`: Δ, McNemar p, rows
   compared), or by hand: `mmpipe promote VERSION`.
 - **`@previous_champion`**: the champion before the last move; `mmpipe rollback` restores it.
 

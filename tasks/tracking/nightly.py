@@ -6,12 +6,12 @@ challenger on the same new rows, the registry decision, and the events that aler
   batch's test rows). Labelled, so the gate can score both models on them.
 - Reference: the champion's profile on its validation split, stored beside the champion version
   (`drift/reference_profile.npz` on the run that trained it, its temperature as the version tag
-  `drift.temperature`) when it is promoted, so every later night compares with the same rows.
-- MLflow: metrics `drift.<test>.p_value` (and `.statistic`, `drift.estimated_accuracy`, `gate.*`)
+  `drift/temperature`) when it is promoted, so every later night compares with the same rows.
+- MLflow: metrics `drift/<test>.p_value` (and `.statistic`, `drift/estimated_accuracy`, `gate/*`)
   on the parent run with step = the night's ordinal (the registered model's `mmpipe.nights`), so
   the charts show the nights side by side; the report as `drift/report.json` + `drift/report.png`;
   the parent's tag `mmpipe.drift` = `none` | `detected`; the decision as the challenger's tags
-  `gate.*`; a degraded champion as its tag `gate.degraded`.
+  `gate/*`; a degraded champion as its tag `gate/degraded`.
 """
 
 from __future__ import annotations
@@ -101,17 +101,17 @@ def store_reference(client: MlflowClient, mv: ModelVersion, reference: Profile,
     with tempfile.TemporaryDirectory() as tmp:
         path = save_profile(reference, Path(tmp) / Path(REFERENCE).name)
         client.log_artifact(mv.run_id, str(path), str(Path(REFERENCE).parent))
-    client.set_model_version_tag(mv.name, mv.version, "drift.temperature", f"{temperature:.6f}")
+    client.set_model_version_tag(mv.name, mv.version, "drift/temperature", f"{temperature:.6f}")
 
 
 def load_reference(client: MlflowClient, mv: ModelVersion) -> tuple[Profile, float] | None:
     """The reference stored beside `mv`, or None when it has none (promoted before drift
     checks, or by hand)."""
-    if "drift.temperature" not in mv.tags:
+    if "drift/temperature" not in mv.tags:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(mv.run_id, REFERENCE, tmp)
-        return load_profile(path), float(mv.tags["drift.temperature"])
+        return load_profile(path), float(mv.tags["drift/temperature"])
 
 
 def _next_night(client: MlflowClient, name: str) -> int:
@@ -131,11 +131,11 @@ def check_drift(cfg: PipelineConfig, parent: str, chain: InferenceChain, rows: R
     batch, _ = drift_profile(chain, rows, temperature)
     report = check_batch(reference, batch, alpha=cfg.drift.alpha, seed=seed,
                          max_reference=cfg.drift.max_reference, max_batch=cfg.drift.max_batch)
-    metrics = {f"drift.{t.result.name}.p_value": t.result.p_value for t in report.tests}
-    metrics |= {f"drift.{t.result.name}.statistic": t.result.statistic for t in report.tests}
-    metrics["drift.detected_tests"] = len(report.detected)
+    metrics = {f"drift/{t.result.name}.p_value": t.result.p_value for t in report.tests}
+    metrics |= {f"drift/{t.result.name}.statistic": t.result.statistic for t in report.tests}
+    metrics["drift/detected_tests"] = len(report.detected)
     if report.estimated_accuracy is not None:
-        metrics["drift.estimated_accuracy"] = report.estimated_accuracy
+        metrics["drift/estimated_accuracy"] = report.estimated_accuracy
     runs.log_metrics(cfg, parent, metrics, step=step)
     client = runs.client_for(cfg)
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,20 +172,20 @@ def _record_gate(client: MlflowClient, cfg: PipelineConfig, parent: str, name: s
     """The gate's figures as the challenger's version tags and the parent's metrics; a degraded
     champion as its own tag. `challenger` None: the run's model is the champion (only its
     degradation is recorded)."""
-    tags = {"gate.decision": "promote" if result.promote else "keep",
-            "gate.delta": f"{result.delta:+.6f}", "gate.p_value": f"{result.p_value:.6g}",
-            "gate.rows": str(result.rows), "gate.champion": champion,
-            "gate.champion_accuracy": f"{result.champion_accuracy:.6f}",
-            "gate.challenger_accuracy": f"{result.challenger_accuracy:.6f}",
-            "gate.data_digest": digest, "gate.reason": decision}
+    tags = {"gate/decision": "promote" if result.promote else "keep",
+            "gate/delta": f"{result.delta:+.6f}", "gate/p_value": f"{result.p_value:.6g}",
+            "gate/rows": str(result.rows), "gate/champion": champion,
+            "gate/champion_accuracy": f"{result.champion_accuracy:.6f}",
+            "gate/challenger_accuracy": f"{result.challenger_accuracy:.6f}",
+            "gate/data_digest": digest, "gate/reason": decision}
     for key, value in tags.items() if challenger else ():
         client.set_model_version_tag(name, challenger, key, value)
-    client.set_model_version_tag(name, champion, "gate.degraded",
+    client.set_model_version_tag(name, champion, "gate/degraded",
                                  result.degraded_reason or "no")
-    runs.log_metrics(cfg, parent, {"gate.champion_accuracy": result.champion_accuracy,
-                                   "gate.challenger_accuracy": result.challenger_accuracy,
-                                   "gate.delta": result.delta, "gate.p_value": result.p_value,
-                                   "gate.champion_degraded": float(result.champion_degraded)},
+    runs.log_metrics(cfg, parent, {"gate/champion_accuracy": result.champion_accuracy,
+                                   "gate/challenger_accuracy": result.challenger_accuracy,
+                                   "gate/delta": result.delta, "gate/p_value": result.p_value,
+                                   "gate/champion_degraded": float(result.champion_degraded)},
                      step=step)
 
 
