@@ -136,3 +136,24 @@ def test_rollback_restores_the_previous_champion_and_says_why(nights):
     rolled = client.get_model_version(NAME, moved_from)
     assert rolled.tags["rollback.reason"] == "night 2 looked wrong"
     assert "rolled back: to v" in rolled.description
+
+
+def test_mmpipe_rollback_moves_back_again_or_says_there_is_nothing_to_roll_back(
+        nights, tmp_path, capsys):
+    from flows.cli import commands
+
+    run_dir, first, second = nights
+    uri = f"sqlite:///{run_dir / 'mlflow.db'}"
+    for version in (first["model"]["version"], second["model"]["version"]):
+        model_registry.promote(uri, NAME, version)  # champion: second, previous: first
+    code = commands.main(["rollback", "--reason", "first was better after all",
+                          "--set", f"run_dir={run_dir}"])
+    assert code == 0
+    assert capsys.readouterr().out.strip() == (
+        f"{NAME}@champion -> version {first['model']['version']} (rolled back from version "
+        f"{second['model']['version']}: first was better after all)")
+    empty = commands.main(["rollback", "--reason", "x", "--set", f"run_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert empty == 2 and err.splitlines()[-1] == (
+        f"mmpipe: error: model {NAME!r} has no @previous_champion to roll back to")
+    assert "Traceback" not in err
