@@ -31,11 +31,11 @@ CHUNK_ROWS = 1024
 
 @dataclass(frozen=True)
 class Rows:
-    """Labelled rows as raw model inputs (None for a modality the table lacks)."""
+    """Rows as raw model inputs (None for a modality the table lacks)."""
 
     path: str
     ids: list[str]
-    labels: np.ndarray
+    labels: np.ndarray | None  # None: some rows have no label yet (labels arrive late)
     images: np.ndarray | None  # (n, C*H*W) raw pixels, on the source's scale
     texts: list[str] | None
 
@@ -47,25 +47,40 @@ class Rows:
                 None if self.texts is None else self.texts[start:stop])
 
 
-def read_rows(path: str | Path) -> Rows:
-    """A samples table written by preprocessing (`test.parquet`, `val.parquet`) as raw inputs:
-    stored pixels are on the unit scale, so they are multiplied back by the file's `pixel_max`.
-    ValueError naming the file when it is not such a table."""
+def read_rows(path: str | Path, batches: list[str] | None = None) -> Rows:
+    """A samples table written by preprocessing (`test.parquet`, `val.parquet`) as raw inputs,
+    only the rows of `batches` when given (its `batch` column, docs/batches.md): stored pixels
+    are on the unit scale, so they are multiplied back by the file's `pixel_max`. ValueError
+    naming the file when it is not such a table."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such samples table")
-    table = pq.read_table(path)
-    missing = [c for c in ("id", "label") if c not in table.column_names]
-    if missing or not {"image", "text"} & set(table.column_names):
-        raise ValueError(f"{path}: not a samples table (needs id, label and image and/or text; "
-                         f"has {table.column_names})")
+    names = pq.read_schema(path).names
+    needed = ["id", "label", *(["batch"] if batches else [])]
+    if set(needed) - set(names) or not {"image", "text"} & set(names):
+        raise ValueError(f"{path}: not a samples table (needs {', '.join(needed)} and image "
+                         f"and/or text; has {names})")
+    table = pq.read_table(path, filters=[("batch", "in", batches)] if batches else None)
     images = None
-    if "image" in table.column_names:
+    if "image" in names:
         scale = float(read_metadata(path).get("pixel_max", 1.0))
         images = to_matrix(table.column("image")) * np.float32(scale)
-    texts = table.column("text").to_pylist() if "text" in table.column_names else None
+    labels = table.column("label")
     return Rows(str(path), table.column("id").to_pylist(),
-                table.column("label").to_numpy(zero_copy_only=False), images, texts)
+                None if labels.null_count else labels.to_numpy(),
+                images, table.column("text").to_pylist() if "text" in names else None)
+
+
+def newest_rows(samples: Path) -> tuple[Rows, int | None]:
+    """The new rows of a run: the test rows of the batches its preprocessing ingested as new
+    (`new_batches` in the files' metadata, docs/batches.md) and the index of the newest of them;
+    without batches, every test row and None."""
+    path = samples / "test.parquet"
+    meta = read_metadata(path)
+    new = meta.get("new_batches")
+    if not new:
+        return read_rows(path), None
+    return read_rows(path, new), max(meta["batches"].index(b) for b in new)
 
 
 def score(chain: InferenceChain, rows: Rows) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -99,6 +114,8 @@ def drift_profile(chain: InferenceChain, rows: Rows, temperature: float,
 def reference_profile(chain: InferenceChain, rows: Rows) -> tuple[Profile, float]:
     """The champion's reference: its profile on rows it did not fit (its validation split), with
     the temperature fitted there, which every later batch is profiled with."""
+    if rows.labels is None:
+        raise ValueError(f"{rows.path}: a reference needs labelled rows to fit the temperature")
     _, logits = score(chain, rows)
     temperature = fit_temperature(logits, rows.labels)
     return drift_profile(chain, rows, temperature)[0], temperature
@@ -106,6 +123,8 @@ def reference_profile(chain: InferenceChain, rows: Rows) -> tuple[Profile, float
 
 def correct(chain: InferenceChain, rows: Rows) -> np.ndarray:
     """Per row: whether the chain's prediction is the label."""
+    if rows.labels is None:
+        raise ValueError(f"{rows.path}: rows without labels cannot be scored")
     return score(chain, rows)[1].argmax(axis=1) == rows.labels
 
 

@@ -61,6 +61,47 @@ def test_read_rows_names_a_file_that_is_not_a_samples_table(tmp_path):
         read_rows(tmp_path / "missing.parquet")
 
 
+def samples_table(path: Path, labels: list[int | None], batches: list[str] | None = None,
+                  meta: dict | None = None) -> Path:
+    """A tiny test.parquet as preprocessing writes it: unit-scale pixels, raw text."""
+    import pyarrow as pa
+
+    from mmcore.io.parquet import embedding_array, write_table
+
+    n = len(labels)
+    columns = {"id": [f"r{i}" for i in range(n)], "label": pa.array(labels, pa.int64()),
+               "split": ["test"] * n,
+               "image": embedding_array(np.full((n, 4), 0.5, dtype=np.float32)),
+               "text": [f"text {i}" for i in range(n)]}
+    if batches:
+        columns["batch"] = batches
+    return write_table(path, pa.table(columns), {"pixel_max": 16.0, **(meta or {})})
+
+
+def test_new_rows_are_the_new_batches_test_rows_or_every_test_row_without_batches(tmp_path):
+    from mmcore.nightly import newest_rows
+
+    plain = samples_table(tmp_path / "plain" / "test.parquet", [1, 2, 3])
+    rows, index = newest_rows(plain.parent)
+    assert (rows.ids, index, rows.labels.tolist()) == (["r0", "r1", "r2"], None, [1, 2, 3])
+    assert rows.images.tolist()[0] == [8.0] * 4  # back on the source's scale
+    batched = samples_table(tmp_path / "batched" / "test.parquet", [1, 2, 3, 4],
+                            ["2026-12-01", "2026-12-01", "2026-12-02", "2026-12-03"],
+                            {"batches": ["2026-12-01", "2026-12-02", "2026-12-03"],
+                             "new_batches": ["2026-12-02", "2026-12-03"]})
+    rows, index = newest_rows(batched.parent)
+    assert (rows.ids, index) == (["r2", "r3"], 2)
+
+
+def test_unlabelled_rows_are_read_but_never_scored(tmp_path):
+    from mmcore.nightly import correct
+
+    rows = read_rows(samples_table(tmp_path / "test.parquet", [1, None]))
+    assert rows.labels is None and len(rows) == 2
+    with pytest.raises(ValueError, match="rows without labels cannot be scored"):
+        correct(None, rows)
+
+
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory, prefect_harness):
     """Night 1 on the built-in digits; night 2 on the same rows with far noisier images (drift);

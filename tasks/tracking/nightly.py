@@ -2,14 +2,16 @@
 (docs/nightly.md): drift of the new rows against the champion's reference, champion against
 challenger on the same new rows, the registry decision, and the events that alert on them.
 
-- New rows: the run's test split (the newest rows the run has; with batch folders, the newest
-  batch's test rows). Labelled, so the gate can score both models on them.
+- New rows: the test rows of the batches the run ingested as new (docs/batches.md); without
+  batch folders, the run's whole test split. Unlabelled rows get the drift checks and the
+  champion's estimated accuracy, not the gate.
 - Reference: the champion's profile on its validation split, stored beside the champion version
   (`drift/reference_profile.npz` on the run that trained it, its temperature as the version tag
   `drift/temperature`) when it is promoted, so every later night compares with the same rows.
 - MLflow: metrics `drift/<test>.p_value` (and `.statistic`, `drift/estimated_accuracy`, `gate/*`)
-  on the parent run with step = the night's ordinal (the registered model's `mmpipe.nights`), so
-  the charts show the nights side by side; the report as `drift/report.json` + `drift/report.png`;
+  on the parent run with step = the newest new batch's index, or without batches the night's
+  ordinal (the registered model's `mmpipe.nights`), so the charts show the nights side by side;
+  the report as `drift/report.json` + `drift/report.png`;
   the parent's tag `mmpipe.drift` = `none` | `detected`; the decision as the challenger's tags
   `gate/*`; a degraded champion as its tag `gate/degraded`.
 """
@@ -47,7 +49,8 @@ class Night:
 
     new_rows: int
     data_digest: str
-    step: int = 0
+    labelled: bool = True  # False: labels not there yet, so drift and an estimate, no gate
+    step: int = 0  # the newest new batch's index, else the night's ordinal
     drift: dict[str, Any] | None = None  # DriftReport.to_dict(), plus the reference's origin
     gate: dict[str, Any] | None = None  # GateResult.to_dict()
     decision: str = ""
@@ -69,6 +72,8 @@ class Night:
             if self.drift.get("estimated_accuracy") is not None:
                 lines.append(f"- champion accuracy estimated from confidence alone: "
                              f"{self.drift['estimated_accuracy']:.4f} (an estimate)")
+        if not self.labelled:
+            lines.append("- gate: not run (the new rows have no labels yet)")
         if self.gate:
             g = self.gate
             lines.append(f"- gate on {g['rows']} rows: challenger {g['challenger_accuracy']:.4f}"
@@ -189,40 +194,52 @@ def _record_gate(client: MlflowClient, cfg: PipelineConfig, parent: str, name: s
                      step=step)
 
 
+def _against_champion(cfg: PipelineConfig, client: MlflowClient, parent: str,
+                      champion: ModelVersion, this: ModelVersion, rows: Rows, samples: Path,
+                      result: Night) -> GateResult | None:
+    """The drift check of the new rows and the gate (None: unlabelled rows cannot be scored),
+    both through the champion's chain; fills `result`."""
+    from mmcore.nightly import read_rows, reference_profile
+
+    name = champion.name
+    old = load_chain(client, name, str(champion.version))
+    stored = load_reference(client, champion)
+    if stored is None:  # promoted by hand or before drift checks: build it once now
+        stored = reference_profile(old, read_rows(samples / "val.parquet"))
+        store_reference(client, champion, *stored)
+    if cfg.drift.enabled:
+        result.drift = check_drift(cfg, parent, old, rows, *stored, cfg.seed + result.step,
+                                   result.step).to_dict()
+    if rows.labels is None:
+        return None
+    same = str(champion.version) == str(this.version)
+    return compare(cfg, old, old if same else load_chain(client, name, str(this.version)),
+                   champion, rows)
+
+
 def night(cfg: PipelineConfig, refs: dict[str, StageRef], role: str, parent: str,
           ) -> tuple[model_registry.Decision, Night]:
     """Drift, gate and the champion decision for a tested pipeline run whose model is
     registered; emits the alerts. The registry decision itself is `decide_champion`'s."""
-    from mmcore.nightly import read_rows, reference_profile
+    from mmcore.nightly import newest_rows, read_rows, reference_profile
 
     client, name = MlflowClient(store_uri(cfg.run_dir)), cfg.training.model_name
     samples = Path(refs["preprocessing"].path)
-    rows = read_rows(samples / "test.parquet")
+    rows, batch_index = newest_rows(samples)
     this = model_registry.version_of(client, name, refs["training"].summary["content_digest"])
     champion = model_registry.champion(client, name)
-    considered = role == "pipeline" and model_registry.default_mode_of(refs)
-    result = Night(len(rows), refs["preprocessing"].key)
-    gate, same = None, True
-    if considered and champion is not None:
-        result.step = _next_night(client, name)
-        old = load_chain(client, name, str(champion.version))
-        stored = load_reference(client, champion)
-        if stored is None:  # promoted by hand or before drift checks: build it once now
-            stored = reference_profile(old, read_rows(samples / "val.parquet"))
-            store_reference(client, champion, *stored)
-        if cfg.drift.enabled:
-            report = check_drift(cfg, parent, old, rows, *stored, cfg.seed + result.step,
-                                 result.step)
-            result.drift = report.to_dict()
-        same = str(champion.version) == str(this.version)
-        gate = compare(cfg, old, old if same else load_chain(client, name, str(this.version)),
-                       champion, rows)
-    decision = model_registry.consider_for_champion(
-        cfg, refs, role, gate if gate is not None and not same else None)
+    result = Night(len(rows), refs["preprocessing"].key, labelled=rows.labels is not None)
+    gate = None
+    if (role == "pipeline" and model_registry.default_mode_of(refs) and champion is not None
+            and len(rows)):
+        result.step = batch_index if batch_index is not None else _next_night(client, name)
+        gate = _against_champion(cfg, client, parent, champion, this, rows, samples, result)
+    compared = gate is not None and str(champion.version) != str(this.version)
+    decision = model_registry.consider_for_champion(cfg, refs, role, gate if compared else None)
     result.decision = decision.reason
     if gate is not None:
         result.gate = gate.to_dict()
-        _record_gate(client, cfg, parent, name, None if same else str(this.version),
+        _record_gate(client, cfg, parent, name, str(this.version) if compared else None,
                      str(champion.version), gate, decision.reason, result.data_digest,
                      result.step)
     if decision.moved:  # the new champion's reference: this run's validation split
@@ -231,6 +248,5 @@ def night(cfg: PipelineConfig, refs: dict[str, StageRef], role: str, parent: str
                                            read_rows(samples / "val.parquet")))
     result.events = alerts.after_night(name, str(this.version), result.drift, result.gate,
                                        decision.moved, decision.reason, result.step,
-                                       compared=gate is not None and not same)
+                                       compared=compared)
     return decision, result
-
