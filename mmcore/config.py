@@ -214,8 +214,9 @@ class GateConfig(_Section):
     """Champion against challenger on the same new rows: the challenger is promoted only when
     its accuracy there is at least `floor`, beats the champion's by at least `min_gain`, and
     McNemar's paired test says the difference is more than chance (p <= `alpha`; `alpha: 1`
-    turns the test off). A champion whose accuracy on new rows is below `floor`, or `max_drop`
-    below its accuracy when it was promoted, is reported as degraded."""
+    turns the test off). A champion whose accuracy on new rows is below `floor`, or more than
+    `max_drop` below its accuracy when it was promoted (and significantly so, a one-sided
+    binomial test at `alpha`), is reported as degraded."""
 
     floor: float = Field(0.0, ge=0, le=1)
     min_gain: float = Field(0.0, ge=-1, le=1)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+from scipy import stats
 
 from mmcore.config import GateConfig
 from mmcore.data.tokenizer import TextEncoding
@@ -153,7 +154,7 @@ def gate(champion: np.ndarray, challenger: np.ndarray, cfg: GateConfig,
     """The gate on paired correctness vectors over the same rows. Promote when the challenger's
     accuracy is at least `cfg.floor`, its gain at least `cfg.min_gain`, and McNemar's p at most
     `cfg.alpha` (with `alpha` 1 the test never blocks). `champion_promoted_at`: the champion's
-    accuracy when it was promoted, from which a drop of more than `cfg.max_drop` is degradation."""
+    accuracy when it was promoted, from which degradation is measured (`_degraded`)."""
     if len(champion) == 0:
         raise ValueError("the gate needs at least one row scored by both models")
     a, b = float(np.mean(champion)), float(np.mean(challenger))
@@ -169,11 +170,23 @@ def gate(champion: np.ndarray, challenger: np.ndarray, cfg: GateConfig,
     else:
         promote, reason = True, (f"gain {delta:+.4f} >= {cfg.min_gain:+.4f}, McNemar p "
                                  f"{test.p_value:.4g}, accuracy {b:.4f} >= floor {cfg.floor:.4f}")
-    degraded = ""
-    if a < cfg.floor:
-        degraded = f"champion accuracy {a:.4f} < floor {cfg.floor:.4f}"
-    elif champion_promoted_at is not None and champion_promoted_at - a > cfg.max_drop:
-        degraded = (f"champion accuracy {a:.4f} is {champion_promoted_at - a:.4f} below its "
-                    f"{champion_promoted_at:.4f} at promotion (max_drop {cfg.max_drop:g})")
     return GateResult(promote, reason, len(champion), a, b, delta, test.p_value, test.only_a,
-                      test.only_b, bool(degraded), degraded)
+                      test.only_b, *_degraded(champion, cfg, champion_promoted_at))
+
+
+def _degraded(champion: np.ndarray, cfg: GateConfig, promoted_at: float | None,
+              ) -> tuple[bool, str]:
+    """Whether the champion degraded on these rows, and why: below the floor, or more than
+    `cfg.max_drop` below its accuracy at promotion *and* significantly so (one-sided binomial
+    test at `cfg.alpha`), so that a small night's sampling noise raises no alarm."""
+    a = float(np.mean(champion))
+    if a < cfg.floor:
+        return True, f"champion accuracy {a:.4f} < floor {cfg.floor:.4f}"
+    if promoted_at is None or promoted_at - a <= cfg.max_drop:
+        return False, ""
+    p = float(stats.binom.cdf(int(np.sum(champion)), len(champion), promoted_at))
+    if cfg.alpha < 1 and p > cfg.alpha:
+        return False, ""
+    return True, (f"champion accuracy {a:.4f} is {promoted_at - a:.4f} below its "
+                  f"{promoted_at:.4f} at promotion (max_drop {cfg.max_drop:g}, binomial p "
+                  f"{p:.3g})")

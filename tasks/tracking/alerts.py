@@ -4,8 +4,9 @@ automation per event that sends it to a notification block; anyone may add more 
 
 - `mmpipe.drift.detected`: a drift test flagged the new rows (tests, p-values, thresholds);
 - `mmpipe.champion.promoted`: `@champion` moved (version, the gate's figures);
-- `mmpipe.gate.failed`: a challenger was compared and kept out, or the champion degraded on the
-  new rows (Δ, p, rows compared, the reason);
+- `mmpipe.gate.failed`: the champion degraded on the new rows and no challenger passed the gate
+  to replace it (Δ, p, rows compared, both accuracies, why). A challenger that is merely not
+  better is a quiet night: recorded (tags, summaries), not alerted;
 - `mmpipe.run.failed`: the pipeline flow failed (the error).
 
 Emitted from inside the flow run, so Prefect relates each event to the flow run and its flow.
@@ -32,9 +33,8 @@ def emit(event: str, model: str, payload: dict[str, Any]) -> None:
 
 def after_night(model: str, version: str, drift: dict[str, Any] | None,
                 gate: dict[str, Any] | None, promoted: bool, decision: str, night: int,
-                compared: bool) -> list[str]:
-    """The events a night's findings call for, emitted; their names. `compared`: a challenger
-    other than the champion went through the gate (else `gate` only measured the champion)."""
+                ) -> list[str]:
+    """The events a night's findings call for, emitted; their names."""
     sent = []
     if drift is not None and drift["drifted"]:
         flagged = [t for t in drift["tests"] if t["detected"]]
@@ -53,7 +53,7 @@ def after_night(model: str, version: str, drift: dict[str, Any] | None,
         emit(PROMOTED, model, {"night": night, "version": version, "decision": decision,
                                **figures})
         sent.append(PROMOTED)
-    elif gate is not None and (compared or gate["champion_degraded"]):
+    elif gate is not None and gate["champion_degraded"]:
         emit(GATE_FAILED, model, {"night": night, "version": version, "decision": decision,
                                   **figures})
         sent.append(GATE_FAILED)

@@ -247,6 +247,5 @@ def night(cfg: PipelineConfig, refs: dict[str, StageRef], role: str, parent: str
                         *reference_profile(load_chain(client, name, str(this.version)),
                                            read_rows(samples / "val.parquet")))
     result.events = alerts.after_night(name, str(this.version), result.drift, result.gate,
-                                       decision.moved, decision.reason, result.step,
-                                       compared=compared)
+                                       decision.moved, decision.reason, result.step)
     return decision, result
