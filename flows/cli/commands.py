@@ -207,6 +207,13 @@ def print_summary(summary: dict) -> None:
               f"{'' if model['new_version'] else ' (unchanged: no new version)'}"
               f"{', @candidate' if model['candidate'] else ''}; @champion: "
               f"{model['decision']}")
+        night = model.get("night")
+        if night and night["drift"] is not None:
+            flagged = [t["name"] for t in night["drift"]["tests"] if t["detected"]]
+            print(f"drift: {'detected in ' + ', '.join(flagged) if flagged else 'none'} "
+                  f"({night['new_rows']} new rows against @champion's reference)")
+        if night and night["events"]:
+            print(f"alerts: {', '.join(night['events'])}")
     print(f"\nresults: {summary['run_dir']}/stages/"
           f"  (MLflow parent run {summary['parent_run_id']})")
     print_ui_link(summary["tracking_uri"], summary["run_url"])
