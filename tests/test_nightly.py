@@ -200,3 +200,24 @@ def test_mmpipe_rollback_moves_back_again_or_says_there_is_nothing_to_roll_back(
     assert empty == 2 and err.splitlines()[-1] == (
         f"mmpipe: error: model {NAME!r} has no @previous_champion to roll back to")
     assert "Traceback" not in err
+
+
+def test_a_benchmark_set_is_scored_beside_the_new_rows(nights):
+    from mmcore.config import load_config
+    from mmcore.nightly import newest_rows
+    from tasks.tracking.nightly import compare, load_chain
+
+    run_dir, first, second = nights
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    benchmark = Path(first["stages"]["preprocessing"]["path"]) / "test.parquet"
+    rows, _ = newest_rows(Path(second["stages"]["preprocessing"]["path"]))
+    one = client.get_model_version(NAME, first["model"]["version"])
+    chains = [load_chain(client, NAME, v) for v in (first["model"]["version"],
+                                                   second["model"]["version"])]
+    plain = compare(load_config(), *chains, one, rows)
+    both = compare(load_config(overrides=[f"gate.benchmark={benchmark}"]), *chains, one, rows)
+    assert plain.rows == len(rows)
+    assert both.rows == len(rows) + len(read_rows(benchmark))
+    with pytest.raises(ValueError, match="no such samples table"):
+        compare(load_config(overrides=["gate.benchmark=/nonexistent/test.parquet"]), *chains,
+                one, rows)
