@@ -153,6 +153,16 @@ def test_second_night_detects_the_noisier_images_and_records_the_gate(nights):
     assert float(challenger.tags["gate/delta"]) == pytest.approx(gate_figures["delta"], abs=1e-6)
     assert challenger.tags["gate/data_digest"] == second["stages"]["preprocessing"]["key"]
     assert "gate on" in parent.data.tags["mlflow.note.content"]
+    # the Prefect flow run's Markdown artifact: what was new, what drifted, what was decided
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as prefect:
+        (artifact,) = prefect.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[parent.data.tags["prefect.flow_run_id"]])))
+    assert f"- new rows: {night['new_rows']} test rows" in artifact.data
+    assert "- drift: **drift detected** in " in artifact.data
+    assert f"- decision: {night['decision']}" in artifact.data
     champion = client.get_model_version_by_alias(NAME, "champion")
     if gate_figures["promote"]:
         assert str(champion.version) == str(challenger.version)
