@@ -18,9 +18,10 @@
 - A training that produced the same chain (same weights, spec and code: same content digest)
   adds no version: the existing one is reused.
 
-The pipeline calls `register_candidate` after training and `consider_for_champion` after testing
-(the test accuracy is known only then), with the stages' refs; both also run on cache hits, so a
-cached default run still points `@candidate` at its model. `register_version` and
+The pipeline calls `register_candidate` after training and, through `tasks/tracking/nightly.py`
+(which scores the gate first), `consider_for_champion` after testing (the test accuracy is known
+only then), with the stages' refs; both also run on cache hits, so a cached default run still
+points `@candidate` at its model. `register_version` and
 `decide_champion` are the same with explicit arguments.
 """
 
