@@ -231,3 +231,36 @@ def test_a_benchmark_set_is_scored_beside_the_new_rows(nights):
     with pytest.raises(ValueError, match="no such samples table"):
         compare(load_config(overrides=["gate.benchmark=/nonexistent/test.parquet"]), *chains,
                 one, rows)
+
+
+@pytest.mark.slow
+def test_three_batched_nights_check_only_each_new_batch(tmp_path, prefect_harness):
+    """With batch folders (issue 17, item 1; skipped where they are not built): each night's new
+    rows are the new batch's test rows, the metrics' step is its index, and only the shifted
+    batch raises drift."""
+    pytest.importorskip("mmcore.data.batches", reason="batch folders are not in this tree")
+    import shutil
+
+    from flows.cli import commands
+    from flows.pipeline import pipeline
+
+    stream, data = tmp_path / "stream", tmp_path / "data"
+    assert commands.main(["data", "batches", "--out", str(stream), "--batches", "3",
+                          "--shift-from", "3", "--shift", "noise", "--shift-size", "0.5"]) == 0
+    overrides = [*QUICK[1:], "data.source=manifest", f"data.path={data}", "data.batched=true",
+                 f"run_dir={tmp_path / 'runs'}"]
+    nights = []
+    for batch in sorted(p.name for p in stream.iterdir() if p.is_dir()):
+        shutil.copytree(stream / batch, data / batch)
+        nights.append(pipeline(overrides=overrides))
+    checked = [n["model"]["night"] for n in nights[1:]]
+    assert [n["step"] for n in checked] == [1, 2]
+    for night, summary in zip(checked, nights[1:], strict=True):
+        test = read_rows(Path(summary["stages"]["preprocessing"]["path"]) / "test.parquet")
+        assert 0 < night["new_rows"] < len(test)  # the new batch's rows, not all of them
+    assert not checked[0]["drift"]["drifted"] and checked[1]["drift"]["drifted"]
+    assert "mmpipe.drift.detected" in checked[1]["events"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    history = client.get_metric_history(nights[2]["parent_run_id"],
+                                        "drift/property:sharpness.p_value")
+    assert [m.step for m in history] == [2]
