@@ -51,7 +51,7 @@ class Night:
     data_digest: str
     labelled: bool = True  # False: labels not there yet, so drift and an estimate, no gate
     step: int = 0  # the newest new batch's index, else the night's ordinal
-    drift: dict[str, Any] | None = None  # DriftReport.to_dict(), plus the reference's origin
+    drift: dict[str, Any] | None = None  # DriftReport.to_dict()
     gate: dict[str, Any] | None = None  # GateResult.to_dict()
     decision: str = ""
     events: list[str] = field(default_factory=list)
