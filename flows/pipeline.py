@@ -21,7 +21,7 @@ from tasks.engine import recovery
 from tasks.engine.keys import StageRef
 from tasks.engine.results import SERIALIZER as JSON_RESULTS
 from tasks.stages import preprocessing, table
-from tasks.tracking import model_registry, run_summary, runs
+from tasks.tracking import alerts, model_registry, nightly, run_summary, runs
 from tasks.tracking.experiment_runs import rounded
 
 
@@ -55,7 +55,8 @@ def flow_run_tags(cfg: PipelineConfig, role: str) -> list[str]:
 
 @flow(name="mmpipe", log_prints=True, flow_run_name=_flow_run_name,
       persist_result=False,  # its caller gets the summary; never pickled
-      result_serializer=JSON_RESULTS)  # a failed run's exception: JSON too
+      result_serializer=JSON_RESULTS,  # a failed run's exception: JSON too
+      on_failure=[alerts.on_flow_failure])  # the `mmpipe.run.failed` event
 def pipeline(config: str | None = None, overrides: list[str] | None = None,
              stages: list[str] | None = None, refresh: list[str] | None = None,
              role: str = "pipeline", parent_run_id: str | None = None,
@@ -92,7 +93,7 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
                 report[stage] = {"state": state, "key": ref.key, "path": ref.path}
                 if stage == "preprocessing":
                     batches = preprocessing.record_batches(cfg, ref, state, parent)
-            model = _register(cfg, refs, role)
+            model = _register(cfg, refs, role, parent)
             metrics = refs["testing"].summary["metrics"] if "testing" in refs else {}
             # Rounded on the parent, the row a reviewer reads (the testing run keeps them whole).
             runs.log_metrics(cfg, parent, {k: rounded(v) for k, v in metrics.items()})
@@ -135,16 +136,19 @@ def tag_flow_run(tags: list[str]) -> None:
         client.update_flow_run(flow_run.get_id(), tags=sorted(set(tags)))
 
 
-def _register(cfg: PipelineConfig, refs: dict[str, StageRef], role: str) -> dict[str, Any] | None:
-    """The trained model in the registry: a version after training, the champion decision after
-    testing (see tasks/tracking/model_registry.py)."""
+def _register(cfg: PipelineConfig, refs: dict[str, StageRef], role: str, parent: str,
+              ) -> dict[str, Any] | None:
+    """The trained model in the registry: a version after training; after testing, the night's
+    drift checks, the gate against the champion and its decision (tasks/tracking/nightly.py)."""
     registration = (model_registry.register_candidate(cfg, refs, role)
                     if "training" in refs else None)
     if registration is None:
         return None
-    decision = (model_registry.consider_for_champion(cfg, refs, role)
-                if "testing" in refs else None)
+    decision, night = (nightly.night(cfg, refs, role, parent) if "testing" in refs
+                       else (None, None))
     return {"name": cfg.training.model_name, "version": registration.version,
             "new_version": registration.created, "candidate": registration.candidate,
             "champion": decision.champion if decision else None,
-            "decision": decision.reason if decision else "not tested in this run"}
+            "decision": decision.reason if decision else "not tested in this run",
+            "night": vars(night) if night else None,
+            "night_markdown": night.markdown() if night else None}

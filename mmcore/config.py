@@ -219,6 +219,33 @@ class TestingConfig(_Section):
     robustness: bool = True
 
 
+class DriftConfig(_Section):
+    """Drift checks of a run's new rows against the champion's reference (docs/nightly.md). In
+    no stage's cache key: they run after testing, against whichever version is champion."""
+
+    enabled: bool = True
+    alpha: float = Field(0.05, gt=0, lt=1)  # family-wise false-alarm rate per batch (Bonferroni)
+    # MMD subsamples (rows of the reference / of the batch): bound the cost on large data
+    max_reference: int = Field(2000, ge=10)
+    max_batch: int = Field(2000, ge=10)
+
+
+class GateConfig(_Section):
+    """Champion against challenger on the same new rows: the challenger is promoted only when
+    its accuracy there is at least `floor`, beats the champion's by at least `min_gain`, and
+    McNemar's paired test says the difference is more than chance (p <= `alpha`; `alpha: 1`
+    turns the test off). A champion whose accuracy on new rows is below `floor`, or more than
+    `max_drop` below its accuracy when it was promoted (and significantly so, a one-sided
+    binomial test at `alpha`), is reported as degraded."""
+
+    floor: float = Field(0.0, ge=0, le=1)
+    min_gain: float = Field(0.0, ge=-1, le=1)
+    alpha: float = Field(0.05, gt=0, le=1)
+    max_drop: float = Field(0.05, ge=0, le=1)
+    # a samples table (another run's test.parquet) scored too, every night the same rows
+    benchmark: str | None = None
+
+
 class DaskConfig(_Section):
     """Where work that runs in parallel runs: the partitions of feature extraction's and
     testing's inference (and `mmpipe sweep`'s cells). In no stage's cache key: the outputs are
@@ -245,6 +272,8 @@ class PipelineConfig(_Section):
     shared_space: SharedSpaceConfig = SharedSpaceConfig()
     training: TrainingConfig = TrainingConfig()
     testing: TestingConfig = TestingConfig()
+    drift: DriftConfig = DriftConfig()
+    gate: GateConfig = GateConfig()
     dask: DaskConfig = DaskConfig()
 
     def section(self, stage: str) -> dict[str, Any]:

@@ -92,11 +92,18 @@ class InferenceChain(nn.Module):
         load_model(chain, str(folder / "chain.safetensors"))  # strict
         return chain.eval()
 
-    @torch.no_grad()
     def predict_proba(self, images: list[Any] | None = None, texts: list[str] | None = None,
                       ) -> np.ndarray:
         """(N, n_classes) probabilities. Images: raw pixel values, one H x W (or C x H x W)
         array per row, on the source's scale (0-16 for the built-in digits, 0-255 for MNIST)."""
+        _, logits = self.embed_and_score(images, texts)
+        return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+
+    @torch.no_grad()
+    def embed_and_score(self, images: list[Any] | None = None, texts: list[str] | None = None,
+                        ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Each test modality's embedding (in the shared space when there is one) and the
+        classifier's logits, (N, n_classes): what the drift checks profile a batch with."""
         raw = {"image": images, "text": texts}
         plan = self.spec["plan"]
         needed = plan["test"]
@@ -109,4 +116,5 @@ class InferenceChain(nn.Module):
             embedded = {m: self.space.heads[m](v) for m, v in embedded.items()}
         inputs = {train_m: embedded[test_m]
                   for train_m, test_m in zip(plan["train"], plan["test"], strict=True)}
-        return torch.softmax(self.classifier(inputs), dim=1).numpy()
+        return ({m: v.numpy() for m, v in embedded.items()},
+                self.classifier(inputs).numpy())

@@ -37,6 +37,8 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
       "data.pair={images: {source: mnist}, texts: {source: digits}}"],
      "data.pair.images.path: data.source=mnist needs a path"),
     (["--set", "training.epochs=many"], "invalid config: training.epochs: Input should be"),
+    (["--set", "gate.benchmark=missing.parquet"],
+     "gate.benchmark: {cwd}/missing.parquet is not a file"),
     (["--config", "no-such.yaml"], "no-such.yaml: cannot read config"),
 ])
 def test_run_rejects_bad_input_before_any_work_in_one_line(tmp_path, monkeypatch, capsys,

@@ -182,8 +182,7 @@ def test_flat_uses_dotted_keys():
     assert "data" not in flat and "data.split" not in flat
     assert {k.split(".")[0] for k in flat} == {
         "name", "seed", "run_dir", "device", "data", "features", "shared_space", "training",
-        "testing",
-        "dask"}
+        "testing", "drift", "gate", "dask"}
 
 
 def test_old_fusion_section_still_loads_under_its_new_name_with_a_warning(tmp_path):

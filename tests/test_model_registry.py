@@ -7,10 +7,13 @@ import shutil
 from dataclasses import replace
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from mmcore.config import GateConfig
+from mmcore.nightly import GateResult, gate
 from tasks.tracking import model_registry as reg
 from tasks.tracking.runs import using_tracking_uri
 
@@ -59,13 +62,19 @@ def aliases(uri: str) -> dict[str, str]:
     return {k: str(v) for k, v in MlflowClient(uri).get_registered_model(NAME).aliases.items()}
 
 
-def register(store, accuracy: float | None = None, **changes):
+def register(store, accuracy: float | None = None, gate: GateResult | None = None, **changes):
     uri, model_uri, run_id = store
     f = facts(run_id, **changes)
     registration = reg.register_version(uri, NAME, model_uri, f)
     decision = (reg.decide_champion(uri, NAME, registration.version, accuracy, f.role,
-                                    f.default_mode) if accuracy is not None else None)
+                                    f.default_mode, gate) if accuracy is not None else None)
     return registration, decision
+
+
+def gate_result(champion_right: int, challenger_right: int) -> GateResult:
+    """The gate on 200 rows where each model gets its first N right."""
+    rows = np.arange(200)
+    return gate(rows < champion_right, rows < challenger_right, GateConfig(), None)
 
 
 def test_first_default_version_is_candidate_and_champion_with_tags_and_description(store):
@@ -79,7 +88,8 @@ def test_first_default_version_is_candidate_and_champion_with_tags_and_descripti
     # Few tags (what a reviewer filters on, what the decisions read); the rest is described.
     assert mv.tags == {
         "mode": "multimodal", "fusion": "late", "registered_by": "pipeline",
-        "data.digest": "data-a", "content.digest": "weights-1", "test.accuracy": "0.950000"}
+        "data.digest": "data-a", "content.digest": "weights-1", "test.accuracy": "0.950000",
+        "champion.accuracy": "0.950000"}
     assert mv.description.startswith("multimodal · late fusion: trained on image+text")
     assert "| labels used&emsp; | image+text |" in mv.description
     assert "- test accuracy: 0.9500" in mv.description
@@ -96,22 +106,23 @@ def test_an_unchanged_model_adds_no_version(store):
     assert len(MlflowClient(store[0]).search_model_versions(f"name = '{NAME}'")) == 1
 
 
-def test_champion_moves_only_for_an_equal_or_better_candidate_on_the_same_test_data(store):
+def test_champion_moves_only_for_a_candidate_that_passes_the_gate_on_the_same_rows(store):
     uri = store[0]
     register(store, 0.95)
-    _, worse = register(store, 0.90, content_digest="weights-2")
+    _, unscored = register(store, 0.99, content_digest="weights-2")
     assert aliases(uri) == {"candidate": "2", "champion": "1"}
-    assert worse.reason == "kept v1: test accuracy 0.9000 < 0.9500"
-    _, equal = register(store, 0.95, content_digest="weights-3")
-    assert aliases(uri) == {"candidate": "3", "champion": "3"}
-    assert equal.reason == "promoted: test accuracy 0.9500 >= 0.9500 of v1"
-    _, other_data = register(store, 0.99, content_digest="weights-4", data_digest="data-b")
-    assert aliases(uri) == {"candidate": "4", "champion": "3"}
-    assert other_data.reason.startswith("kept v3: different test data")
-    assert "`mmpipe promote 4`" in other_data.reason
-    described = MlflowClient(uri).get_model_version(NAME, "4").description
-    assert f"- champion decision: {other_data.reason}" in described
-    assert "- test accuracy: 0.9900" in described
+    assert unscored.reason.startswith("kept v1: not compared with it on the same rows")
+    assert "`mmpipe promote 2`" in unscored.reason
+    _, level = register(store, 0.95, gate_result(150, 154), content_digest="weights-3")
+    assert aliases(uri) == {"candidate": "3", "champion": "1"}
+    assert level.reason == ("kept v1 on 200 rows, 0.7700 vs 0.7500: gain +0.0200 not "
+                            "significant: McNemar p 0.125 > 0.05")
+    _, better = register(store, 0.96, gate_result(150, 180), content_digest="weights-4")
+    assert aliases(uri) == {"candidate": "4", "champion": "4", "previous_champion": "1"}
+    assert better.reason.startswith("promoted over v1 on 200 rows, 0.9000 vs 0.7500: gain")
+    described = MlflowClient(uri).get_model_version(NAME, "3").description
+    assert f"- champion decision: {level.reason}" in described
+    assert MlflowClient(uri).get_model_version(NAME, "4").tags["champion.accuracy"] == "0.960000"
 
 
 @pytest.mark.parametrize("changes", [
@@ -146,7 +157,7 @@ def test_promote_moves_the_champion_by_hand_and_rejects_unknown_versions(store):
     register(store, 0.95)
     register(store, 0.80, content_digest="weights-2")
     mv = reg.promote(uri, NAME, "2")
-    assert aliases(uri)["champion"] == "2"
+    assert aliases(uri) == {"candidate": "2", "champion": "2", "previous_champion": "1"}
     assert "- promoted to champion: by hand (`mmpipe promote`)" in mv.description
     assert "- test accuracy: 0.8000" in mv.description
     with pytest.raises(ValueError, match="has no version '7'"):

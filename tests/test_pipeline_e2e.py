@@ -122,9 +122,13 @@ def test_mlflow_has_parent_and_five_child_runs(cold, run_dir):
 
 
 def test_the_default_run_registers_the_candidate_and_first_champion(cold):
-    assert cold["model"] == {"name": "mmpipe-classifier", "version": "1", "new_version": True,
-                             "candidate": True, "champion": "1",
-                             "decision": "promoted: first champion"}
+    night = cold["model"]["night"]
+    assert cold["model"]["night_markdown"].startswith("## This night")
+    model = {k: v for k, v in cold["model"].items() if not k.startswith("night")}
+    assert model == {"name": "mmpipe-classifier", "version": "1", "new_version": True,
+                     "candidate": True, "champion": "1", "decision": "promoted: first champion"}
+    assert night["drift"] is None and night["gate"] is None  # no champion to check against
+    assert night["events"] == ["mmpipe.champion.promoted"]
 
 
 def test_registered_model_predicts_from_raw_inputs(cold, run_dir):

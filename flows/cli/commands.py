@@ -9,8 +9,9 @@
                  [--seeds 0 1 2] [--register]
                  [--dask-address tcp://host:8786 | --workers N | --sequential]
     mmpipe promote VERSION [--config FILE] [--set key=value ...]
+    mmpipe rollback --reason TEXT [--config FILE] [--set key=value ...]
     mmpipe serve
-    mmpipe deploy [--api-url URL] [--crash-after SECONDS]
+    mmpipe deploy [--api-url URL] [--crash-after SECONDS] [--webhook-url URL]
     mmpipe server start|stop|status
     mmpipe data download mnist|imdb [--dest DIR] [--url-base URL]
     mmpipe data batches --out DIR --batches N [--shift-from K --shift noise|occlusion|vocab|balance
@@ -121,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                              help="point the registered model's @champion at VERSION")
     promote.add_argument("version")
     _config_args(promote)
+    rollback = sub.add_parser("rollback", parents=[debug],
+                              help="point @champion back at @previous_champion")
+    rollback.add_argument("--reason", required=True,
+                          help="why: recorded on both versions")
+    _config_args(rollback)
     sub.add_parser("serve", parents=[debug],
                    help="run prefect.yaml's deployments (and schedules) on this machine, "
                         "as local-<name>")
@@ -130,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--crash-after", type=float, default=None, metavar="SECONDS",
                         help="mark a run Crashed when its heartbeats stop for this long "
                              "(default 540: three missed heartbeats)")
+    deploy.add_argument("--webhook-url", default=None, metavar="URL",
+                        help="send the alert events to this URL (default: MMPIPE_ALERT_WEBHOOK; "
+                             "neither: no alert automations)")
     server = sub.add_parser("server", help="the local Prefect server that runs reuse",
                             parents=[debug])
     server.add_argument("action", choices=["start", "stop", "status"])
@@ -219,6 +228,13 @@ def print_summary(summary: dict) -> None:
               f"{'' if model['new_version'] else ' (unchanged: no new version)'}"
               f"{', @candidate' if model['candidate'] else ''}; @champion: "
               f"{model['decision']}")
+        night = model.get("night")
+        if night and night["drift"] is not None:
+            flagged = [t["name"] for t in night["drift"]["tests"] if t["detected"]]
+            print(f"drift: {'detected in ' + ', '.join(flagged) if flagged else 'none'} "
+                  f"({night['new_rows']} new rows against @champion's reference)")
+        if night and night["events"]:
+            print(f"alerts: {', '.join(night['events'])}")
     print(f"\nresults: {summary['run_dir']}/stages/"
           f"  (MLflow parent run {summary['parent_run_id']})")
     print_ui_link(summary["tracking_uri"], summary["run_url"])
@@ -358,6 +374,20 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    cfg, _ = _resolved_config(args, check=False)  # the registry only: no data needed
+    from tasks.tracking import model_registry, runs
+
+    try:
+        moved_from, moved_to = model_registry.rollback(runs.tracking_uri(cfg.run_dir),
+                                                       cfg.training.model_name, args.reason)
+    except ValueError as exc:  # nothing to roll back to
+        raise errors.UsageError(str(exc)) from None
+    print(f"{cfg.training.model_name}@champion -> version {moved_to} (rolled back from "
+          f"version {moved_from}: {args.reason})")
+    return 0
+
+
 def cmd_server(args: argparse.Namespace) -> int:
     cfg, _ = _resolved_config(args, check=False)  # no data needed to start or stop a server
     from flows.server import local_server
@@ -397,7 +427,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     environment.quiet()
     crash_after = deploy.DEFAULT_CRASH_AFTER_S if args.crash_after is None else args.crash_after
-    print(deploy.describe(deploy.deploy(args.api_url, crash_after)))
+    print(deploy.describe(deploy.deploy(args.api_url, crash_after, args.webhook_url)))
     return 0
 
 
@@ -439,9 +469,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "status": cmd_status, "verify": cmd_verify, "compare": cmd_compare,
-            "sweep": cmd_sweep,
-            "promote": cmd_promote, "serve": cmd_serve, "deploy": cmd_deploy,
-            "server": cmd_server, "data": cmd_data}
+            "sweep": cmd_sweep, "promote": cmd_promote, "rollback": cmd_rollback,
+            "serve": cmd_serve, "deploy": cmd_deploy, "server": cmd_server, "data": cmd_data}
 
 
 def report(exc: BaseException, debug: bool) -> int:

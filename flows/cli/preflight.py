@@ -1,4 +1,4 @@
-"""Checks that run before any work: stage names and the data paths a config needs.
+"""Checks that run before any work: stage names and the data (and benchmark) paths a config needs.
 
 They read the config and stat a few paths, nothing more (no Prefect, torch or data import), so
 a typo costs a fraction of a second and one line, not a server start and a traceback. What can
@@ -69,9 +69,17 @@ def check_data(cfg: PipelineConfig) -> None:
         _check_path(f"data.pair.{side}.path", spec.source, spec.path)
 
 
+def check_gate(cfg: PipelineConfig) -> None:
+    """`gate.benchmark`, when set, is a file (a samples table such as a run's test.parquet)."""
+    if cfg.gate.benchmark is not None and not Path(cfg.gate.benchmark).is_file():
+        raise UsageError(f"gate.benchmark: {Path(cfg.gate.benchmark).resolve()} is not a file "
+                         "(expected a samples table, e.g. a run's test.parquet)")
+
+
 def check_run(cfg: PipelineConfig, stages: list[str] | None = None,
               refresh: list[str] | None = None) -> None:
     """Everything `mmpipe run` can check before it starts Prefect."""
     check_stages("--stages", stages)
     check_stages("--refresh", refresh)
     check_data(cfg)
+    check_gate(cfg)

@@ -9,7 +9,10 @@ Each step fails with one line that names the fix, instead of a misleading error 
 3. each work pool prefect.yaml names is created (process type) unless it exists;
 4. `prefect deploy --all` runs in the project folder, without prompts;
 5. every deployment is read back: its pull step must name the project folder;
-6. the automation that marks runs whose heartbeats stopped as Crashed is created or updated.
+6. the automation that marks runs whose heartbeats stopped as Crashed is created or updated;
+7. with a webhook URL (`--webhook-url` or MMPIPE_ALERT_WEBHOOK), Prefect's Custom Webhook
+   notification block `mmpipe-alerts` and one automation per alert event
+   (`tasks/tracking/alerts.py`) that sends the event, its payload as JSON, to that block.
 
 Every step is idempotent: deploying twice changes nothing the second time.
 """
@@ -29,6 +32,7 @@ from flows.deployments import prefect_yaml
 from flows.deployments.prefect_yaml import PROJECT
 from flows.errors import UsageError
 from mmcore.uris import public_uri
+from tasks.tracking import alerts
 
 PROJECT_ENV = "MMPIPE_PROJECT_DIR"
 # The flows prefect.yaml deploys (flows/compare.py:compare runs `mmpipe` flows as subflows).
@@ -37,6 +41,13 @@ CRASH_AUTOMATION = "mmpipe: runs whose heartbeats stopped are Crashed"
 # Prefect 3.9 flow runs send a heartbeat every 180 s: three missed ones, as Prefect Cloud's
 # managed automation does.
 DEFAULT_CRASH_AFTER_S = 540
+WEBHOOK_ENV = "MMPIPE_ALERT_WEBHOOK"
+ALERT_BLOCK = "mmpipe-alerts"
+ALERT_AUTOMATION = "mmpipe alert: {event}"
+# The notification's body: the event as JSON, for a receiver to parse (Prefect renders it with
+# the triggering event in its template context).
+ALERT_BODY = ('{"event": "{{ event.event }}", "resource": "{{ event.resource.id }}", '
+              '"occurred": "{{ event.occurred }}", "payload": {{ event.payload | tojson }}}')
 
 
 def check_api_url(given: str | None) -> str:
@@ -174,13 +185,37 @@ def crash_automation(within_s: float):
     )
 
 
-def ensure_crash_automation(within_s: float) -> str:
-    """Create the heartbeat automation, or update the one of that name; 'created' | 'updated'."""
+def alert_block(url: str) -> Any:
+    """The `mmpipe-alerts` Custom Webhook block, saved (or updated) on the server; its id."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    block = CustomWebhookNotificationBlock(
+        name=ALERT_BLOCK, url=url, method="POST",
+        json_data={"subject": "{{subject}}", "body": "{{body}}"})
+    return block.save(ALERT_BLOCK, overwrite=True)
+
+
+def alert_automation(event: str, block_id: Any):
+    """Each `event` sends one notification, its payload as JSON, to the block."""
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    return AutomationCore(
+        name=ALERT_AUTOMATION.format(event=event),
+        description=f"Sends every {event} event to the {ALERT_BLOCK} webhook block. "
+                    "Created by `mmpipe deploy`.",
+        trigger=EventTrigger(expect={event}, posture=Posture.Reactive, threshold=1),
+        actions=[SendNotification(block_document_id=block_id, subject=f"mmpipe: {event}",
+                                  body=ALERT_BODY)],
+    )
+
+
+def ensure_automation(automation: Any) -> str:
+    """Create the automation, or update the one of its name; 'created' | 'updated'."""
     from prefect.client.orchestration import get_client
 
-    automation = crash_automation(within_s)
     with get_client(sync_client=True) as client:
-        existing = client.read_automations_by_name(CRASH_AUTOMATION)
+        existing = client.read_automations_by_name(automation.name)
         if not existing:
             client.create_automation(automation)
             return "created"
@@ -190,9 +225,20 @@ def ensure_crash_automation(within_s: float) -> str:
         return "updated"
 
 
+def ensure_alerts(webhook_url: str | None) -> dict[str, str]:
+    """The alert block and automations when a webhook URL is given; {automation: state}."""
+    url = (webhook_url or os.environ.get(WEBHOOK_ENV) or "").strip()
+    if not url:
+        return {}
+    block_id = alert_block(url)
+    return {ALERT_AUTOMATION.format(event=e): ensure_automation(alert_automation(e, block_id))
+            for e in alerts.EVENTS}
+
+
 def deploy(api_url: str | None = None, crash_after_s: float = DEFAULT_CRASH_AFTER_S,
-           ) -> dict[str, Any]:
-    """Check, create the pools, deploy, verify, set up the heartbeat automation; a summary."""
+           webhook_url: str | None = None) -> dict[str, Any]:
+    """Check, create the pools, deploy, verify, set up the heartbeat automation and, with a
+    webhook URL, the alerts; a summary."""
     if crash_after_s < 10:
         raise UsageError(f"--crash-after {crash_after_s:g}: Prefect's proactive automations "
                          "need at least 10 s")
@@ -206,7 +252,8 @@ def deploy(api_url: str | None = None, crash_after_s: float = DEFAULT_CRASH_AFTE
         run_prefect_deploy(project, url)
         return {"api_url": url, "project": str(project), "work_pools": pools,
                 "deployments": verify(specs, project),
-                "automation": ensure_crash_automation(crash_after_s)}
+                "automation": ensure_automation(crash_automation(crash_after_s)),
+                "alerts": ensure_alerts(webhook_url)}
 
 
 def describe(summary: dict[str, Any]) -> str:
@@ -217,6 +264,9 @@ def describe(summary: dict[str, Any]) -> str:
              f"work pools: {pools}", "deployments:"]
     lines += [f"  {name}" for name in summary["deployments"]]
     lines.append(f"automation: {CRASH_AUTOMATION!r} ({summary['automation']})")
+    lines += [f"automation: {name!r} ({state})" for name, state in summary["alerts"].items()]
+    if not summary["alerts"]:
+        lines.append(f"alerts: none (no --webhook-url or {WEBHOOK_ENV})")
     pool = next(iter(summary["work_pools"]))
     lines.append("start a worker (in the project's venv):\n"
                  f"  . {summary['project']}/.venv/bin/activate && "

@@ -7,17 +7,21 @@
   labels used, config, the run that trained it, the champion decision).
 - `@candidate` is the newest version trained with the project's default mode: trained and tested
   on every modality the data has (multimodal on image + text data).
-- `@champion` is the version that serves. It moves when a candidate's test accuracy on the same
-  test data (same data digest) is at least the champion's, or by an explicit `mmpipe promote`.
+- `@champion` is the version that serves. It moves when a candidate passes the gate against it
+  on the same new rows (`mmcore.nightly.gate`: floor, minimum gain, McNemar; scored by
+  `tasks/tracking/nightly.py`), or by an explicit `mmpipe promote`.
+- `@previous_champion` is the version `@champion` pointed at before it last moved;
+  `mmpipe rollback` moves `@champion` back to it and records why.
 - Only the pipeline's own runs move aliases. Comparison and sweep cells log their models as run
   artifacts and register nothing, unless asked (`mmpipe compare --register`: registered in their
   role, they never move either alias); nor does a pipeline run in another mode.
 - A training that produced the same chain (same weights, spec and code: same content digest)
   adds no version: the existing one is reused.
 
-The pipeline calls `register_candidate` after training and `consider_for_champion` after testing
-(the test accuracy is known only then), with the stages' refs; both also run on cache hits, so a
-cached default run still points `@candidate` at its model. `register_version` and
+The pipeline calls `register_candidate` after training and, through `tasks/tracking/nightly.py`
+(which scores the gate first), `consider_for_champion` after testing (the test accuracy is known
+only then), with the stages' refs; both also run on cache hits, so a cached default run still
+points `@candidate` at its model. `register_version` and
 `decide_champion` are the same with explicit arguments.
 """
 
@@ -37,10 +41,12 @@ from tasks.tracking.runs import tracking_uri as store_uri
 from tasks.tracking.runs import using_tracking_uri
 
 if TYPE_CHECKING:  # annotations only: tracking never imports the engine at run time
+    from mmcore.nightly import GateResult
     from tasks.engine.keys import StageRef
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
+PREVIOUS = "previous_champion"
 # Who registers: the pipeline's own run, a comparison cell, a sweep trial.
 Role = Literal["pipeline", "comparison", "sweep"]
 ROLES: tuple[str, ...] = ("pipeline", "comparison", "sweep")
@@ -148,8 +154,9 @@ the pipeline (`mmpipe run`); its description says its mode, modalities, labels, 
 - **`@candidate`**: the newest version trained in the project's default mode (trained and tested
   on every modality of the data), by `mmpipe run`.
 - **`@champion`**: the version that serves (`models:/{name}@champion`). It moves to a candidate
-  whose test accuracy on the same test data (same `data.digest`) is at least the champion's, or
-  by hand: `mmpipe promote VERSION`.
+  that passes the gate against it on the same new rows (tags `gate/*`: Δ, McNemar p, rows
+  compared), or by hand: `mmpipe promote VERSION`.
+- **`@previous_champion`**: the champion before the last move; `mmpipe rollback` restores it.
 
 Comparisons and sweeps log their cells' models with their runs and register none, unless run
 with `--register`; versions they register never move an alias. Tags, to filter on: `mode`,
@@ -182,24 +189,25 @@ class Decision:
 
 
 def decide_champion(tracking_uri: str, name: str, version: str, test_accuracy: float,
-                    role: str, default_mode: bool) -> Decision:
+                    role: str, default_mode: bool, gate: GateResult | None = None) -> Decision:
     """Record the version's test accuracy; move `@champion` to it when it is the candidate of a
-    pipeline run in the default mode and at least as accurate as the champion on the same test
-    data. The decision of a considered version goes into its description."""
+    pipeline run in the default mode and either there is no champion or it passed `gate`
+    against the champion on the same rows. The decision of a considered version goes into its
+    description."""
     client = MlflowClient(tracking_uri)
     client.set_model_version_tag(name, version, "test.accuracy", f"{test_accuracy:.6f}")
     mv = client.get_model_version(name, version)
-    decision = _decide(client, name, mv, test_accuracy, role, default_mode)
+    decision = _decide(client, name, mv, role, default_mode, gate)
     status = {"champion decision": decision.reason} if decision.considered else {}
     if decision.moved:
-        _set_champion(client, name, version)
+        _set_champion(client, name, version, f"{test_accuracy:.6f}")
         status["promoted to champion"] = "automatically, by this decision"
     _update_status(client, name, version, status)
     return decision
 
 
-def _decide(client: MlflowClient, name: str, mv: ModelVersion, accuracy: float,
-            role: str, default_mode: bool) -> Decision:
+def _decide(client: MlflowClient, name: str, mv: ModelVersion, role: str, default_mode: bool,
+            gate: GateResult | None) -> Decision:
     champion = _alias(client, name, CHAMPION)
     current = str(champion.version) if champion else None
 
@@ -219,16 +227,13 @@ def _decide(client: MlflowClient, name: str, mv: ModelVersion, accuracy: float,
         return move("promoted: first champion")
     if current == str(mv.version):
         return keep("already champion")
-    theirs, ours = champion.tags.get("data.digest"), mv.tags.get("data.digest")
-    if theirs != ours:
-        return keep(f"kept v{current}: different test data (champion {theirs}, this {ours}); "
+    if gate is None:
+        return keep(f"kept v{current}: not compared with it on the same rows; "
                     f"`mmpipe promote {mv.version}` to switch")
-    if "test.accuracy" not in champion.tags:
-        return keep(f"kept v{current}: the champion has no test accuracy")
-    best = float(champion.tags["test.accuracy"])
-    if accuracy >= best:
-        return move(f"promoted: test accuracy {accuracy:.4f} >= {best:.4f} of v{current}")
-    return keep(f"kept v{current}: test accuracy {accuracy:.4f} < {best:.4f}")
+    verdict = f"on {gate.rows} rows, {gate.challenger_accuracy:.4f} vs {gate.champion_accuracy:.4f}"
+    if gate.promote:
+        return move(f"promoted over v{current} {verdict}: {gate.reason}")
+    return keep(f"kept v{current} {verdict}: {gate.reason}")
 
 
 def promote(tracking_uri: str, name: str, version: str) -> ModelVersion:
@@ -244,8 +249,34 @@ def promote(tracking_uri: str, name: str, version: str) -> ModelVersion:
     return client.get_model_version(name, version)
 
 
-def _set_champion(client: MlflowClient, name: str, version: str) -> None:
+def _set_champion(client: MlflowClient, name: str, version: str,
+                  accuracy: str | None = None) -> None:
+    """Point `@champion` at `version`, keeping the one it leaves as `@previous_champion`, and
+    record the accuracy it was promoted with (`champion.accuracy`: degradation is measured from
+    it)."""
+    old = _alias(client, name, CHAMPION)
+    if old is not None and str(old.version) != str(version):
+        client.set_registered_model_alias(name, PREVIOUS, str(old.version))
     client.set_registered_model_alias(name, CHAMPION, version)
+    accuracy = accuracy or client.get_model_version(name, version).tags.get("test.accuracy")
+    if accuracy:
+        client.set_model_version_tag(name, version, "champion.accuracy", accuracy)
+
+
+def rollback(tracking_uri: str, name: str, reason: str) -> tuple[str, str]:
+    """`mmpipe rollback`: point `@champion` back at `@previous_champion` (which then names the
+    version rolled back from), recording `reason` on both; (from, to) versions."""
+    client = MlflowClient(tracking_uri)
+    previous, current = _alias(client, name, PREVIOUS), _alias(client, name, CHAMPION)
+    if previous is None or current is None:
+        raise ValueError(f"model {name!r} has no @previous_champion to roll back to")
+    _set_champion(client, name, str(previous.version))
+    client.set_model_version_tag(name, str(current.version), "rollback.reason", reason)
+    _update_status(client, name, str(current.version),
+                   {"rolled back": f"to v{previous.version}: {reason}"})
+    _update_status(client, name, str(previous.version),
+                   {"promoted to champion": f"by rollback from v{current.version}: {reason}"})
+    return str(current.version), str(previous.version)
 
 
 def _alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -314,23 +345,39 @@ def register_candidate(cfg: PipelineConfig, refs: dict[str, StageRef], role: str
                             summary["model_uri"], facts_for(cfg, refs, role))
 
 
+def version_of(client: MlflowClient, name: str, content_digest: str) -> ModelVersion:
+    """The version holding the model of that content digest; ValueError if none does."""
+    mv = _version_with_digest(client, name, content_digest)
+    if mv is None:
+        raise ValueError(f"no version of {name!r} holds this run's model; register it first")
+    return mv
+
+
+def champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version `@champion` points at, if any."""
+    return _alias(client, name, CHAMPION)
+
+
+def default_mode_of(refs: dict[str, StageRef]) -> bool:
+    """Whether the run's model was trained in the project's default mode."""
+    summary = refs["training"].summary
+    return is_default_mode(summary["plan"], summary["modalities"])
+
+
 def consider_for_champion(cfg: PipelineConfig, refs: dict[str, StageRef], role: str,
-                          ) -> Decision | None:
-    """After testing: record the test accuracy on the run's version and decide `@champion`."""
+                          gate: GateResult | None = None) -> Decision | None:
+    """After testing: record the test accuracy on the run's version and decide `@champion`
+    (`gate`: the run's version against the champion on the same new rows)."""
     if not cfg.training.register_model:
         return None
     uri, name = store_uri(cfg.run_dir), cfg.training.model_name
-    mv = _version_with_digest(MlflowClient(uri), name,
-                              refs["training"].summary["content_digest"])
-    if mv is None:
-        raise ValueError(f"no version of {name!r} holds this run's model; register it first")
+    mv = version_of(MlflowClient(uri), name, refs["training"].summary["content_digest"])
     metrics = refs["testing"].summary["metrics"]
     if "test.accuracy" not in mv.tags:  # first tested: the logged model gets its real scores
         _log_model_metrics(MlflowClient(uri), mv, {**refs["training"].summary["metrics"],
                                                    **metrics})
-    plan = refs["training"].summary["plan"]
     return decide_champion(uri, name, str(mv.version), metrics["test.accuracy"], role,
-                           is_default_mode(plan, refs["training"].summary["modalities"]))
+                           default_mode_of(refs), gate)
 
 
 def _log_model_metrics(client: MlflowClient, mv: ModelVersion,

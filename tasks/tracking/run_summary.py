@@ -106,6 +106,8 @@ def parent_description(cfg: PipelineConfig, experiment_id: str, children: dict[s
         lines += [f"Model: [{model['name']} version {model['version']}]"
                   f"({model_link(model['name'], model['version'])}); champion: "
                   f"{model['decision']}", ""]
+        if model.get("night_markdown"):
+            lines += [model["night_markdown"], ""]
     lines += _metrics_table(metrics)
     return "\n".join(lines)
 
@@ -139,6 +141,8 @@ def flow_run_markdown(cfg: PipelineConfig, run_url: str, metrics: dict[str, floa
     if model:
         lines += [f"Model: {model['name']} version {model['version']} "
                   f"(champion: {model['decision']})", ""]
+        if model.get("night_markdown"):
+            lines += [model["night_markdown"], ""]
     return "\n".join([*lines, *_metrics_table(metrics)])
 
 
