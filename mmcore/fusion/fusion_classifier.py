@@ -6,7 +6,9 @@ A fused model must never do much worse than its best remaining modality. Three p
 - a learned "missing" embedding per modality stands in for an absent modality, and for a blank
   one (an all-background image, a text with no known word: `blank.<modality>` rows of the input,
   found by `mmcore.modalities` `blank`), so the model is never fed a confident encoding of nothing;
-- modality dropout trains the head on rows where one modality is that missing embedding;
+  modality dropout trains the head on rows where one modality is that missing embedding. Late
+  fusion needs neither: its experts train on their own losses, and an absent or blank
+  modality's expert is dropped (its scores on a blank row are set to uniform);
 - a confidence gate per modality (feature-level operators) scales each embedding by a learned
   sigmoid of itself, so that an embedding of a corrupted input, seen in training through
   corruption augmentation (`mmcore.stages.corruption_augment`), counts for less.
@@ -44,11 +46,17 @@ class FusionClassifier(nn.Module):
         super().__init__()
         self.fusion = fusion
         self.modality_dropout = modality_dropout
-        fused = fusion.modalities if len(fusion.modalities) > 1 else []  # nothing to fall back on
+        self.blank_aware = missing_embedding  # read `blank.<modality>` rows at all
+        # nothing to fall back on with one modality; late fusion drops an expert instead
+        fused = (fusion.modalities if len(fusion.modalities) > 1 and not fusion.fuses_predictions
+                 else [])
         self.missing = (nn.ParameterDict({m: nn.Parameter(torch.zeros(dim)) for m in fused})
                         if missing_embedding and fused else None)
-        self.confidence = (nn.ModuleDict({m: nn.Linear(dim, 1) for m in fused})
-                           if confidence and fused and not fusion.fuses_predictions else None)
+        # a small MLP, not a linear map: noise that is symmetric about a clean embedding moves
+        # no linear function of it on average, only its distance from the clean ones
+        self.confidence = (nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, dim), nn.ReLU(),
+                                                           nn.Linear(dim, 1)) for m in fused})
+                           if confidence and fused else None)
         head_in = dim if fusion.fuses_predictions else fusion.out_dim
         self.head = nn.Sequential(nn.Linear(head_in, hidden), nn.ReLU(),
                                   nn.Dropout(dropout), nn.Linear(hidden, n_classes))
@@ -57,16 +65,18 @@ class FusionClassifier(nn.Module):
         """What the operator reads: its modalities (absent or blank ones as the missing
         embedding, when there is one), modality dropout while training, each scaled by its
         confidence; for a decision-level operator, the head's scores of each."""
-        blank = {m: x[BLANK + m] for m in self.fusion.modalities if BLANK + m in x}
+        blank = ({m: x[BLANK + m] for m in self.fusion.modalities if BLANK + m in x}
+                 if self.blank_aware else {})
         x = {m: x[m] for m in self.fusion.modalities if m in x}
+        if self.fusion.fuses_predictions:  # blank rows: a uniform expert, i.e. none
+            return {m: self.head(v) * (~blank[m]).unsqueeze(1) if m in blank else self.head(v)
+                    for m, v in x.items()}
         if self.missing is not None:
             x = self._fill_missing(x, blank)
         if self.training and self.modality_dropout > 0 and len(x) > 1:
             x = drop_modalities(x, self.modality_dropout, self.missing)
         if self.confidence is not None:
             x = {m: v * torch.sigmoid(self.confidence[m](v)) for m, v in x.items()}
-        if self.fusion.fuses_predictions:
-            return {m: self.head(v) for m, v in x.items()}
         return x
 
     def _fill_missing(self, x: dict[str, torch.Tensor], blank: dict[str, torch.Tensor],
