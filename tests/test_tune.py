@@ -22,7 +22,8 @@ GOOD, HOPELESS = 0.05, 1e-7  # a learning rate that learns in 6 epochs, and one 
 
 def test_search_spaces_parse_and_bad_ones_are_one_line_errors():
     space = parse_space(["training.lr=log:1e-4:1e-1", "training.hidden=int:16:64",
-                         "training.fusion=cat:late,concat", "training.modality_dropout=float:0:0.5"])
+                         "training.fusion=cat:late,concat",
+                         "training.modality_dropout=float:0:0.5"])
     assert space["training.lr"] == Param(kind="log", low=1e-4, high=0.1)
     assert space["training.hidden"].extremes() == [16, 64]
     assert space["training.fusion"].choices == ("late", "concat")
