@@ -50,6 +50,7 @@ def test_plan_search_checks_every_value_against_the_config(tmp_path):
     assert load_config(str(path)).name == "tuned"  # the section is no setting
 
 
+@pytest.mark.slow  # 8 trials through the real flow: ~80 s on a busy 2-core machine
 def test_tune_finds_the_better_rate_prunes_early_and_resumes(tmp_path, prefect_harness,
                                                              mlflow_db_template):
     import optuna
