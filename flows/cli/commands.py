@@ -353,9 +353,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         result = run_tune(args.config, overrides, args.param, args.trials, args.study_name,
                           args.storage, address, workers, sequential)
     for trial in result["trials"]:
-        print(f"trial {trial['number']}: {trial['state']:<8} "
-              f"{trial.get('value', float('nan')):.4f}  epochs {trial['epochs']}  "
-              + " ".join(trial["overrides"]))
+        value = f"{trial['value']:.4f}" if "value" in trial else "-"
+        print(f"trial {trial['number']}: {trial['state']:<8} {value:<6}  epochs "
+              f"{trial['epochs']}  " + " ".join(trial["overrides"]))
     best = result["best"]
     print(f"\nbest: trial {best['number']}, {best['value']:.4f}: "
           + ", ".join(f"{k}={v}" for k, v in best["params"].items()))

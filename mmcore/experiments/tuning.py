@@ -12,6 +12,7 @@ A parameter is `key=kind:spec` on the command line (`--param training.lr=log:1e-
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -149,8 +150,9 @@ def plan_search(config: str | None, overrides: list[str], params: list[str],
 
 
 def override(key: str, value: Any) -> str:
-    """One sampled value as a `key=value` override (YAML reads it back with its type)."""
-    return f"{key}={value if isinstance(value, str) else yaml.safe_dump(value).strip()}"
+    """One sampled value as a `key=value` override (JSON is YAML: read back with its type;
+    the config turns `1e-07` into a float where it wants one)."""
+    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
 
 
 def suggest(trial: Any, space: Space) -> dict[str, Any]:
