@@ -3,7 +3,7 @@
 The classifier trains on shared embeddings, but a test-time corruption acts on the raw input
 (`mmcore.stages.robustness_curves`). So each copy corrupts the stored train samples of one
 modality per row, with a corruption of `mmcore.robustness` (not `missing`: modality dropout
-covers that) at a level drawn from 0.1 to 1, and embeds them with the trained encoders and
+covers that) at a level drawn from `AUGMENT_LEVELS`, and embeds them with the trained encoders and
 projections; the row's other modalities keep their clean embeddings. A fused head trained on
 both learns how much a corrupted modality is still worth, and blank rows (a fully occluded
 image) are flagged as the chain flags them at test time.
@@ -33,6 +33,10 @@ from mmcore.stages.robustness_curves import COLUMN_CORRUPTERS
 from mmcore.stages.shared_space import SharedSpace
 
 CHUNK_ROWS = 1024  # rows embedded at once
+# Levels of LEVELS an augmented row is drawn from: the heavy half (0.5 to 1). A lightly
+# corrupted embedding is close to its clean one, so it would teach the head little; the fused
+# model fails where a modality is nearly destroyed (docs/decisions.md).
+AUGMENT_LEVELS = range(len(LEVELS) // 2, len(LEVELS))
 
 
 class _Embedder:
@@ -98,10 +102,10 @@ def _one_copy(embedder: _Embedder, table: pa.Table, rows: np.ndarray,
         names = [c for c in CORRUPTIONS[m] if c != "missing"]
         picked = np.flatnonzero(which == i)
         kind = rng.integers(len(names), size=len(picked))
-        level = rng.integers(1, len(LEVELS), size=len(picked))
+        level = rng.choice(AUGMENT_LEVELS, size=len(picked))
         column, corrupt = COLUMN_CORRUPTERS[m]
         for k, name in enumerate(names):
-            for li in range(1, len(LEVELS)):
+            for li in AUGMENT_LEVELS:
                 group = picked[(kind == k) & (level == li)]
                 if not len(group):
                     continue
