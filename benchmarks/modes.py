@@ -9,7 +9,12 @@ report.json and checks, with means over the seeds:
   1. the fused model (the config's fusion operator) beats the best unimodal model by >= 0.03,
      and McNemar's test on the pooled paired predictions says p < 0.05;
   2. label-free cross-modal image -> text reaches >= 0.9 x text-only supervised accuracy;
-  3. label-free cross-modal text -> image, reported against image-only supervised accuracy.
+  3. label-free cross-modal text -> image, reported against image-only supervised accuracy;
+  4. graceful fusion (issue 19), per operator: at every corruption level of every corruption,
+     accuracy >= the best single modality's - 0.02 (mean curves over the seeds);
+  5. with `--baseline REPORT` (a compare of the same seeds without graceful fusion:
+     `--set training.missing_embedding=false --set training.modality_dropout=0 ...`), each
+     operator's clean test accuracy drops by <= 0.01 against it.
 Prints the comparison table, the targets and the wall time.
 """
 
@@ -66,6 +71,27 @@ def targets(report: dict, fusion: str) -> list[tuple[str, bool | None, str]]:
     ]
 
 
+def graceful_targets(report: dict, baseline: dict | None) -> list[tuple[str, bool, str]]:
+    """Per operator: its worst gap to the best single modality; and, against `baseline`, its
+    clean accuracy drop."""
+    out = []
+    for fusion in dict.fromkeys(row["fusion"] for row in report["graceful"]):
+        rows = [r for r in report["graceful"] if r["fusion"] == fusion]
+        worst = min(rows, key=lambda r: r["worst_gap"])
+        out.append((f"graceful {fusion}: every level >= best single modality - 0.02",
+                    all(r["met"] for r in rows),
+                    f"worst {worst['worst_gap']:+.4f} ({worst['corrupted']} "
+                    f"{worst['corruption']} at {worst['at_level']:.1f}: {worst['accuracy']:.4f} "
+                    f"vs {worst['best_unimodal_model']} {worst['best_unimodal']:.4f})"))
+        if baseline is not None:
+            now = _mean(report, "multimodal", "image+text", "image+text", fusion)
+            before = _mean(baseline, "multimodal", "image+text", "image+text", fusion)
+            out.append((f"graceful {fusion}: clean accuracy drop <= 0.01",
+                        before - now <= 0.01, f"{now:.4f} vs {before:.4f} without "
+                        f"({now - before:+.4f})"))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -73,6 +99,8 @@ def main() -> None:
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "bench-modes"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--report", help="check an existing report.json instead of running")
+    parser.add_argument("--baseline", help="report.json of the same compare without graceful "
+                                           "fusion: check the clean accuracy drop against it")
     args = parser.parse_args()
     start = time.perf_counter()
     path = Path(args.report) if args.report else run_compare(
@@ -85,7 +113,8 @@ def main() -> None:
     if not args.report:
         print(f"wall time: {wall:.0f} s for {len(report['cells'])} cells")
     failed = False
-    for name, met, figures in targets(report, fusion):
+    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
+    for name, met, figures in [*targets(report, fusion), *graceful_targets(report, baseline)]:
         verdict = "reported" if met is None else ("MET" if met else "NOT MET")
         failed |= met is False
         print(f"  [{verdict}] {name}: {figures}")

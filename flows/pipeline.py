@@ -103,6 +103,8 @@ def pipeline(config: str | None = None, overrides: list[str] | None = None,
             "run_url": run_url,
             "tracking_uri": public_uri(runs.tracking_uri(cfg.run_dir)), "stages": report,
             "metrics": metrics, "plan": plan,
+            # the kept epoch's validation figures (what `mmpipe tune` optimises)
+            "val": refs["training"].summary.get("val") if "training" in refs else None,
             "labels_used": plan["labels_used"] if plan else None,
             "quality": refs["preprocessing"].summary["metrics"], "batches": batches,
             "comparison": refs["testing"].summary.get("comparison") if "testing" in refs

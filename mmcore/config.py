@@ -196,8 +196,18 @@ class TrainingConfig(_Section):
     # shared space, the default (docs/decisions.md)
     fusion: Literal[FUSION_NAMES] = "late"
     hidden: int = Field(64, ge=2)
-    # feature-level fusion (all but late): zero one modality per sample while training
-    modality_dropout: float = Field(0.0, ge=0, lt=1)
+    # Graceful fusion (docs/learning-modes.md; defaults from the measured search in
+    # docs/decisions.md). With this probability per training row, one modality is replaced by
+    # its missing embedding (zeros without one).
+    modality_dropout: float = Field(0.2, ge=0, lt=1)
+    # a learned stand-in for an absent modality and for a blank input (an empty image or text);
+    # late fusion drops a blank modality's expert instead
+    missing_embedding: bool = True
+    # feature-level operators: scale each modality's embedding by a learned confidence in (0, 1)
+    confidence_gates: bool = True
+    # corrupted copies of the train split added to it (one modality per row, a test-time
+    # corruption of mmcore/robustness.py at a random level), embedded by the trained encoders
+    corruption_copies: int = Field(2, ge=0, le=10)
     epochs: int = Field(20, ge=1)
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(64, ge=1)
@@ -358,6 +368,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         tree.pop("sweep", None)  # what to sweep, not a setting (mmcore/experiments/grid.py)
+        tree.pop("tune", None)  # what to search (mmcore/experiments/tuning.py)
         tree = _renamed_sections(tree, str(path))
     for item in overrides or []:
         key, sep, raw = item.partition("=")

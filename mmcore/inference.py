@@ -21,26 +21,15 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from mmcore.config import FeaturesConfig, TrainingConfig
-from mmcore.fusion.fusion_classifier import build_classifier
+from mmcore.fusion.fusion_classifier import BLANK, build_classifier
 from mmcore.io.parquet import read_metadata
 from mmcore.modalities import MODALITIES
-from mmcore.modalities.encoder_classifier import EncoderClassifier
+from mmcore.modalities.encoder_classifier import EncoderClassifier, load_encoder
 from mmcore.stages.shared_space import SharedSpace
 
 # What the chain keeps of the samples' metadata (preprocessing's transforms and class names).
 SAMPLE_KEYS = ("class_names", "modalities", "image_shape", "pixel_max", "image_mean", "image_std",
                "lowercase", "max_text_tokens", "vocab_size")
-
-
-def load_encoder(model: EncoderClassifier, path: Path) -> None:
-    """An encoder's weights from feature extraction, without its training head: the chain only
-    embeds, and a label-free encoder's head (to the anchor's embedding width) has another shape."""
-    state = {k: v for k, v in torch.load(path, weights_only=True).items()
-             if not k.startswith("head.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("head.") for k in missing):
-        raise ValueError(f"{path}: not an encoder of this chain (missing {missing}, "
-                         f"unexpected {unexpected})")
 
 
 class InferenceChain(nn.Module):
@@ -110,11 +99,27 @@ class InferenceChain(nn.Module):
         missing = [m for m in needed if raw.get(m) is None]
         if missing:
             raise ValueError(f"this model needs inputs for {needed}; missing {missing}")
-        embedded = {m: self.encoders[m].embed(MODALITIES[m].from_raw(raw[m], self.spec))
-                    for m in needed}
+        embedded = {k: v for m in needed
+                    for k, v in self.embed(m, MODALITIES[m].from_raw(raw[m], self.spec)).items()}
+        logits = self.classifier(self.as_trained(embedded))
+        return {m: embedded[m].numpy() for m in needed}, logits.numpy()
+
+    @torch.no_grad()
+    def embed(self, modality: str, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{modality: its shared embeddings, `blank.<modality>`: its blank rows} of a batch of
+        model inputs (the classifier's input; `mmcore.fusion.fusion_classifier`)."""
+        z = self.encoders[modality].embed(batch)
         if self.space is not None:
-            embedded = {m: self.space.heads[m](v) for m, v in embedded.items()}
-        inputs = {train_m: embedded[test_m]
-                  for train_m, test_m in zip(plan["train"], plan["test"], strict=True)}
-        return ({m: v.numpy() for m, v in embedded.items()},
-                self.classifier(inputs).numpy())
+            z = self.space.heads[modality](z)
+        return {modality: z, BLANK + modality: MODALITIES[modality].blank(batch)}
+
+    def as_trained(self, embedded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Embeddings keyed by test modality -> keyed by the modality the classifier was
+        trained on (they differ for cross-modal models); test modalities absent are left out."""
+        plan = self.spec["plan"]
+        out = {}
+        for train, test in zip(plan["train"], plan["test"], strict=True):
+            for prefix in ("", BLANK):
+                if prefix + test in embedded:
+                    out[prefix + train] = embedded[prefix + test]
+        return out

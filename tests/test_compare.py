@@ -130,6 +130,22 @@ def test_transfer_matrix_and_robustness(compared):
     assert occluded["intact_unimodal"] == "unimodal · text"
     assert occluded["difference"] == pytest.approx(occluded[FULLY]
                                                    - occluded["intact_unimodal_accuracy"])
+    # The best single modality per level: never below an intact unimodal model, and each fused
+    # model's worst gap to it is one of its levels' gaps.
+    best = {(r["modality"], r["corruption"], r["level_index"]): r
+            for r in report["best_unimodal_curves"]}
+    assert len(best) == 6 * 11
+    assert all(r["best_unimodal"] >= occluded["intact_unimodal_accuracy"] - 1e-12
+               for (m, _, _), r in best.items() if m == "image")
+    curves = {(r["fusion"], r["modality"], r["corruption"], r["level_index"]): r["accuracy"]
+              for r in report["robustness_curves"] if r["mode"] == "multimodal"}
+    for row in report["graceful"]:
+        gaps = [curves[row["fusion"], row["corrupted"], row["corruption"], i]
+                - best[row["corrupted"], row["corruption"], i]["best_unimodal"]
+                for i in range(11)]
+        assert row["worst_gap"] == pytest.approx(min(gaps))
+        assert row["met"] == (min(gaps) >= -0.02 - 1e-9)
+    assert len(report["graceful"]) == 2 * 6
 
 
 @pytest.mark.slow
@@ -153,7 +169,7 @@ def test_one_mlflow_experiment_with_cells_as_children(compared):
     assert {"report.json", "transfer_matrix.png", "fusion_operators.png", "robustness_image.png",
             "robustness_text.png", "transfer_matrix.json", "fusion_operators.json",
             "summary.json", "significance.json", "robustness.json",
-            "fully_corrupted.json"} <= artifacts
+            "fully_corrupted.json", "graceful.json"} <= artifacts
     saved = json.loads(Path(client.download_artifacts(parent.info.run_id, "report.json",
                                                       str(run_dir))).read_text())
     assert saved["cells"] == json.loads(json.dumps(report["cells"]))

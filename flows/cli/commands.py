@@ -118,6 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
                             "sweep.seeds, else the config's seed)")
     _register_arg(sweep)
     _cluster_args(sweep)
+    tune = sub.add_parser("tune", parents=[debug],
+                          help="search config settings with Optuna (TPE, pruned on the "
+                               "validation curve), each trial a cell over the shared cache")
+    _config_args(tune)
+    tune.add_argument("--param", action="append", default=[], metavar="KEY=KIND:SPEC",
+                      help="a setting to search: float:LOW:HIGH, log:LOW:HIGH, int:LOW:HIGH or "
+                           "cat:A,B, e.g. training.lr=log:1e-4:1e-1 (repeat; adds to the "
+                           "config file's tune.params)")
+    tune.add_argument("--trials", type=int, metavar="N",
+                      help="trials to add (default: the config file's tune.trials, else 20)")
+    tune.add_argument("--study-name", metavar="NAME",
+                      help="the study to create or resume (default: <config name>-tune)")
+    tune.add_argument("--storage", metavar="URL",
+                      help="Optuna storage (default: sqlite in <run_dir>/tune/optuna.db)")
+    _cluster_args(tune)
     promote = sub.add_parser("promote", parents=[debug],
                              help="point the registered model's @champion at VERSION")
     promote.add_argument("version")
@@ -357,6 +372,39 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if result["failed"] else 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from mmcore.experiments.tuning import plan_search
+
+    if args.trials is not None and args.trials < 1:
+        raise errors.UsageError("--trials: needs at least 1")
+    if args.workers is not None and args.workers < 1:
+        raise errors.UsageError("--workers: needs at least 1")
+    plan_search(args.config, args.overrides, args.param)  # before any work
+    cfg, overrides = _resolved_config(args, server=True)
+    address, workers, sequential = _cluster(args, cfg)
+    from flows.tune import run_tune
+
+    if not args.debug:
+        errors.console_without_input_tracebacks()
+    with environment.without_flow_heartbeats():
+        result = run_tune(args.config, overrides, args.param, args.trials, args.study_name,
+                          args.storage, address, workers, sequential)
+    for trial in result["trials"]:
+        value = f"{trial['value']:.4f}" if "value" in trial else "-"
+        print(f"trial {trial['number']}: {trial['state']:<8} {value:<6}  epochs "
+              f"{trial['epochs']}  " + " ".join(trial["overrides"]))
+    best = result["best"]
+    print(f"\nbest: trial {best['number']}, {best['value']:.4f}: "
+          + ", ".join(f"{k}={v}" for k, v in best["params"].items()))
+    print("parameter importances (fANOVA): " + (", ".join(
+        f"{k} {v:.2f}" for k, v in result["importances"].items()) or "too few trials"))
+    print(f"best config: {result['best_config']} (mmpipe run --config it)")
+    print(f"study {result['study']!r} in {result['storage']}: run again with --study-name "
+          f"{result['study']} to add trials")
+    print_ui_link(runs_uri(cfg), result["run_url"])
+    return 0
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     cfg, _ = _resolved_config(args, check=False)  # the registry only: no data needed
     from tasks.tracking import model_registry, runs
@@ -469,8 +517,9 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "status": cmd_status, "verify": cmd_verify, "compare": cmd_compare,
-            "sweep": cmd_sweep, "promote": cmd_promote, "rollback": cmd_rollback,
-            "serve": cmd_serve, "deploy": cmd_deploy, "server": cmd_server, "data": cmd_data}
+            "sweep": cmd_sweep, "tune": cmd_tune, "promote": cmd_promote,
+            "rollback": cmd_rollback, "serve": cmd_serve, "deploy": cmd_deploy,
+            "server": cmd_server, "data": cmd_data}
 
 
 def report(exc: BaseException, debug: bool) -> int:

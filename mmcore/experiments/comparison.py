@@ -13,7 +13,10 @@ pipeline. Its result holds `test_accuracy`, `macro_f1`, `labels_used` and the pa
   what it is (`ROBUSTNESS_COLUMNS`);
 - `fully_corrupted`: each fused model with one modality fully corrupted (level 1) beside the
   unimodal model of the modality left intact, which that corruption cannot touch: where fusing
-  does worse than ignoring the corrupted modality, this table shows it.
+  does worse than ignoring the corrupted modality, this table shows it;
+- `best_unimodal_curves` and `graceful`: at each corruption level, the best single-modality
+  model (the corrupted modality's own unimodal model at that level, or an intact modality's
+  unimodal model), and each fused model's worst gap to it (graceful fusion: >= -`GRACE`).
 
 Every kind of model is named by `mmcore.learning_plan.mode_label`.
 """
@@ -38,6 +41,7 @@ GROUPS = ["image", "text", "image+text"]
 RELATIVE = "relative_robustness_area_levels_0_to_1"  # area under accuracy vs level: 0..1
 EFFECTIVE = f"effective_robustness_sum_over_{len(LEVELS)}_levels"  # vs late fusion, 0 = same
 FULLY = "accuracy_at_level_1"  # the modality fully corrupted
+GRACE = 0.02  # graceful fusion: never more than this below the best single modality
 ROBUSTNESS_COLUMNS = {
     RELATIVE: "area under the mean accuracy-vs-level curve, levels 0 to 1 (MultiBench's "
               "relative robustness; on the accuracy scale, 1 = perfect at every level)",
@@ -186,6 +190,52 @@ def fully_corrupted(table: pd.DataFrame, figures: pd.DataFrame) -> list[dict[str
     return out
 
 
+def best_unimodal_curves(curves: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Per corrupted modality, corruption and level: the best single-modality model's mean
+    accuracy (`best_unimodal`, and which one it is, `best_unimodal_model`): the unimodal model
+    of the corrupted modality at that level, or the clean accuracy of a unimodal model of a
+    modality the corruption cannot touch."""
+    if curves.empty:
+        return pd.DataFrame()
+    uni = table[table["mode"] == "unimodal"]
+    own = curves[curves["mode"] == "unimodal"]
+    rows = []
+    for (modality, name, index, level), _ in curves.groupby(
+            ["modality", "corruption", "level_index", "level"], sort=False):
+        candidates = {kind_label(r): float(r["test_accuracy_mean"])
+                      for r in uni[uni["train"] != modality].to_dict(orient="records")}
+        mine = own[(own["modality"] == modality) & (own["corruption"] == name)
+                   & (own["level_index"] == index)]
+        candidates |= {kind_label(r): float(r["accuracy"]) for r in mine.to_dict(orient="records")}
+        if candidates:
+            best = max(candidates, key=candidates.get)
+            rows.append({"modality": modality, "corruption": name, "level_index": index,
+                         "level": level, "best_unimodal": candidates[best],
+                         "best_unimodal_model": best})
+    return pd.DataFrame(rows)
+
+
+def graceful(curves: pd.DataFrame, best: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per fused model and corruption: its worst gap to the best single-modality model over the
+    levels (mean curves over seeds), the level of that gap, and whether it is >= -GRACE."""
+    if curves.empty or best.empty:
+        return []
+    keys = ["modality", "corruption", "level_index"]
+    fused = curves[curves["mode"] == "multimodal"].merge(best, on=[*keys, "level"])
+    out = []
+    for (fusion, modality, name), group in fused.groupby(["fusion", "modality", "corruption"],
+                                                          sort=False):
+        gaps = group["accuracy"] - group["best_unimodal"]
+        worst = group.loc[gaps.idxmin()]
+        out.append({"fusion": fusion, "corrupted": modality, "corruption": name,
+                    "worst_gap": float(gaps.min()), "at_level": float(worst["level"]),
+                    "accuracy": float(worst["accuracy"]),
+                    "best_unimodal": float(worst["best_unimodal"]),
+                    "best_unimodal_model": worst["best_unimodal_model"],
+                    "met": bool(gaps.min() >= -GRACE - 1e-9)})
+    return out
+
+
 def transfer_matrix(table: pd.DataFrame, curves: pd.DataFrame, fusion: str) -> pd.DataFrame:
     """Mean test accuracy, trained on (rows) x tested on (columns) image / text / both.
 
@@ -213,6 +263,7 @@ def report(cells: list[dict[str, Any]], fusion: str) -> dict[str, Any]:
     all_curves = robustness_frame(cells)
     mean_curves, figures = robustness(all_curves)
     matrix = transfer_matrix(table, mean_curves, fusion)
+    best = best_unimodal_curves(mean_curves, table)
     keep = ["mode", "train_modalities", "test_modalities", "fusion", "seed", "test_accuracy",
             "macro_f1", "labels_used", "run_id"]
     return {
@@ -227,6 +278,8 @@ def report(cells: list[dict[str, Any]], fusion: str) -> dict[str, Any]:
         "robustness_columns": ROBUSTNESS_COLUMNS,
         "fully_corrupted": fully_corrupted(table, figures),
         "robustness_curves": mean_curves.to_dict(orient="records"),
+        "best_unimodal_curves": best.to_dict(orient="records"),
+        "graceful": graceful(mean_curves, best),
     }
 
 

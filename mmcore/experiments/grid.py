@@ -103,17 +103,23 @@ class SweepSection(BaseModel):
         return {str(k): v if isinstance(v, list) else [v] for k, v in grid.items()}
 
 
-def read_sweep_section(path: str | Path | None) -> tuple[Grid, list[int] | None]:
-    """The `sweep:` section of a config file (`SweepSection`) as a grid of override texts and
-    the seeds. No file or no section: an empty grid and no seeds. A bad section is one line
-    naming the key, as for the rest of the config."""
+def file_section(path: str | Path | None, name: str) -> Any:
+    """The raw `name:` section of a config file; None without a file or section (the config
+    loader skips these sections: they say what to run, not how)."""
     if path is None:
-        return {}, None
+        return None
     try:
         tree = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-    raw = tree.get("sweep") if isinstance(tree, dict) else None
+    return tree.get(name) if isinstance(tree, dict) else None
+
+
+def read_sweep_section(path: str | Path | None) -> tuple[Grid, list[int] | None]:
+    """The `sweep:` section of a config file (`SweepSection`) as a grid of override texts and
+    the seeds. No file or no section: an empty grid and no seeds. A bad section is one line
+    naming the key, as for the rest of the config."""
+    raw = file_section(path, "sweep")
     if raw is None:
         return {}, None
     try:

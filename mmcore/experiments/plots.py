@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mmcore.experiments.comparison import kind_label
+from mmcore.experiments.comparison import GRACE, kind_label
 from mmcore.plotting import pyplot, save_figure
 
 
@@ -54,19 +54,12 @@ def plot_fusions(summary: pd.DataFrame, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def intact_baselines(summary: pd.DataFrame, modality: str) -> dict[str, float]:
-    """The unimodal models that never see `modality` (corrupting it cannot touch them): their
-    clean test accuracy (mean over seeds), by name."""
-    uni = summary[(summary["mode"] == "unimodal") & (summary["train"] != modality)]
-    return {kind_label(row): float(row["test_accuracy_mean"])
-            for row in uni.to_dict(orient="records")}
-
-
 def plot_comparison_robustness(curves: pd.DataFrame, modality: str, path: Path,
-                               intact: dict[str, float] | None = None) -> Path:
+                               best: pd.DataFrame | None = None) -> Path:
     """One panel per corruption of `modality`: every kind of model tested on it, mean accuracy
-    over seeds against the corruption level; dashed, the unimodal models of the other
-    modality (`intact_baselines`), which a fused model should not fall below."""
+    over seeds against the corruption level; dashed, the best single-modality model at each level
+    (`comparison.best_unimodal_curves`), and dotted `GRACE` below it: where graceful fusion's
+    target says a fused model should stay above."""
     plt = pyplot()
     mine = curves[curves["modality"] == modality]
     names = list(dict.fromkeys(mine["corruption"]))
@@ -77,9 +70,13 @@ def plot_comparison_robustness(curves: pd.DataFrame, modality: str, path: Path,
             label = kind_label(dict(zip(["mode", "train", "test", "fusion"], kind, strict=True)))
             curve = curve.sort_values("level")
             ax.plot(curve["level"], curve["accuracy"], marker="o", ms=2.5, lw=1.2, label=label)
-        for label, accuracy in (intact or {}).items():
-            ax.axhline(accuracy, color="#555555", ls="--", lw=1,
-                       label=f"{label} (no {modality} needed)")
+        if best is not None and not best.empty:
+            line = best[(best["modality"] == modality) & (best["corruption"] == name)]
+            line = line.sort_values("level")
+            ax.plot(line["level"], line["best_unimodal"], color="#222222", ls="--", lw=1.6,
+                    label="best single modality")
+            ax.plot(line["level"], line["best_unimodal"] - GRACE, color="#222222", ls=":",
+                    lw=1, label=f"best single modality - {GRACE}")
         ax.set(title=f"{modality} corrupted: {name}", xlabel="corruption level",
                ylim=(0, 1.02))
         ax.grid(alpha=0.3)

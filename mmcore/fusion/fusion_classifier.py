@@ -1,4 +1,18 @@
-"""The classifier a learning mode trains on shared embeddings: a fusion operator and an MLP head."""
+"""The classifier a learning mode trains on shared embeddings: a fusion operator and an MLP head,
+with what makes fusion degrade gracefully (docs/learning-modes.md, "Graceful fusion").
+
+A fused model must never do much worse than its best remaining modality. Three parts see to it:
+
+- a learned "missing" embedding per modality stands in for an absent modality, and for a blank
+  one (an all-background image, a text with no known word: `blank.<modality>` rows of the input,
+  found by `mmcore.modalities` `blank`), so the model is never fed a confident encoding of nothing;
+  modality dropout trains the head on rows where one modality is that missing embedding. Late
+  fusion needs neither: its experts train on their own losses, and an absent or blank
+  modality's expert is dropped (its scores on a blank row are set to uniform);
+- a confidence gate per modality (feature-level operators) scales each embedding by a learned
+  sigmoid of itself, so that an embedding of a corrupted input, seen in training through
+  corruption augmentation (`mmcore.stages.corruption_augment`), counts for less.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +25,10 @@ from mmcore.fusion.fusion_operator import FusionOperator
 from mmcore.fusion.operators import fusion_class
 from mmcore.fusion.select_fusion import SelectFusion
 
+# An input dict may carry, beside each modality's (B, dim) embedding, `blank.<modality>`: a (B,)
+# bool tensor, True where that modality's raw input was blank.
+BLANK = "blank."
+
 
 class FusionClassifier(nn.Module):
     """dict[modality, shared embedding] -> class logits: a fusion operator and an MLP head.
@@ -18,27 +36,63 @@ class FusionClassifier(nn.Module):
     Feature-level operators fuse the embeddings and the head reads the fused vector. A
     decision-level operator (`fuses_predictions`, late fusion) is fed the head's scores of each
     modality instead, so one head serves every modality; it then owns the loss and `calibrate`.
-    Modalities missing from the input are left to the operator (mmcore/fusion/fusion_operator.py).
+    Without a missing embedding, modalities missing from the input are left to the operator
+    (mmcore/fusion/fusion_operator.py); with one, the operator always sees every modality.
     """
 
     def __init__(self, fusion: FusionOperator, dim: int, n_classes: int, hidden: int,
-                 dropout: float = 0.1, modality_dropout: float = 0.0):
+                 dropout: float = 0.1, modality_dropout: float = 0.0,
+                 missing_embedding: bool = False, confidence: bool = False):
         super().__init__()
         self.fusion = fusion
         self.modality_dropout = modality_dropout
+        self.blank_aware = missing_embedding  # read `blank.<modality>` rows at all
+        # nothing to fall back on with one modality; late fusion drops an expert instead
+        fused = (fusion.modalities if len(fusion.modalities) > 1 and not fusion.fuses_predictions
+                 else [])
+        self.missing = (nn.ParameterDict({m: nn.Parameter(torch.zeros(dim)) for m in fused})
+                        if missing_embedding and fused else None)
+        # a small MLP, not a linear map: noise that is symmetric about a clean embedding moves
+        # no linear function of it on average, only its distance from the clean ones
+        self.confidence = (nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, dim), nn.ReLU(),
+                                                           nn.Linear(dim, 1)) for m in fused})
+                           if confidence and fused else None)
         head_in = dim if fusion.fuses_predictions else fusion.out_dim
         self.head = nn.Sequential(nn.Linear(head_in, hidden), nn.ReLU(),
                                   nn.Dropout(dropout), nn.Linear(hidden, n_classes))
 
     def fusion_inputs(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """What the operator reads: its modalities present in `x` (embeddings, or the head's
-        scores of each for a decision-level operator), modality dropout while training."""
+        """What the operator reads: its modalities (absent or blank ones as the missing
+        embedding, when there is one), modality dropout while training, each scaled by its
+        confidence; for a decision-level operator, the head's scores of each."""
+        blank = ({m: x[BLANK + m] for m in self.fusion.modalities if BLANK + m in x}
+                 if self.blank_aware else {})
         x = {m: x[m] for m in self.fusion.modalities if m in x}
-        if self.fusion.fuses_predictions:
-            return {m: self.head(v) for m, v in x.items()}
+        if self.fusion.fuses_predictions:  # blank rows: a uniform expert, i.e. none
+            return {m: self.head(v) * (~blank[m]).unsqueeze(1) if m in blank else self.head(v)
+                    for m, v in x.items()}
+        if self.missing is not None:
+            x = self._fill_missing(x, blank)
         if self.training and self.modality_dropout > 0 and len(x) > 1:
-            x = drop_modalities(x, self.modality_dropout)
+            x = drop_modalities(x, self.modality_dropout, self.missing)
+        if self.confidence is not None:
+            x = {m: v * torch.sigmoid(self.confidence[m](v)) for m, v in x.items()}
         return x
+
+    def _fill_missing(self, x: dict[str, torch.Tensor], blank: dict[str, torch.Tensor],
+                      ) -> dict[str, torch.Tensor]:
+        """Every modality: an absent one, and the blank rows of a present one, as its missing
+        embedding."""
+        ref = next(iter(x.values()))
+        out = {}
+        for m, missing in self.missing.items():
+            if m not in x:
+                out[m] = missing.expand(ref.shape[0], -1)
+            elif m in blank:
+                out[m] = torch.where(blank[m].unsqueeze(1), missing, x[m])
+            else:
+                out[m] = x[m]
+        return out
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         fused = self.fusion(self.fusion_inputs(x))
@@ -58,16 +112,21 @@ class FusionClassifier(nn.Module):
         return self.fusion.calibrate(self.fusion_inputs(x), labels)
 
 
-def drop_modalities(x: dict[str, torch.Tensor], p: float) -> dict[str, torch.Tensor]:
-    """Zero one random modality per sample with probability p, so that the head learns to use
-    each modality (the encoders' train-split embeddings are near perfect for images, and a head
-    trained on them would otherwise ignore the text)."""
+def drop_modalities(x: dict[str, torch.Tensor], p: float,
+                    missing: nn.ParameterDict | None = None) -> dict[str, torch.Tensor]:
+    """Replace one random modality per sample, with probability p, by its missing embedding (or
+    zeros without one), so that the head learns to use each modality alone (the encoders'
+    train-split embeddings are near perfect for images, and a head trained on them would
+    otherwise ignore the text)."""
     keys = sorted(x)
     first = next(iter(x.values()))
     batch, device = first.shape[0], first.device
     dropped = torch.where(torch.rand(batch, device=device) < p,
                           torch.randint(len(keys), (batch,), device=device), -1)
-    return {k: x[k] * (dropped != i).unsqueeze(1).to(x[k].dtype) for i, k in enumerate(keys)}
+    stand_in = {k: missing[k] if missing is not None else torch.zeros_like(x[k][0])
+                for k in keys}
+    return {k: torch.where((dropped == i).unsqueeze(1), stand_in[k], x[k])
+            for i, k in enumerate(keys)}
 
 
 def build_classifier(cfg: TrainingConfig, modalities: list[str], dim: int,
@@ -81,4 +140,6 @@ def build_classifier(cfg: TrainingConfig, modalities: list[str], dim: int,
     else:
         fusion = SelectFusion(cfg.modality if cfg.modality in modalities else modalities[0], dim)
     return FusionClassifier(fusion, dim, n_classes, cfg.hidden,
-                            modality_dropout=cfg.modality_dropout)
+                            modality_dropout=cfg.modality_dropout,
+                            missing_embedding=cfg.missing_embedding,
+                            confidence=cfg.confidence_gates)

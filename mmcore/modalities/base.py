@@ -42,3 +42,9 @@ class Modality(Protocol):
     def embed(self, encoder: nn.Module, batch: Batch) -> torch.Tensor:
         """(B, dim) embeddings of a batch of model inputs."""
         ...
+
+    def blank(self, batch: Batch) -> torch.Tensor:
+        """(B,) bool: rows whose input carries nothing (an all-background image, a text with no
+        known word). Graceful fusion replaces them by the modality's missing embedding
+        (`mmcore.fusion.fusion_classifier`) instead of trusting an encoding of nothing."""
+        ...

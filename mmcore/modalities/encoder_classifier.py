@@ -3,6 +3,8 @@ each modality's own labels (the unimodal baseline), and what the registered mode
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -27,3 +29,14 @@ class EncoderClassifier(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.embed(batch))  # (B, n_classes)
+
+
+def load_encoder(model: EncoderClassifier, path: Path) -> None:
+    """An encoder's weights from feature extraction, without its training head: the chain only
+    embeds, and a label-free encoder's head (to the anchor's embedding width) has another shape."""
+    state = {k: v for k, v in torch.load(path, weights_only=True).items()
+             if not k.startswith("head.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("head.") for k in missing):
+        raise ValueError(f"{path}: not an encoder of this chain (missing {missing}, "
+                         f"unexpected {unexpected})")

@@ -56,3 +56,8 @@ class ImageModality:
     def embed(self, encoder: nn.Module, batch: Batch) -> torch.Tensor:
         return encoder(batch["image"])
 
+    def blank(self, batch: Batch) -> torch.Tensor:
+        """One value in every pixel (e.g. fully occluded)."""
+        flat = batch["image"].flatten(1)
+        return flat.amax(dim=1) == flat.amin(dim=1)
+

@@ -48,6 +48,10 @@ class TextModality:
     def embed(self, encoder: nn.Module, batch: Batch) -> torch.Tensor:
         return encoder(batch["tokens"], batch["lengths"])
 
+    def blank(self, batch: Batch) -> torch.Tensor:
+        """No token beyond padding and `<unk>` (ids 0 and 1, mmcore.data.tokenizer)."""
+        return (batch["tokens"] <= 1).all(dim=1)
+
 
 def _padded(values: np.ndarray, offsets: np.ndarray) -> Batch:
     tokens, lengths = pad_sequences(values, offsets)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from mmcore.fusion.fusion_classifier import BLANK
 from mmcore.io.parquet import embedding_array, read_metadata, to_matrix
 from mmcore.modalities import MODALITIES
 from mmcore.robustness import (
@@ -62,18 +63,15 @@ class _Evaluator:
     def __init__(self, chain: torch.nn.Module, plan: dict[str, Any], meta: dict[str, Any]):
         self.chain, self.plan, self.meta = chain, plan, meta
 
-    @torch.no_grad()
-    def embed(self, modality: str, table: pa.Table) -> torch.Tensor:
-        batch = MODALITIES[modality].from_table(table, self.meta)
-        z = self.chain.encoders[modality].embed(batch)
-        return self.chain.space.heads[modality](z) if self.chain.space is not None else z
+    def embed(self, modality: str, table: pa.Table) -> dict[str, torch.Tensor]:
+        """The modality's shared embeddings and its blank rows (`InferenceChain.embed`)."""
+        return self.chain.embed(modality, MODALITIES[modality].from_table(table, self.meta))
 
     @torch.no_grad()
     def predict(self, z: dict[str, torch.Tensor], n: int, fallback: int) -> np.ndarray:
         """Predicted classes of n rows from the test modalities present in `z` (renamed to the
         train modalities, as for cross-modal models); `fallback` when none is."""
-        inputs = {train: z[test] for train, test in zip(self.plan["train"], self.plan["test"],
-                                                        strict=True) if test in z}
+        inputs = self.chain.as_trained(z)
         if not inputs:
             return np.full(n, fallback, dtype=np.int64)
         return self.chain.classifier(inputs).argmax(1).numpy()
@@ -87,7 +85,7 @@ def _missing_accuracy(ev: _Evaluator, clean: dict[str, torch.Tensor], modality: 
         preds[~lost] = ev.predict({m: v[~lost] for m, v in clean.items()}, int((~lost).sum()),
                                   fallback)
     if lost.any():
-        rest = {m: v[lost] for m, v in clean.items() if m != modality}
+        rest = {m: v[lost] for m, v in clean.items() if m not in (modality, BLANK + modality)}
         preds[lost] = ev.predict(rest, int(lost.sum()), fallback)
     return float((preds == labels).mean())
 
@@ -103,7 +101,7 @@ def robustness_curves(chain: torch.nn.Module, samples: Path, plan: dict[str, Any
     table = pq.read_table(samples / "test.parquet", columns=["id", *columns])
     truth = labels.loc[table.column("id").to_pylist()].to_numpy().astype(np.int64)
     ev = _Evaluator(chain.eval(), plan, meta)
-    clean = {m: ev.embed(m, table) for m in plan["test"]}
+    clean = {k: v for m in plan["test"] for k, v in ev.embed(m, table).items()}
     rows = []
     for modality in plan["test"]:
         column, corrupt = COLUMN_CORRUPTERS[modality]
@@ -115,7 +113,7 @@ def robustness_curves(chain: torch.nn.Module, samples: Path, plan: dict[str, Any
                     changed = table.set_column(
                         table.schema.get_field_index(column), column,
                         corrupt(table.column(column).combine_chunks(), name, level, seed, meta))
-                    preds = ev.predict({**clean, modality: ev.embed(modality, changed)},
+                    preds = ev.predict({**clean, **ev.embed(modality, changed)},
                                        len(truth), fallback)
                     acc = float((preds == truth).mean())
                 rows.append((modality, name, index, level, acc))

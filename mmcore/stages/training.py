@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,22 @@ import numpy as np
 import torch
 
 from mmcore.config import TrainingConfig
-from mmcore.fusion.fusion_classifier import build_classifier
+from mmcore.fusion.fusion_classifier import BLANK, build_classifier
 from mmcore.io.parquet import read_embeddings, write_json
 from mmcore.learning_plan import plan_for
 from mmcore.losses import classification_loss, classification_loss_name
 from mmcore.training import ArrayBatches, fit, resolve_device, seed_everything
+
+# (shared, labels, copies, seed) -> extra training arrays: corrupted copies of the train split
+# (`mmcore.stages.corruption_augment.corrupted_copies` with the run's folders filled in)
+Augment = Callable[[dict[str, dict[str, Any]], np.ndarray, int, int], dict[str, np.ndarray]]
+
+# Told every epoch's record of the classifier's training, beside `on_epoch`: how a caller that
+# runs the whole pipeline (a `mmpipe tune` trial) follows the val curve, and stops a hopeless
+# trial by raising. Stopping must raise, never end training early: the stage's output would
+# then be cached as if all its epochs had run.
+EPOCH_LISTENER: ContextVar[Callable[[int, dict[str, float]], None] | None] = ContextVar(
+    "EPOCH_LISTENER", default=None)
 
 
 def mode_plan(cfg: TrainingConfig, modalities: list[str]) -> dict[str, Any]:
@@ -70,10 +82,12 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
                  seed: int, out_dir: Path,
                  on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                  device: str = "cpu", window: set[str] | None = None,
-                 batches: list[str] | None = None) -> dict[str, Any]:
+                 batches: list[str] | None = None, augment: Augment | None = None,
+                 ) -> dict[str, Any]:
     """Train the mode's classifier; write `classifier.pt` and `classifier.json`. Batched data:
     `window`, the ids of the rows the training window covers (all rows if None), and `batches`,
-    the batches it covers (recorded in `classifier.json`)."""
+    the batches it covers (recorded in `classifier.json`). A multimodal classifier trains on
+    `cfg.corruption_copies` corrupted copies of the train split too, made by `augment`."""
     plan = mode_plan(cfg, modalities)
     shared = load_shared(shared_dir, modalities)
     if window is not None:
@@ -85,6 +99,10 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
     train = np.flatnonzero(first["split"] == "train")
     arrays = {m: shared[m]["embedding"][train] for m in plan["train"]}
     arrays["label"] = labels_of(shared, plan)[train]
+    if augment is not None and cfg.corruption_copies and plan["mode"] == "multimodal":
+        extra = augment(shared, labels_of(shared, plan), cfg.corruption_copies, seed)
+        arrays = {BLANK + m: np.zeros(len(train), dtype=bool) for m in plan["train"]} | arrays
+        arrays = {k: np.concatenate([v, extra[k]]) for k, v in arrays.items()}
 
     # Validation sees what training sees: a cross-modal model is chosen on A, never on B's labels.
     # `val_nll` is the NLL of the model's (for late fusion: the fused) prediction, as `train_nll`.
@@ -96,7 +114,7 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
 
     history = fit(model, ArrayBatches(arrays, cfg.batch_size, seed=seed), classification_loss,
                   epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate, select_best="val_acc",
-                  on_epoch_end=on_epoch, device=resolve_device(device),
+                  on_epoch_end=_with_listener(on_epoch), device=resolve_device(device),
                   loss_name=classification_loss_name(model))
     # `val_acc`: the kept (best) epoch's, as on the val curve. Late fusion then fits the
     # modalities' weights on the same val split: the accuracy after that says so in its name.
@@ -116,6 +134,19 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
             "training": cfg.model_dump(mode="json"), "training_batches": batches}
     write_json(out_dir / "classifier.json", spec)
     return {"plan": plan, "history": history, "val": val, "fusion_weights": weights}
+
+
+def _with_listener(on_epoch: Callable[[int, dict[str, float]], None] | None):
+    """`on_epoch`, then the `EPOCH_LISTENER` of this context, if any."""
+    listener = EPOCH_LISTENER.get()
+    if listener is None:
+        return on_epoch
+
+    def both(epoch: int, record: dict[str, float]) -> None:
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+        listener(epoch, record)
+    return both
 
 
 def load_classifier(training_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:

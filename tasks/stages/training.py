@@ -4,6 +4,8 @@ logged to MLflow as a pyfunc model from code (the pipeline registers it:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from mmcore.config import PipelineConfig
@@ -22,14 +24,19 @@ MODEL_CODE = "tasks.tracking.model_code"
 @stage_task(STAGE, reads={"shared_space": "training"})
 def training_task(run: StageRun) -> dict:
     from mmcore.inference import InferenceChain  # torch and mlflow.pyfunc: only on a miss
+    from mmcore.stages.corruption_augment import corrupted_copies
     from mmcore.stages.training import run_training
     from tasks.tracking.logged_model import content_digest, log_chain
 
     cfg, space = run.cfg, run.summary("shared_space")
     batches, window = _window(run)
-    result = run_training(run.path("shared_space"), space["modalities"], len(space["class_names"]),
+    n_classes = len(space["class_names"])
+    augment = functools.partial(corrupted_copies, run.path("preprocessing"),
+                                run.path("feature_extraction"), run.path("shared_space"),
+                                cfg.features.model_dump(mode="json"), n_classes)
+    result = run_training(run.path("shared_space"), space["modalities"], n_classes,
                           cfg.training, cfg.seed, run.out, on_epoch=run.epochs,
-                          device=cfg.device, window=window, batches=batches)
+                          device=cfg.device, window=window, batches=batches, augment=augment)
     chain = InferenceChain.from_stage_dirs(run.path("preprocessing"),
                                            run.path("feature_extraction"), run.path("shared_space"),
                                            run.out, cfg.features.model_dump(mode="json"))
@@ -43,7 +50,8 @@ def training_task(run: StageRun) -> dict:
     run.set_tags({"mode": plan["mode"], "model.uri": model_uri,
                   "labels_used": "+".join(plan["labels_used"]), "space": plan["space"],
                   **({"mmpipe.training_batches": ",".join(batches)} if batches else {})})
-    return {"plan": plan, "labels_used": plan["labels_used"], "modalities": space["modalities"],
+    return {"plan": plan, "labels_used": plan["labels_used"], "val": result["val"],
+            "epochs_run": len(result["history"]), "modalities": space["modalities"],
             "class_names": space["class_names"], "model_uri": model_uri,
             "training_batches": batches,
             "content_digest": content_digest(chain, code)}

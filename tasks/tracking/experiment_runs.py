@@ -120,6 +120,33 @@ def start_sweep_run(cfg: PipelineConfig, flow_run_id: str | None, grid: Grid,
     return run_id
 
 
+def start_tune_run(cfg: PipelineConfig, flow_run_id: str | None, study: str,
+                   space: dict[str, str], trials: int, storage: str, where: str) -> str:
+    """A `mmpipe tune` parent run: as params the settings every trial shares; the study, its
+    storage, the search space and where trials run as tags. Each trial is a child run."""
+    from mmcore.uris import public_uri
+
+    return runs.start_parent_run(
+        cfg, flow_run_id, f"tune · {cfg.name} · {study}",
+        {"kind": "tune", "tune.study": study, "tune.storage": public_uri(storage),
+         "tune.space": json.dumps(space), "tune.trials": str(trials), "tune.executor": where},
+        params=shared_params(cfg, list(space)))
+
+
+def log_tune_results(cfg: PipelineConfig, run_id: str, trials: pd.DataFrame,
+                     best: dict[str, Any], files: list[Path]) -> str:
+    """The trials table, the best trial's value and number, and the files (best config,
+    parameter importances) on the tune run; returns its UI URL."""
+    client = runs.client_for(cfg)
+    client.log_table(run_id, rounded_frame(trials), "trials.json")
+    runs.log_metrics(cfg, run_id, {"best_value": best["value"], "best_trial": best["number"],
+                                   "trials_complete": int((trials["state"] == "COMPLETE").sum()),
+                                   "trials_pruned": int((trials["state"] == "PRUNED").sum())})
+    runs.log_artifacts(cfg, run_id, files)
+    experiment = client.get_run(run_id).info.experiment_id
+    return f"{mlflow_ui(cfg)}/{run_link(experiment, run_id)}"
+
+
 def _sweep_intro(cfg: PipelineConfig, grid: Grid, seeds: list[int], cells: int, where: str,
                  flow_run_url: str | None) -> list[str]:
     varied = "; ".join(f"`{k}` = {', '.join(v)}" for k, v in grid.items()) or "nothing"
@@ -163,6 +190,8 @@ COMPARE_TABLES = [
     ("transfer_matrix.json", "transfer matrix"),
     ("robustness.json", "robustness figures"),
     ("fully_corrupted.json", "one modality fully corrupted vs the intact unimodal model"),
+    ("graceful.json", "each fused model's worst gap to the best single modality over the "
+                      "corruption levels"),
     ("report.json", "everything (report.json)"),
 ]
 
@@ -212,7 +241,6 @@ def log_report(cfg: PipelineConfig, run_id: str, report: dict[str, Any], out: Pa
     """report.json, the tables (rounded) and the figures on the comparison's parent run, and its
     metrics (rounded); returns the artifacts' paths."""
     from mmcore.experiments.plots import (
-        intact_baselines,
         plot_comparison_robustness,
         plot_fusions,
         plot_transfer_matrix,
@@ -233,6 +261,7 @@ def log_report(cfg: PipelineConfig, run_id: str, report: dict[str, Any], out: Pa
         .rename_axis("trained on").reset_index(),
         "robustness.json": pd.DataFrame(report["robustness"]),
         "fully_corrupted.json": pd.DataFrame(report["fully_corrupted"]),
+        "graceful.json": pd.DataFrame(report["graceful"]),
     }
     for name, table in tables.items():
         if not table.empty:
@@ -244,7 +273,7 @@ def log_report(cfg: PipelineConfig, run_id: str, report: dict[str, Any], out: Pa
     for modality in sorted(set(curves.get("modality", []))):
         figures.append(plot_comparison_robustness(
             curves, modality, out / f"robustness_{modality}.png",
-            intact_baselines(summary, modality)))
+            pd.DataFrame(report["best_unimodal_curves"])))
     runs.log_artifacts(cfg, run_id, [out / "report.json", *figures])
     runs.log_metrics(cfg, run_id, _compare_metrics(report))
     return [*(n for n, t in tables.items() if not t.empty), "report.json",
