@@ -148,6 +148,11 @@ class FeaturesConfig(_Section):
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(64, ge=1)
     dropout: float = Field(0.25, ge=0, lt=1)
+    # How a label-free encoder learns from the labelled one's class scores of the paired row:
+    # soft (their softened probabilities, weighted by confidence) or l2 (regress the scores);
+    # docs/decisions.md, "Cross-modal distillation"
+    distill: Literal["soft", "l2"] = "soft"
+    distill_temperature: float = Field(2.0, gt=0)
 
     @field_validator("image_epochs", "text_epochs", "image_convs")
     @classmethod
