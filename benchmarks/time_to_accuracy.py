@@ -213,7 +213,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--ref-epochs", type=int, default=3)
     parser.add_argument("--image-target", type=float, default=0.99)
-    parser.add_argument("--text-encoder", default="bag", choices=["gru", "cnn", "bag"])
+    parser.add_argument("--text-encoder", default="bag", choices=["gru", "cnn", "bag", "nbbag"])
     parser.add_argument("--text-epochs", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=400)
     parser.add_argument("--text-lr", type=float, default=0.003, help="plain text and pipeline")

@@ -146,8 +146,9 @@ class FeaturesConfig(_Section):
     image_channels: int = Field(32, ge=1)  # width of the first conv block
     # 3x3 convolutions per block; auto: two in all (docs/decisions.md)
     image_convs: int | Literal["auto"] = "auto"
-    # gru (the default RNN), cnn (1-D convolutions, max over time) or bag (n-gram embeddings)
-    text_encoder: Literal["gru", "cnn", "bag"] = "gru"
+    # gru (the default RNN), cnn (1-D convolutions, max over time), bag (n-gram embeddings) or
+    # nbbag (n-gram embeddings weighted by Naive-Bayes ratios: review-like data)
+    text_encoder: Literal["gru", "cnn", "bag", "nbbag"] = "gru"
     text_embedding: int = Field(32, ge=2)
     text_hidden: int = Field(64, ge=2)
     # "auto": enough epochs for about `auto_steps` optimizer steps, within [3, 20]
@@ -159,6 +160,11 @@ class FeaturesConfig(_Section):
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(64, ge=1)
     dropout: float = Field(0.25, ge=0, lt=1)
+    # How a label-free encoder learns from the labelled one's class scores of the paired row:
+    # soft (their softened probabilities, weighted by confidence) or l2 (regress the scores);
+    # docs/decisions.md, "Cross-modal distillation"
+    distill: Literal["soft", "l2"] = "soft"
+    distill_temperature: float = Field(2.0, gt=0)
 
     @field_validator("image_epochs", "text_epochs", "image_convs")
     @classmethod

@@ -1,6 +1,7 @@
-"""The label-free cross-modal protocol, proved: in cross-modal image -> text learning, hide the
-label column from every text-side step (replace it with a sentinel there) and every output stays
-bit-identical. A control shows the comparison can fail: a step that does read labels changes."""
+"""The label-free cross-modal protocol, proved in both directions: in cross-modal A -> B learning
+(image -> text, and text -> image), hide the label column from every B-side step (replace it with
+a sentinel there) and every output stays bit-identical. A control shows the comparison can fail:
+a step that does read labels changes."""
 
 from __future__ import annotations
 
@@ -32,8 +33,7 @@ from mmcore.stages.training import run_training
 FAST = ["data.limit=200", "features.image_epochs=1", "features.text_epochs=2",
         "features.image_channels=8", "features.text_hidden=16", "features.image_dim=16",
         "features.text_dim=16", "shared_space.shared_dim=8", "training.hidden=16",
-        "shared_space.epochs=2", "training.epochs=2", "training.mode=cross_modal",
-        "training.modality=image"]
+        "shared_space.epochs=2", "training.epochs=2", "training.mode=cross_modal"]
 SENTINEL = 0  # a valid class: a step that read it would silently learn something else
 
 
@@ -67,15 +67,15 @@ def train_then_test(cfg, samples: Path, dirs: dict[str, Path], names: list[str])
                        chain=chain, samples_dir=samples, seed=cfg.seed)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
-    cfg = load_config(overrides=FAST)
+def label_free_runs(root: Path, anchor: str, student: str, overrides: list[str]) -> dict:
+    """Cross-modal anchor -> student run twice: as the pipeline runs it, and with the label
+    column replaced by the sentinel in everything the student side reads."""
+    cfg = load_config(overrides=[*FAST, f"training.modality={anchor}", *overrides])
     space = space_of(cfg.training)
-    root = tmp_path_factory.mktemp("label_free")
     samples = root / "samples"
     samples.mkdir()
     run_preprocessing(open_source(cfg.data, cfg.seed), cfg.data, cfg.seed, samples, {})
-    hidden_samples = root / "samples_sentinel"  # what every text-side step gets below
+    hidden_samples = root / "samples_sentinel"  # what every student-side step gets below
     shutil.copytree(samples, hidden_samples)
     for split in ("train", "val", "test"):
         with_sentinel_labels(hidden_samples / f"{split}.parquet")
@@ -89,24 +89,37 @@ def runs(tmp_path_factory) -> dict:
                honest["shared"], {}, space=space)
     honest_result = train_then_test(cfg, samples, honest, names)
 
-    # The same, with the label column hidden from every text-side step.
+    # The same, with the label column hidden from every student-side step.
     hidden = stage_dirs(root / "hidden")
-    _, teacher = extract_labelled("image", samples, cfg.features, cfg.seed, hidden["features"],
+    _, teacher = extract_labelled(anchor, samples, cfg.features, cfg.seed, hidden["features"],
                                   {})
-    extract_label_free("text", hidden_samples, teacher, "image", cfg.features, cfg.seed,
+    extract_label_free(student, hidden_samples, teacher, anchor, cfg.features, cfg.seed,
                        hidden["features"], {})
-    text_features = hidden["features"] / "text.parquet"
-    pristine = root / "pristine_text.parquet"
-    shutil.copytree(text_features, pristine)
-    with_sentinel_labels(text_features)
+    student_features = hidden["features"] / f"{student}.parquet"
+    pristine = root / f"pristine_{student}.parquet"
+    shutil.copytree(student_features, pristine)
+    with_sentinel_labels(student_features)
     run_shared_space(hidden["features"], ["image", "text"], len(names), cfg.shared_space, cfg.seed,
                hidden["shared"], {}, space=space)
-    shutil.rmtree(text_features)
-    shutil.copytree(pristine, text_features)  # the dataset as written, to compare below
-    with_sentinel_labels(hidden["shared"] / "shared_text.parquet")
+    shutil.rmtree(student_features)
+    shutil.copytree(pristine, student_features)  # the dataset as written, to compare below
+    with_sentinel_labels(hidden["shared"] / f"shared_{student}.parquet")
     hidden_result = train_then_test(cfg, hidden_samples, hidden, names)
     return {"cfg": cfg, "samples": samples, "hidden_samples": hidden_samples,
             "honest": (honest, honest_result), "hidden": (hidden, hidden_result)}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    return label_free_runs(tmp_path_factory.mktemp("label_free"), "image", "text", [])
+
+
+@pytest.fixture(scope="module")
+def text_to_image_runs(tmp_path_factory) -> dict:
+    """The other direction, with the text encoder that primes itself from labels (`nbbag`):
+    its labelled side reads labels, the image side must not."""
+    return label_free_runs(tmp_path_factory.mktemp("label_free_t2i"), "text", "image",
+                           ["features.text_encoder=nbbag"])
 
 
 def _same_weights(a: Path, b: Path) -> bool:
@@ -114,7 +127,9 @@ def _same_weights(a: Path, b: Path) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_text_side_is_bit_identical_without_labels(runs):
+@pytest.mark.parametrize("direction", ["runs", "text_to_image_runs"])
+def test_student_side_is_bit_identical_without_labels(direction, request):
+    runs = request.getfixturevalue(direction)
     honest, honest_result = runs["honest"]
     hidden, hidden_result = runs["hidden"]
     for name in ("encoder_text.pt", "encoder_image.pt"):
@@ -146,15 +161,18 @@ def test_text_side_files_carry_no_label(runs):
     assert 0.0 <= result["metrics"]["accuracy"] <= 1.0
 
 
-def test_control_a_step_that_reads_labels_changes(runs):
-    """The comparison above can fail: the text encoder trained *with* labels differs when the
-    labels are the sentinel."""
+@pytest.mark.parametrize("direction, student", [("runs", "text"),
+                                                ("text_to_image_runs", "image")])
+def test_control_a_step_that_reads_labels_changes(direction, student, request):
+    """The comparison above can fail: the student modality's encoder trained *with* labels
+    differs when the labels are the sentinel."""
+    runs = request.getfixturevalue(direction)
     cfg = runs["cfg"]
     from mmcore.io.parquet import read_metadata
 
     meta = read_metadata(runs["samples"] / "train.parquet")
-    real = train_encoder("text", runs["samples"], cfg.features, cfg.seed, meta)
-    fake = train_encoder("text", runs["hidden_samples"], cfg.features, cfg.seed, meta)
+    real = train_encoder(student, runs["samples"], cfg.features, cfg.seed, meta)
+    fake = train_encoder(student, runs["hidden_samples"], cfg.features, cfg.seed, meta)
     assert not all(torch.equal(a, b) for a, b in zip(real.state_dict().values(),
                                                      fake.state_dict().values(), strict=True))
 

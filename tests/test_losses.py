@@ -1,4 +1,4 @@
-"""mmcore.losses: L2 alignment and symmetric InfoNCE, as functions and as modules."""
+"""mmcore.losses: L2 alignment, symmetric InfoNCE (functions and modules), soft distillation."""
 
 from __future__ import annotations
 
@@ -92,3 +92,24 @@ def test_info_nce_is_differentiable(pair):
     InfoNCELoss()(a, b).backward()
     assert a.grad.shape == (4, 3)
     assert torch.isfinite(a.grad).all()
+
+
+def test_soft_distillation_prefers_the_teachers_class_and_discounts_unsure_pairs():
+    from mmcore.losses import soft_distillation_loss
+
+    teacher = torch.tensor([[4.0, 0.0, 0.0]])
+    agree, disagree = torch.tensor([[4.0, 0.0, 0.0]]), torch.tensor([[0.0, 4.0, 0.0]])
+    assert soft_distillation_loss(agree, teacher, 2.0) < soft_distillation_loss(
+        disagree, teacher, 2.0)
+    # the same wrong student, against a sure and an unsure (flat) teacher: the unsure pair
+    # weighs 1/3 (its top probability), the sure one ~0.96
+    flat = torch.zeros(1, 3)
+    sure = soft_distillation_loss(disagree, teacher, 1.0)
+    unsure = soft_distillation_loss(disagree, flat, 1.0)
+    per_pair_unsure = -torch.log_softmax(disagree, 1).mean()
+    assert unsure.item() == pytest.approx(per_pair_unsure.item() / 3, rel=1e-5)
+    assert soft_distillation_loss(torch.cat([agree, disagree]), torch.cat([teacher, flat]), 2.0,
+                                  reduction="sum").item() == pytest.approx(
+        (soft_distillation_loss(agree, teacher, 2.0) + soft_distillation_loss(
+            disagree, flat, 2.0)).item(), rel=1e-5)
+    assert sure > unsure

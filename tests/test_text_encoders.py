@@ -1,13 +1,17 @@
-"""The optional text encoders (1-D CNN, bag of n-grams): shapes, padding, pinned outputs."""
+"""The optional text encoders (1-D CNN, bag of n-grams, NB-weighted bag): shapes, padding, pinned
+outputs, the NB weights."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
 from mmcore.config import FeaturesConfig
-from mmcore.encoders import TEXT_ENCODERS, TextBag, TextCNN, TextGRU
+from mmcore.encoders import TEXT_ENCODERS, TextBag, TextCNN, TextGRU, TextNBBag
 from mmcore.encoders.text_bag import BIGRAM_BUCKETS, ngram_ids
+from mmcore.encoders.text_nbbag import distinct, log_count_ratios
 from mmcore.modalities import MODALITIES
 
 
@@ -16,7 +20,7 @@ def _seeded(cls, **kwargs):
     return cls(20, dim=8, embedding=6, hidden=5, **kwargs).eval()
 
 
-@pytest.mark.parametrize("cls", [TextCNN, TextBag])
+@pytest.mark.parametrize("cls", [TextCNN, TextBag, TextNBBag])
 def test_padding_and_junk_after_the_length_do_not_change_the_output(cls):
     model = _seeded(cls)
     with torch.no_grad():
@@ -58,9 +62,77 @@ def test_ngram_ids_hash_bigrams_after_the_vocabulary():
     assert ((ids[0, 3:] >= 10) & (ids[0, 3:] < 10 + BIGRAM_BUCKETS)).all()
 
 
-@pytest.mark.parametrize("name, cls", [("gru", TextGRU), ("cnn", TextCNN), ("bag", TextBag)])
+@pytest.mark.parametrize("name, cls", [("gru", TextGRU), ("cnn", TextCNN), ("bag", TextBag),
+                                       ("nbbag", TextNBBag)])
 def test_build_encoder_picks_the_configured_text_encoder(name, cls):
     cfg = FeaturesConfig(text_encoder=name, text_dim=12)
     encoder = MODALITIES["text"].build_encoder(cfg, {"vocab_size": 30})
     assert type(encoder) is cls and TEXT_ENCODERS[name] is cls
     assert encoder.dim == 12
+
+
+def test_distinct_counts_each_ngram_once_per_text():
+    ids = distinct(torch.tensor([[4, 9, 4, 4, 0], [3, 3, 0, 0, 0]]))
+    assert sorted(i for i in ids[0].tolist() if i) == [4, 9]
+    assert sorted(i for i in ids[1].tolist() if i) == [3]
+
+
+def test_log_count_ratios_weigh_the_ngrams_that_tell_classes_apart():
+    # n-grams 1 and 3 as often in both classes, 2 only in class 1, 4 only in class 0
+    counts = torch.tensor([[10.0, 10.0, 0.0, 1.0, 8.0], [10.0, 10.0, 8.0, 1.0, 0.0]])
+    ratio = log_count_ratios(counts)
+    assert ratio[1].item() == pytest.approx(0.0, abs=1e-6)
+    assert ratio[3].item() == pytest.approx(0.0, abs=1e-6)
+    # add-one smoothing: (8 + 1) / (0 + 1), both classes the same size
+    assert ratio[2].item() == pytest.approx(math.log(9.0), rel=1e-5)
+    assert ratio[4].item() == pytest.approx(math.log(9.0), rel=1e-5)
+    # three classes: each n-gram's largest one-against-the-rest ratio
+    three = log_count_ratios(torch.cat([counts, counts[:1]]))
+    assert three.shape == (5,) and three[2] > three[1]
+
+
+def _labelled_batch():
+    # class 1 texts all contain word 7, class 0 texts word 8; word 5 is in every text
+    tokens = torch.tensor([[5, 7, 2], [7, 5, 3], [5, 8, 2], [8, 5, 3]])
+    return {"tokens": tokens, "lengths": torch.tensor([3, 3, 3, 3]),
+            "label": torch.tensor([1, 1, 0, 0])}
+
+
+def test_prime_sets_the_ratios_from_labels_and_they_travel_with_the_weights(tmp_path):
+    from mmcore.modalities.encoder_classifier import EncoderClassifier
+    from mmcore.stages.feature_extraction import load_trained
+
+    cfg = FeaturesConfig(text_encoder="nbbag", text_dim=8)
+    torch.manual_seed(0)
+    model = EncoderClassifier("text", cfg, {"vocab_size": 20}, 2)
+    assert torch.equal(model.encoder.ratio, torch.ones_like(model.encoder.ratio))  # unprimed
+    model.encoder.prime([_labelled_batch()], n_classes=2)
+    ratio = model.encoder.ratio
+    assert ratio[0] == 0  # padding
+    assert ratio[7] > 0.5 and ratio[8] > 0.5  # each names one class
+    assert ratio[5].item() == pytest.approx(0.0, abs=1e-6)  # in every text: says nothing
+    torch.save(model.state_dict(), tmp_path / "encoder_text.pt")
+    loaded = load_trained(tmp_path / "encoder_text.pt", "text", cfg, {"vocab_size": 20})
+    batch = _labelled_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.embed(batch), model.eval().embed(batch))
+
+
+def test_primed_nbbag_learns_a_separable_toy_task():
+    from mmcore.modalities.encoder_classifier import EncoderClassifier
+    from mmcore.training import ArrayBatches, fit
+
+    torch.manual_seed(0)
+    model = EncoderClassifier("text", FeaturesConfig(text_encoder="nbbag", text_dim=8),
+                              {"vocab_size": 20}, 2)
+    batch = _labelled_batch()
+    model.encoder.prime([batch], n_classes=2)
+
+    def loss(m, b):
+        logits = m(b)
+        return torch.nn.functional.cross_entropy(logits, b["label"]), {"count": len(b["label"])}
+
+    fit(model, ArrayBatches({k: v.numpy() for k, v in batch.items()}, 4, seed=0), loss,
+        epochs=30, lr=0.05)
+    with torch.no_grad():
+        assert model(batch).argmax(1).tolist() == [1, 1, 0, 0]

@@ -92,10 +92,14 @@ def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
         labels, preds = _predict(m, val, device)
         return {"val_acc": float((labels == preds).mean())}
 
+    prime = getattr(model.encoder, "prime", None)
+    if prime is not None:  # statistics of the labelled train split (text_nbbag.py)
+        prime(train(0), len(meta["class_names"]))
     epochs = cfg.resolve_epochs(MODALITIES[modality].epochs(cfg), len(train))
     fit(model, train, classification_loss, epochs=epochs, lr=cfg.lr, evaluate=evaluate,
-        select_best="val_acc", device=device, schedule=cfg.schedule, patience=cfg.patience,
-        loss_name="nll", on_epoch_end=(lambda e, r: on_epoch(modality, e, r)) if on_epoch else None,
+        select_best="val_acc", device=device,
+        schedule=cfg.schedule, patience=cfg.patience, loss_name="nll",
+        on_epoch_end=(lambda e, r: on_epoch(modality, e, r)) if on_epoch else None,
         on_progress=(lambda p: on_progress(modality, p)) if on_progress else None)
     return model
 
@@ -305,7 +309,7 @@ def extract_label_free(modality: str, samples: Path, teacher: dict[str, Any], an
                  {**file_meta, "modality": modality, "learned_from": f"pairs:{anchor}",
                   "dim": model.encoder.dim}, map_parts or run_inline(out_dir), part_rows,
                  with_labels=False, batch_cache=batch_cache)
-    return {"val_pair_l2": pair_loss_on(model, samples, "val", teacher, meta)}
+    return {"val_pair_loss": pair_loss_on(model, samples, "val", teacher, meta, cfg)}
 
 
 def run_feature_extraction(samples: Path, cfg: FeaturesConfig, seed: int, out_dir: Path,

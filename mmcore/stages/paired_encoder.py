@@ -1,7 +1,12 @@
-"""A label-free encoder: modality B learns from the pairs alone, by regressing the embedding that
-A's (supervised) encoder gives the paired row, sum ||h(E_B(x_B)) - E_A(x_A)||^2 (A's embedding
-standardised per dimension), where h is a linear head kept only for training (cross-modal
-distillation, Gupta et al. 2016).
+"""A label-free encoder: modality B learns from the pairs alone, from the class scores that A's
+(supervised) encoder gives the paired row (cross-modal distillation, Gupta et al. 2016), through a
+linear head h kept only for training. `features.distill` says how:
+
+- `soft` (the default): h(E_B(x_B)) matches A's class probabilities softened by
+  `features.distill_temperature`, each pair weighted by A's confidence
+  (`mmcore.losses.soft_distillation_loss`);
+- `l2`: h(E_B(x_B)) regresses A's scores, standardised per dimension,
+  sum ||h(E_B(x_B)) - s_A(x_A)||^2.
 
 The B side never reads the label column: batches are decoded from `id`, `split` and B's own
 columns, the best epoch is chosen by the pair loss on val pairs, and B's features are written with
@@ -20,7 +25,7 @@ import pyarrow as pa
 import torch
 
 from mmcore.config import FeaturesConfig
-from mmcore.losses import l2_alignment_loss
+from mmcore.losses import l2_alignment_loss, soft_distillation_loss
 from mmcore.modalities import MODALITIES
 from mmcore.modalities.encoder_classifier import EncoderClassifier
 from mmcore.training import ParquetBatches, fit, seed_everything, to_device
@@ -40,17 +45,35 @@ def unit_scale(std: np.ndarray) -> np.ndarray:
     return np.where(std > 1e-4, std, 1.0).astype(np.float32)
 
 
-class TeacherTargets:
-    """A's embeddings by row id, standardised per dimension with the train rows' statistics: the
-    regression target of B's paired row. Standardised, the target has unit scale whatever A's
-    embedding scale (a CE-trained encoder's embeddings reach norms of 20+, which a linear head on
-    a GRU needs far more steps to reach than training has: B then learns only the mean)."""
+PairLoss = Callable[..., torch.Tensor]  # (B's head output, target, reduction=) -> loss
 
-    def __init__(self, teacher: dict[str, Any]):
+
+def pair_loss_for(cfg: FeaturesConfig) -> PairLoss:
+    """The loss between B's head output and A's scores that `features.distill` names."""
+    if cfg.distill == "l2":
+        return l2_alignment_loss
+    return lambda student, teacher, reduction="mean": soft_distillation_loss(
+        student, teacher, cfg.distill_temperature, reduction)
+
+
+class TeacherTargets:
+    """A's class scores by row id: the target of B's paired row. For `l2` they are standardised
+    per dimension with the train rows' statistics, so the target has unit scale whatever A's
+    scale (a CE-trained encoder's scores reach norms of 20+, which a linear head on a GRU needs
+    far more steps to reach than training has: B then learns only the mean). For `soft` they stay
+    as they are: their softmax is the target."""
+
+    def __init__(self, teacher: dict[str, Any], standardise: bool = True):
         self.index = pd.Index(teacher["id"])
-        train = teacher["embedding"][teacher["split"] == "train"]
-        mean, std = train.mean(axis=0), unit_scale(train.std(axis=0))
-        self.embedding = ((teacher["embedding"] - mean) / std).astype(np.float32)
+        scores = teacher["embedding"]
+        if standardise:
+            train = scores[teacher["split"] == "train"]
+            scores = (scores - train.mean(axis=0)) / unit_scale(train.std(axis=0))
+        self.embedding = scores.astype(np.float32)
+
+    @classmethod
+    def for_config(cls, teacher: dict[str, Any], cfg: FeaturesConfig) -> TeacherTargets:
+        return cls(teacher, standardise=cfg.distill == "l2")
 
     @property
     def dim(self) -> int:
@@ -72,31 +95,26 @@ def _decoder(modality: str, meta: dict[str, Any], targets: TeacherTargets,
     return decode
 
 
-def _pair_loss(model: EncoderClassifier, batch: Batch):
-    loss = l2_alignment_loss(model(batch), batch["target"])
-    return loss, {"count": len(batch["target"])}
-
-
-def mean_pair_loss(model: EncoderClassifier, batches: ParquetBatches,
+def mean_pair_loss(model: EncoderClassifier, batches: ParquetBatches, loss: PairLoss,
                    device: torch.device | str) -> float:
-    """Mean squared distance between B's predicted and A's actual embedding over `batches`."""
+    """The mean per-pair loss between B's head output and A's scores over `batches`."""
     total, count = 0.0, 0
     model.to(device).eval()
     with torch.no_grad():
         for batch in batches():
             batch = to_device(batch, device)
-            total += l2_alignment_loss(model(batch), batch["target"], reduction="sum").item()
+            total += loss(model(batch), batch["target"], reduction="sum").item()
             count += len(batch["target"])
     return total / max(count, 1)
 
 
 def pair_loss_on(model: EncoderClassifier, samples: Path, split: str, teacher: dict[str, Any],
-                 meta: dict[str, Any]) -> float:
+                 meta: dict[str, Any], cfg: FeaturesConfig) -> float:
     """`mean_pair_loss` over one split of the samples."""
-    decode = _decoder(model.modality, meta, TeacherTargets(teacher))
+    decode = _decoder(model.modality, meta, TeacherTargets.for_config(teacher, cfg))
     batches = ParquetBatches(samples / f"{split}.parquet", label_free_columns(model.modality),
                              decode, 1024, shuffle=False)
-    return mean_pair_loss(model, batches, next(model.parameters()).device)
+    return mean_pair_loss(model, batches, pair_loss_for(cfg), next(model.parameters()).device)
 
 
 def train_paired_encoder(modality: str, samples: Path, teacher: dict[str, Any],
@@ -105,10 +123,11 @@ def train_paired_encoder(modality: str, samples: Path, teacher: dict[str, Any],
                          device: torch.device | str = "cpu",
                          on_progress: Callable[[str, Progress], None] | None = None,
                          ) -> EncoderClassifier:
-    """B's encoder (with a linear head to A's embedding width) trained on train pairs to predict
-    A's embedding; the epoch with the lowest val pair loss is kept."""
+    """B's encoder (with a linear head to A's score width) trained on train pairs to match A's
+    class scores (`features.distill`); the epoch with the lowest val pair loss is kept."""
     seed_everything(seed)
-    targets = TeacherTargets(teacher)
+    targets = TeacherTargets.for_config(teacher, cfg)
+    loss = pair_loss_for(cfg)
     model = EncoderClassifier(modality, cfg, meta, targets.dim)  # head: -> A's embedding
     decode = _decoder(modality, meta, targets)
     columns = label_free_columns(modality)
@@ -117,14 +136,17 @@ def train_paired_encoder(modality: str, samples: Path, teacher: dict[str, Any],
     val = ParquetBatches(samples / "val.parquet", columns, decode, 1024, shuffle=False)
 
     def evaluate(m: EncoderClassifier) -> dict[str, float]:
-        loss = mean_pair_loss(m, val, device)
-        return {"val_pair_l2": loss, "val_pair_score": -loss}
+        value = mean_pair_loss(m, val, loss, device)
+        return {"val_pair_loss": value, "val_pair_score": -value}
+
+    def pair_loss(m: EncoderClassifier, batch: Batch):
+        return loss(m(batch), batch["target"]), {"count": len(batch["target"])}
 
     # The same schedule as the labelled encoders (mmcore.stages.feature_extraction).
     epochs = cfg.resolve_epochs(MODALITIES[modality].epochs(cfg), len(train))
-    fit(model, train, _pair_loss, epochs=epochs, lr=cfg.lr, evaluate=evaluate,
+    fit(model, train, pair_loss, epochs=epochs, lr=cfg.lr, evaluate=evaluate,
         select_best="val_pair_score", device=device, schedule=cfg.schedule,
-        patience=cfg.patience, loss_name="pair_l2",
+        patience=cfg.patience, loss_name=f"pair_{cfg.distill}",
         on_epoch_end=(lambda e, r: on_epoch(modality, e, r)) if on_epoch else None,
         on_progress=(lambda p: on_progress(modality, p)) if on_progress else None)
     return model

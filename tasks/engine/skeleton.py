@@ -114,7 +114,7 @@ class StageRun:
 def _parts(history: dict[str, list[dict[str, float]]]) -> dict[str, list[dict[str, float]]]:
     """The epoch records per trained part (`image.`, or `` for the stage's one model): a
     prefix's records, split again by a `<part>.` in their keys (the anchored space logs both of
-    its sides, `image.val_acc` and `text.val_pair_l2`, under one prefix)."""
+    its sides, `image.val_acc` and `text.val_pair_loss`, under one prefix)."""
     parts: dict[str, list[dict[str, float]]] = {}
     for prefix, records in history.items():
         for record in records:
