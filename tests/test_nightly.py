@@ -235,10 +235,8 @@ def test_a_benchmark_set_is_scored_beside_the_new_rows(nights):
 
 @pytest.mark.slow
 def test_three_batched_nights_check_only_each_new_batch(tmp_path, request):
-    """With batch folders (issue 17, item 1; skipped where they are not built): each night's new
-    rows are the new batch's test rows, the metrics' step is its index, and only the shifted
-    batch raises drift."""
-    pytest.importorskip("mmcore.data.batches", reason="batch folders are not in this tree")
+    """With batch folders (issue 17, item 1): each night's new rows are the new batch's test
+    rows, the metrics' step is its index, and only the shifted batch raises drift."""
     request.getfixturevalue("prefect_harness")  # only once the test runs: it costs ~20 s
     import shutil
 

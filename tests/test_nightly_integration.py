@@ -1,20 +1,23 @@
 """Three nights through the nightly deployment, as an operator runs them: a real Prefect server,
-`mmpipe deploy --webhook-url` pointing at an HTTP receiver on 127.0.0.1, a process worker.
+`mmpipe deploy --webhook-url` pointing at an HTTP receiver on 127.0.0.1, a process worker, and
+a data folder that grows by one batch folder a night (`mmpipe data batches`):
 
-- night 1: baseline, the first champion (one `mmpipe.champion.promoted`);
-- night 2: the same data: every stage a cache hit, no drift, no alert, the gate recorded;
-- night 3: far noisier images: a drift alert with its figures, the challenger trained and judged,
-  the decision and figures in MLflow (and an alert for it: promoted, or the degraded champion);
+- night 1: the first batch: baseline, the first champion (one `mmpipe.champion.promoted`);
+- night 2: a batch from the same distribution: only that batch is preprocessed and embedded,
+  the classifier retrained, no drift, no drift alert, the gate's decision recorded;
+- night 3: a batch with far noisier images: a drift alert with its figures, the challenger
+  trained and judged, the decision and figures in MLflow;
 - then a deployment run that fails: `mmpipe.run.failed`.
 
-Exactly those notifications must arrive. Without batch folders (issue 17, item 1, another
-branch) night 2 has no new rows from the same distribution: the data changes between nights
-through the config.
+Exactly the notifications each night's MLflow record says it sent (and the failure's) must
+arrive.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import threading
 import time
@@ -29,8 +32,8 @@ from tasks.tracking import alerts
 
 pytestmark = pytest.mark.slow
 
-QUICK = ["data.limit=800", "features.image_epochs=6", "features.text_epochs=6",
-         "shared_space.epochs=10", "training.epochs=10", "testing.robustness=false"]
+QUICK = ["features.image_epochs=6", "features.text_epochs=6", "shared_space.epochs=10",
+         "training.epochs=10", "testing.robustness=false"]
 NAME = "mmpipe-classifier"
 
 
@@ -86,12 +89,25 @@ def parent_run(client: MlflowClient, flow_run_id: str):
     return next(r for r in found if "mlflow.parentRunId" not in r.data.tags)
 
 
+def alerts_sent(run) -> list[str]:
+    """The alerts a night's parent run says it sent (its description's "alerts sent" line)."""
+    line = re.search(r"^- alerts sent: (.+)$", run.data.tags["mlflow.note.content"], re.M)
+    return line.group(1).split(", ") if line else []
+
+
 @pytest.fixture(scope="module")
 def three_nights(tmp_path_factory):
     home = tmp_path_factory.mktemp("nights")
-    runs = home / "runs"
-    overrides = [*QUICK, f"run_dir={runs}"]
-    night = {"config": "configs/default.yaml", "overrides": overrides}
+    runs, stream, data = home / "runs", home / "stream", home / "data"
+    made = subprocess.run([MMPIPE, "data", "batches", "--out", str(stream), "--batches", "3",
+                           "--shift-from", "3", "--shift", "noise", "--shift-size", "0.5"],
+                          env=service_env(home / "cli"), capture_output=True, text=True,
+                          timeout=300)
+    assert made.returncode == 0, made.stdout + made.stderr
+    batches = sorted(p.name for p in stream.iterdir() if p.is_dir())
+    night = {"config": "configs/default.yaml", "overrides": [
+        *QUICK, "data.source=manifest", f"data.path={data}", "data.batched=true",
+        f"run_dir={runs}"]}
     receiver = Receiver()
     try:
         # A busy 2-core machine locks the server's SQLite past Prefect's 10 s default.
@@ -102,20 +118,15 @@ def three_nights(tmp_path_factory):
                 timeout=300)
             assert deployed.returncode == 0, deployed.stdout + deployed.stderr
             api = Api(api_url)
+            states = []
             with process_worker(home, api_url, "mmpipe-local"):
-                states = [deployment_run(api, night), deployment_run(api, night),
-                          deployment_run(api, {**night, "overrides": [
-                              *overrides, "data.image_noise.gaussian=0.6"]}),
-                          deployment_run(api, {**night, "stages": ["no-such-stage"]})]
+                for batch in batches:  # one new batch folder a night
+                    shutil.copytree(stream / batch, data / batch)
+                    states.append(deployment_run(api, night))
+                states.append(deployment_run(api, {**night, "stages": ["no-such-stage"]}))
             client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
-            night3 = parent_run(client, states[2]["id"])
-            champion = client.get_model_version_by_alias(NAME, "champion")
-            first = client.get_model_version(NAME, "1")
-            expected = [alerts.PROMOTED, alerts.DRIFT, alerts.RUN_FAILED]
-            if str(champion.version) != "1":
-                expected.append(alerts.PROMOTED)
-            elif first.tags.get("gate/degraded", "no") != "no":
-                expected.append(alerts.GATE_FAILED)
+            nights = [parent_run(client, s["id"]) for s in states[:3]]
+            expected = [*(e for n in nights for e in alerts_sent(n)), alerts.RUN_FAILED]
             try:
                 wait_for(f"{len(expected)} notifications",
                          lambda: len(receiver.received) >= len(expected), timeout=240)
@@ -126,8 +137,8 @@ def three_nights(tmp_path_factory):
             api.close()
     finally:
         receiver.close()
-    return {"states": states, "client": client, "expected": expected, "night3": night3,
-            "events": receiver.events(), "deployed": deployed.stdout}
+    return {"states": states, "client": client, "expected": expected, "nights": nights,
+            "batches": batches, "events": receiver.events(), "deployed": deployed.stdout}
 
 
 def test_deploy_installs_one_alert_automation_per_event(three_nights):
@@ -136,10 +147,12 @@ def test_deploy_installs_one_alert_automation_per_event(three_nights):
 
 
 def test_exactly_the_expected_notifications_arrive_with_their_figures(three_nights):
-    events = three_nights["events"]
+    events, nights = three_nights["events"], three_nights["nights"]
+    assert alerts_sent(nights[0]) == [alerts.PROMOTED]
+    assert alerts.DRIFT not in alerts_sent(nights[1]) and alerts.DRIFT in alerts_sent(nights[2])
     assert sorted(e["event"] for e in events) == sorted(three_nights["expected"])
     drift = next(e for e in events if e["event"] == alerts.DRIFT)["payload"]
-    assert drift["night"] == 2 and drift["rows"] > 0  # the second checked night
+    assert drift["night"] == 2 and drift["rows"] > 0  # the third batch, index 2
     sharpness = drift["tests"]["property:sharpness"]
     assert sharpness["p_value"] <= sharpness["threshold"]
     first = next(e for e in events if e["event"] == alerts.PROMOTED)["payload"]
@@ -149,17 +162,19 @@ def test_exactly_the_expected_notifications_arrive_with_their_figures(three_nigh
 
 
 def test_the_nights_are_recorded_in_mlflow(three_nights):
-    states, client = three_nights["states"], three_nights["client"]
+    states, client, nights = three_nights["states"], three_nights["client"], three_nights["nights"]
+    batches = three_nights["batches"]
     assert [s["type"] for s in states] == ["COMPLETED"] * 3 + ["FAILED"]
-    night2 = parent_run(client, states[1]["id"])
-    assert night2.data.tags["cache"] == "5 hit"  # nothing recomputed
-    assert night2.data.tags["mmpipe.drift"] == "none"
-    assert night2.data.metrics["gate/champion_degraded"] == 0  # the champion measured, quiet
-    night3 = three_nights["night3"]
-    assert night3.data.tags["mmpipe.drift"] == "detected"
-    history = client.get_metric_history(night3.info.run_id, "drift/property:sharpness.p_value")
-    assert [m.step for m in history] == [2]
-    challenger = client.get_model_version(NAME, "2")
-    assert challenger.tags["gate/decision"] in ("promote", "keep")
-    assert int(challenger.tags["gate/rows"]) > 0
-    assert challenger.tags["gate/reason"] in night3.data.tags["mlflow.note.content"]
+    for night, batch in zip(nights, batches, strict=True):  # each night ingested its batch only
+        assert night.data.tags["mmpipe.new_batches"] == batch
+    assert nights[1].data.tags["mmpipe.drift"] == "none"
+    assert nights[2].data.tags["mmpipe.drift"] == "detected"
+    for index, night in ((1, nights[1]), (2, nights[2])):  # drift and gate by batch index
+        history = client.get_metric_history(night.info.run_id,
+                                            "drift/property:sharpness.p_value")
+        assert [m.step for m in history] == [index]
+    for version in ("2", "3"):  # each night's challenger judged on its batch's test rows
+        challenger = client.get_model_version(NAME, version)
+        assert challenger.tags["gate/decision"] in ("promote", "keep")
+        assert int(challenger.tags["gate/rows"]) > 0
+    assert challenger.tags["gate/reason"] in nights[2].data.tags["mlflow.note.content"]
