@@ -15,6 +15,8 @@ DEFAULTS = {
     # MLflow prints "View run ... at: <tracking URI>/#/..." as each run ends, credentials in the
     # URI and all; mmpipe prints its own link, without them (mmcore/uris.py).
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    # A night's checks download the champion's model: one progress-bar line per file otherwise.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     # Without this, every temporary-server run printed a "database is locked" traceback here.
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     # A fresh temporary server took 19-21 s to start here; Prefect's default limit is 20 s.
