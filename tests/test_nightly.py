@@ -123,10 +123,12 @@ def test_first_night_sets_the_champion_and_stores_its_reference(nights):
     assert first["model"]["decision"] == "promoted: first champion"
     assert first["model"]["night"]["drift"] is None  # nothing to compare with yet
     mv = client.get_model_version_by_alias(NAME, "champion")
-    assert float(mv.tags["drift/temperature"]) > 0
     assert mv.tags["champion.accuracy"] == mv.tags["test.accuracy"]
     stored = client.list_artifacts(mv.run_id, "drift")
-    assert [a.path for a in stored] == ["drift/reference_profile.npz"]
+    assert [a.path for a in stored] == ["drift/reference_profile.npz", "drift/temperature.json"]
+    calibration = json.loads(Path(client.download_artifacts(
+        mv.run_id, "drift/temperature.json", str(run_dir))).read_text())
+    assert calibration["temperature"] > 0
 
 
 def test_second_night_detects_the_noisier_images_and_records_the_gate(nights):

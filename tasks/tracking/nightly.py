@@ -6,8 +6,8 @@ challenger on the same new rows, the registry decision, and the events that aler
   batch folders, the run's whole test split. Unlabelled rows get the drift checks and the
   champion's estimated accuracy, not the gate.
 - Reference: the champion's profile on its validation split, stored beside the champion version
-  (`drift/reference_profile.npz` on the run that trained it, its temperature as the version tag
-  `drift/temperature`) when it is promoted, so every later night compares with the same rows.
+  (`drift/reference_profile.npz` and `drift/temperature.json` on the run that trained it) when
+  it is promoted, so every later night compares with the same rows.
 - MLflow: metrics `drift/<test>.p_value` (and `.statistic`, `drift/estimated_accuracy`, `gate/*`)
   on the parent run with step = the newest new batch's index, or without batches the night's
   ordinal (the registered model's `mmpipe.nights`), so the charts show the nights side by side;
@@ -18,6 +18,7 @@ challenger on the same new rows, the registry decision, and the events that aler
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from tasks.engine.keys import StageRef
 
 REFERENCE = "drift/reference_profile.npz"
+TEMPERATURE = "drift/temperature.json"
 DRIFT_TAG = "mmpipe.drift"
 NIGHTS_TAG = "mmpipe.nights"  # on the registered model: how many nights were checked
 
@@ -102,21 +104,26 @@ def load_chain(client: MlflowClient, name: str, version: str) -> InferenceChain:
 
 def store_reference(client: MlflowClient, mv: ModelVersion, reference: Profile,
                     temperature: float) -> None:
-    """The champion's reference profile beside it: an artifact of the run that trained it."""
+    """The champion's reference profile and its calibration temperature beside it: artifacts of
+    the run that trained it (machine state, not version tags a reviewer reads)."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_profile(reference, Path(tmp) / Path(REFERENCE).name)
-        client.log_artifact(mv.run_id, str(path), str(Path(REFERENCE).parent))
-    client.set_model_version_tag(mv.name, mv.version, "drift/temperature", f"{temperature:.6f}")
+        profile = save_profile(reference, Path(tmp) / Path(REFERENCE).name)
+        calibration = Path(tmp) / Path(TEMPERATURE).name
+        calibration.write_text(json.dumps({"temperature": temperature}))
+        for path in (profile, calibration):
+            client.log_artifact(mv.run_id, str(path), str(Path(REFERENCE).parent))
 
 
 def load_reference(client: MlflowClient, mv: ModelVersion) -> tuple[Profile, float] | None:
     """The reference stored beside `mv`, or None when it has none (promoted before drift
     checks, or by hand)."""
-    if "drift/temperature" not in mv.tags:
+    stored = {a.path for a in client.list_artifacts(mv.run_id, str(Path(REFERENCE).parent))}
+    if not {REFERENCE, TEMPERATURE} <= stored:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(mv.run_id, REFERENCE, tmp)
-        return load_profile(path), float(mv.tags["drift/temperature"])
+        profile = load_profile(client.download_artifacts(mv.run_id, REFERENCE, tmp))
+        calibration = Path(client.download_artifacts(mv.run_id, TEMPERATURE, tmp))
+        return profile, float(json.loads(calibration.read_text())["temperature"])
 
 
 def _next_night(client: MlflowClient, name: str) -> int:
