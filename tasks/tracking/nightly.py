@@ -18,8 +18,10 @@ challenger on the same new rows, the registry decision, and the events that aler
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -203,13 +205,13 @@ def _record_gate(client: MlflowClient, cfg: PipelineConfig, parent: str, name: s
 
 def _against_champion(cfg: PipelineConfig, client: MlflowClient, parent: str,
                       champion: ModelVersion, this: ModelVersion, rows: Rows, samples: Path,
-                      result: Night) -> GateResult | None:
+                      result: Night, chain: Callable[[str], InferenceChain],
+                      ) -> GateResult | None:
     """The drift check of the new rows and the gate (None: unlabelled rows cannot be scored),
-    both through the champion's chain; fills `result`."""
+    both through the champion's chain; fills `result`. `chain`: a version's chain, by number."""
     from mmcore.nightly import read_rows, reference_profile
 
-    name = champion.name
-    old = load_chain(client, name, str(champion.version))
+    old = chain(str(champion.version))
     stored = load_reference(client, champion)
     if stored is None:  # promoted by hand or before drift checks: build it once now
         stored = reference_profile(old, read_rows(samples / "val.parquet"))
@@ -219,9 +221,7 @@ def _against_champion(cfg: PipelineConfig, client: MlflowClient, parent: str,
                                    result.step).to_dict()
     if rows.labels is None:
         return None
-    same = str(champion.version) == str(this.version)
-    return compare(cfg, old, old if same else load_chain(client, name, str(this.version)),
-                   champion, rows)
+    return compare(cfg, old, chain(str(this.version)), champion, rows)
 
 
 def night(cfg: PipelineConfig, refs: dict[str, StageRef], role: str, parent: str,
@@ -231,6 +231,7 @@ def night(cfg: PipelineConfig, refs: dict[str, StageRef], role: str, parent: str
     from mmcore.nightly import newest_rows, read_rows, reference_profile
 
     client, name = MlflowClient(store_uri(cfg.run_dir)), cfg.training.model_name
+    chain = functools.cache(lambda version: load_chain(client, name, version))  # one download
     samples = Path(refs["preprocessing"].path)
     rows, batch_index = newest_rows(samples)
     this = model_registry.version_of(client, name, refs["training"].summary["content_digest"])
@@ -240,7 +241,8 @@ def night(cfg: PipelineConfig, refs: dict[str, StageRef], role: str, parent: str
     if (role == "pipeline" and model_registry.default_mode_of(refs) and champion is not None
             and len(rows)):
         result.step = batch_index if batch_index is not None else _next_night(client, name)
-        gate = _against_champion(cfg, client, parent, champion, this, rows, samples, result)
+        gate = _against_champion(cfg, client, parent, champion, this, rows, samples, result,
+                                 chain)
     compared = gate is not None and str(champion.version) != str(this.version)
     decision = model_registry.consider_for_champion(cfg, refs, role, gate if compared else None)
     result.decision = decision.reason
@@ -251,7 +253,7 @@ def night(cfg: PipelineConfig, refs: dict[str, StageRef], role: str, parent: str
                      result.step)
     if decision.moved:  # the new champion's reference: this run's validation split
         store_reference(client, client.get_model_version(name, str(this.version)),
-                        *reference_profile(load_chain(client, name, str(this.version)),
+                        *reference_profile(chain(str(this.version)),
                                            read_rows(samples / "val.parquet")))
     result.events = alerts.after_night(name, str(this.version), result.drift, result.gate,
                                        decision.moved, decision.reason, result.step)
