@@ -209,7 +209,9 @@ class TrainingConfig(_Section):
     # a learned stand-in for an absent modality and for a blank input (an empty image or text);
     # late fusion drops a blank modality's expert instead
     missing_embedding: bool = True
-    # feature-level operators: scale each modality's embedding by a learned confidence in (0, 1)
+    # per modality, a learned prediction of how corrupted its input is (trained on the corruption
+    # levels of `corruption_copies`), which moves its embedding towards the missing one (late
+    # fusion: scales its expert down)
     confidence_gates: bool = True
     # corrupted copies of the train split added to it (one modality per row, a test-time
     # corruption of mmcore/robustness.py at a random level), embedded by the trained encoders

@@ -1,8 +1,9 @@
 """Graceful fusion, small and seeded: shared embeddings in Parquet where the image is the strong
-modality and the text the weak one, and a blank image that encodes as a confident wrong class
-(as a fully occluded digit does). With the missing embedding, modality dropout and corruption
-augmentation, every operator with a blank image stays within 2 points of the text alone; the
-control, without them, falls far below it."""
+modality and the text the weak one, a blank image that encodes as a confident wrong class (as a
+fully occluded digit does), and a destroyed image that is not blank (as a pure-noise one). With
+the missing embedding, modality dropout, corruption augmentation and the confidence gates, every
+operator with a blank or destroyed image stays within 2 points of the text alone; the control,
+without them, falls far below it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from mmcore.config import TrainingConfig
-from mmcore.fusion.fusion_classifier import BLANK
+from mmcore.fusion.fusion_classifier import BLANK, LEVEL
 from mmcore.io.parquet import embedding_table, read_embeddings, write_table
 from mmcore.stages.training import load_classifier, run_training
 
@@ -45,9 +46,14 @@ def _blank_like_occluded(centres: np.ndarray, n: int) -> np.ndarray:
     return np.repeat(centres[:1] * 2.5, n, axis=0)
 
 
+def _destroyed(rng: np.random.Generator, n: int) -> np.ndarray:
+    """What the image encoder makes of a pure-noise image: not blank, far from every class."""
+    return rng.normal(0, 2.0, (n, DIM)).astype(np.float32)
+
+
 def _augment(centres: np.ndarray):
-    """Corrupted copies: the image replaced by its blank encoding (flagged blank), or
-    buried in noise, on half the rows each."""
+    """Corrupted copies (level 1): the image replaced by its blank encoding (flagged blank), or
+    by a destroyed one (not flagged), on half the rows each."""
     def augment(shared, labels, copies, seed):
         rng = np.random.default_rng(seed)
         train = np.flatnonzero(shared["image"]["split"] == "train")
@@ -55,10 +61,11 @@ def _augment(centres: np.ndarray):
         image = shared["image"]["embedding"][rows].copy()
         blank = rng.random(len(rows)) < 0.5
         image[blank] = _blank_like_occluded(centres, int(blank.sum()))
-        image[~blank] += rng.normal(0, 1.0, image[~blank].shape).astype(np.float32)
+        image[~blank] = _destroyed(rng, int((~blank).sum()))
         return {"image": image, "text": shared["text"]["embedding"][rows],
                 BLANK + "image": blank, BLANK + "text": np.zeros(len(rows), dtype=bool),
-                "label": labels[rows]}
+                LEVEL + "image": np.ones(len(rows), dtype=np.float32),
+                LEVEL + "text": np.zeros(len(rows), dtype=np.float32), "label": labels[rows]}
     return augment
 
 
@@ -90,7 +97,16 @@ def test_a_blank_image_falls_back_to_the_text(tmp_path, fusion):
                BLANK + "image": torch.ones(len(truth), dtype=bool)}
     clean = {"image": image, "text": text}
 
+    destroyed = {"image": torch.from_numpy(_destroyed(np.random.default_rng(1), len(truth))),
+                 "text": text}
+
     assert _accuracy(graceful, blanked, truth) >= text_only - 0.02
     assert _accuracy(graceful, {"text": text}, truth) >= text_only - 0.02  # image absent
+    assert _accuracy(graceful, destroyed, truth) >= text_only - 0.02  # not blank: the gate
     assert _accuracy(control, blanked, truth) < text_only - 0.2  # trusts the blank image
     assert _accuracy(graceful, clean, truth) >= _accuracy(control, clean, truth) - 0.01
+    # The gates, fitted on the copies' corruption levels, tell a destroyed image from a clean one
+    with torch.no_grad():
+        assert graceful.corruption(destroyed)["image"].mean() > 0.8
+        assert graceful.corruption(clean)["image"].mean() < 0.1
+

@@ -9,9 +9,15 @@ A fused model must never do much worse than its best remaining modality. Three p
   modality dropout trains the head on rows where one modality is that missing embedding. Late
   fusion needs neither: its experts train on their own losses, and an absent or blank
   modality's expert is dropped (its scores on a blank row are set to uniform);
-- a confidence gate per modality (feature-level operators) scales each embedding by a learned
-  sigmoid of itself, so that an embedding of a corrupted input, seen in training through
-  corruption augmentation (`mmcore.stages.corruption_augment`), counts for less.
+- a confidence gate per modality: a small MLP that reads the modality's embedding and predicts
+  how corrupted its input is, d in (0, 1), trained on the corruption levels of the corrupted
+  copies of the train split (`mmcore.stages.corruption_augment`; `level.<modality>` rows), not
+  on the class labels: on its own train split an encoder is near perfect, so a gate taught by
+  the class loss learns to trust every embedding, also of a pure-noise image. The gates are
+  fitted first, on their own, and then frozen: the classifier's best val epoch is often its
+  first, and gates restored with it would have learned nothing. A feature-level operator then
+  reads (1 - d) * embedding + d * missing embedding, so a destroyed input takes the missing
+  path; late fusion scales the modality's expert by 1 - d.
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ from mmcore.fusion.operators import fusion_class
 from mmcore.fusion.select_fusion import SelectFusion
 
 # An input dict may carry, beside each modality's (B, dim) embedding, `blank.<modality>`: a (B,)
-# bool tensor, True where that modality's raw input was blank.
+# bool tensor, True where that modality's raw input was blank; and in training `level.<modality>`:
+# a (B,) float tensor, the corruption level of that modality's input (0: clean), which the
+# confidence gates learn to predict.
 BLANK = "blank."
+LEVEL = "level."
 
 
 class FusionClassifier(nn.Module):
@@ -54,9 +63,10 @@ class FusionClassifier(nn.Module):
                         if missing_embedding and fused else None)
         # a small MLP, not a linear map: noise that is symmetric about a clean embedding moves
         # no linear function of it on average, only its distance from the clean ones
+        gated = fusion.modalities if len(fusion.modalities) > 1 else []
         self.confidence = (nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, dim), nn.ReLU(),
-                                                           nn.Linear(dim, 1)) for m in fused})
-                           if confidence and fused else None)
+                                                           nn.Linear(dim, 1)) for m in gated})
+                           if confidence and gated else None)
         head_in = dim if fusion.fuses_predictions else fusion.out_dim
         self.head = nn.Sequential(nn.Linear(head_in, hidden), nn.ReLU(),
                                   nn.Dropout(dropout), nn.Linear(hidden, n_classes))
@@ -68,16 +78,35 @@ class FusionClassifier(nn.Module):
         blank = ({m: x[BLANK + m] for m in self.fusion.modalities if BLANK + m in x}
                  if self.blank_aware else {})
         x = {m: x[m] for m in self.fusion.modalities if m in x}
+        kept = {m: 1 - d.detach() for m, d in self.corruption(x).items()}  # (B, 1) each
         if self.fusion.fuses_predictions:  # blank rows: a uniform expert, i.e. none
-            return {m: self.head(v) * (~blank[m]).unsqueeze(1) if m in blank else self.head(v)
-                    for m, v in x.items()}
+            scores = {m: self.head(v) * kept.get(m, 1.0) for m, v in x.items()}
+            return {m: v * (~blank[m]).unsqueeze(1) if m in blank else v
+                    for m, v in scores.items()}
         if self.missing is not None:
+            x = {m: v if m not in kept else kept[m] * v + (1 - kept[m]) * self.missing[m]
+                 for m, v in x.items()}
             x = self._fill_missing(x, blank)
+        elif kept:
+            x = {m: v * kept[m] if m in kept else v for m, v in x.items()}
         if self.training and self.modality_dropout > 0 and len(x) > 1:
             x = drop_modalities(x, self.modality_dropout, self.missing)
-        if self.confidence is not None:
-            x = {m: v * torch.sigmoid(self.confidence[m](v)) for m, v in x.items()}
         return x
+
+    def corruption(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The confidence gates' prediction of how corrupted each present modality's input is,
+        (B, 1) in (0, 1); none without gates."""
+        if self.confidence is None:
+            return {}
+        return {m: torch.sigmoid(self.confidence[m](x[m])) for m in self.confidence if m in x}
+
+    def gate_loss(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The gates' loss (they are fitted before the rest: `mmcore.stages.training`): binary
+        cross-entropy of each predicted corruption against the row's `level.<modality>` (rows
+        without one count as clean)."""
+        predicted = self.corruption({m: x[m] for m in self.confidence if m in x})
+        return sum(F.binary_cross_entropy(d.squeeze(1), x.get(LEVEL + m, torch.zeros_like(
+            d.squeeze(1))).float()) for m, d in predicted.items())
 
     def _fill_missing(self, x: dict[str, torch.Tensor], blank: dict[str, torch.Tensor],
                       ) -> dict[str, torch.Tensor]:
@@ -102,9 +131,11 @@ class FusionClassifier(nn.Module):
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """The training loss and the logits; a decision-level operator defines its own loss."""
         if self.fusion.fuses_predictions:
-            return self.fusion.loss(self.fusion_inputs(x), labels)
-        logits = self(x)
-        return F.cross_entropy(logits, labels), logits
+            loss, logits = self.fusion.loss(self.fusion_inputs(x), labels)
+        else:
+            logits = self(x)
+            loss = F.cross_entropy(logits, labels)
+        return loss, logits
 
     @torch.no_grad()
     def calibrate(self, x: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, float]:

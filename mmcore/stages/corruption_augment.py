@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import torch
 
 from mmcore.config import FeaturesConfig
-from mmcore.fusion.fusion_classifier import BLANK
+from mmcore.fusion.fusion_classifier import BLANK, LEVEL
 from mmcore.io.parquet import read_metadata
 from mmcore.modalities import MODALITIES
 from mmcore.modalities.encoder_classifier import EncoderClassifier, load_encoder
@@ -71,9 +71,11 @@ def corrupted_copies(samples_dir: Path, features_dir: Path, shared_dir: Path,
                      shared: dict[str, dict[str, Any]], labels: np.ndarray, copies: int,
                      seed: int) -> dict[str, np.ndarray]:
     """`copies` corrupted copies of the train split as training arrays: per modality its
-    embeddings and `blank.<modality>` flags, and `label` (`labels`: the shared files' labels).
-    The first three folders are the run's preprocessing, feature extraction and shared-space
-    outputs; `features` the `features` config section."""
+    embeddings, `blank.<modality>` flags and `level.<modality>` corruption levels (0: not
+    corrupted; what the confidence gates learn to predict), and `label` (`labels`: the shared
+    files' labels). The first three folders are the run's
+    preprocessing, feature extraction and shared-space outputs; `features` the `features`
+    config section."""
     modalities = sorted(shared)
     first = shared[modalities[0]]
     embedder = _Embedder(samples_dir, features_dir, shared_dir, FeaturesConfig(**features),
@@ -97,6 +99,7 @@ def _one_copy(embedder: _Embedder, table: pa.Table, rows: np.ndarray,
     n = table.num_rows
     out = {m: shared[m]["embedding"][rows].copy() for m in modalities}
     out |= {BLANK + m: np.zeros(n, dtype=bool) for m in modalities}
+    out |= {LEVEL + m: np.zeros(n, dtype=np.float32) for m in modalities}
     which = rng.integers(len(modalities), size=n)
     for i, m in enumerate(modalities):
         names = [c for c in CORRUPTIONS[m] if c != "missing"]
@@ -114,4 +117,5 @@ def _one_copy(embedder: _Embedder, table: pa.Table, rows: np.ndarray,
                                   int(rng.integers(2**31)), embedder.meta)
                 part = part.set_column(part.schema.get_field_index(column), column, changed)
                 out[m][group], out[BLANK + m][group] = embedder.embed(m, part)
+                out[LEVEL + m][group] = LEVELS[li]
     return {**out, "label": labels[rows]}

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mmcore.config import TrainingConfig
-from mmcore.fusion.fusion_classifier import BLANK, build_classifier
+from mmcore.fusion.fusion_classifier import BLANK, LEVEL, build_classifier
 from mmcore.io.parquet import read_embeddings, write_json
 from mmcore.learning_plan import plan_for
 from mmcore.losses import classification_loss, classification_loss_name
@@ -34,6 +34,11 @@ Augment = Callable[[dict[str, dict[str, Any]], np.ndarray, int, int], dict[str, 
 # then be cached as if all its epochs had run.
 EPOCH_LISTENER: ContextVar[Callable[[int, dict[str, float]], None] | None] = ContextVar(
     "EPOCH_LISTENER", default=None)
+
+
+# The confidence gates' learning rate: a small MLP on a plain binary target, fitted on its own
+# (`_fit_gates`); at the classifier's rate it barely moves from the mean level in 20 epochs.
+GATE_LR = 1e-2
 
 
 def mode_plan(cfg: TrainingConfig, modalities: list[str]) -> dict[str, Any]:
@@ -87,7 +92,8 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
     """Train the mode's classifier; write `classifier.pt` and `classifier.json`. Batched data:
     `window`, the ids of the rows the training window covers (all rows if None), and `batches`,
     the batches it covers (recorded in `classifier.json`). A multimodal classifier trains on
-    `cfg.corruption_copies` corrupted copies of the train split too, made by `augment`."""
+    `cfg.corruption_copies` corrupted copies of the train split too, made by `augment`; its
+    confidence gates are fitted on them first (`_fit_gates`)."""
     plan = mode_plan(cfg, modalities)
     shared = load_shared(shared_dir, modalities)
     if window is not None:
@@ -101,7 +107,9 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
     arrays["label"] = labels_of(shared, plan)[train]
     if augment is not None and cfg.corruption_copies and plan["mode"] == "multimodal":
         extra = augment(shared, labels_of(shared, plan), cfg.corruption_copies, seed)
-        arrays = {BLANK + m: np.zeros(len(train), dtype=bool) for m in plan["train"]} | arrays
+        arrays = ({BLANK + m: np.zeros(len(train), dtype=bool) for m in plan["train"]}
+                  | {LEVEL + m: np.zeros(len(train), dtype=np.float32) for m in plan["train"]}
+                  | arrays)
         arrays = {k: np.concatenate([v, extra[k]]) for k, v in arrays.items()}
 
     # Validation sees what training sees: a cross-modal model is chosen on A, never on B's labels.
@@ -112,6 +120,8 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
                                             torch.from_numpy(labels)).item()
         return {"val_nll": loss, "val_acc": float((probs.argmax(1) == labels).mean())}
 
+    if getattr(model, "confidence", None) is not None:
+        _fit_gates(model, arrays, cfg, seed, device)
     history = fit(model, ArrayBatches(arrays, cfg.batch_size, seed=seed), classification_loss,
                   epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate, select_best="val_acc",
                   on_epoch_end=_with_listener(on_epoch), device=resolve_device(device),
@@ -134,6 +144,17 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
             "training": cfg.model_dump(mode="json"), "training_batches": batches}
     write_json(out_dir / "classifier.json", spec)
     return {"plan": plan, "history": history, "val": val, "fusion_weights": weights}
+
+
+def _fit_gates(model: torch.nn.Module, arrays: dict[str, np.ndarray], cfg: TrainingConfig,
+               seed: int, device: str) -> None:
+    """Fit the confidence gates on their own loss (the corruption levels of the training rows,
+    `FusionClassifier.gate_loss`) for `cfg.epochs`, then freeze them: they are no part of the
+    classifier's fit, whose best epoch (often the first) would otherwise reset them."""
+    fit(model.confidence, ArrayBatches(arrays, cfg.batch_size, seed=seed),
+        lambda _, batch: (model.gate_loss(batch), {"count": len(batch["label"])}),
+        epochs=cfg.epochs, lr=GATE_LR, device=resolve_device(device), loss_name="gate_bce")
+    model.confidence.requires_grad_(False)
 
 
 def _with_listener(on_epoch: Callable[[int, dict[str, float]], None] | None):
