@@ -3,13 +3,18 @@
 Each trial is one cell (`flows/sweep.py`): the pipeline up to training, nested under the tune's
 MLflow run, through the shared stage cache (trials that differ only in training settings reuse
 every upstream stage). Cells run on the flow's Dask cluster, as many trials at once as it has
-workers, or one by one (`--sequential`). The objective is the trained classifier's validation
-accuracy (`tune.metric`), never a test figure.
+workers, or one by one (`--sequential`). The objective (`tune.metric`, or `--objective`) is a
+validation figure, never a test one: the trained classifier's val accuracy, or for robustness
+the mean or lowest point of its robustness curves on the val rows (`val_robust_mean`,
+`val_robust_worst`), which set the graceful-fusion defaults (docs/decisions.md).
 
 Pruning: while a trial trains, every epoch's validation accuracy is reported to the study
 (`mmcore.stages.training.EPOCH_LISTENER`), and Optuna's median pruner stops a trial that is
 below the median of earlier trials at the same epoch. It stops by raising `TrialPruned` inside
-the training stage, so nothing of the pruned trial is cached.
+the training stage, so nothing of the pruned trial is cached. The curve is clean val accuracy
+whatever the objective (robustness is measured once, after training): with a robust objective,
+set `tune.prune_after_trials` high enough that pruning does not end a robust trial that learns
+slowly.
 
 The study lives in the run folder's SQLite (`<run_dir>/tune/optuna.db`, Optuna's RDB storage)
 or at `--storage`: running again with the same `--study-name` resumes it and adds trials. The
@@ -116,8 +121,8 @@ def run_trial(config: str | None, overrides: list[str], parent: str, storage: st
     val = summary["val"] or {}
     if metric not in val:
         return {**result, "state": "FAIL", "epochs": len(epochs),
-                "note": f"the trial reports no {metric} (late fusion alone has "
-                        "val_acc_after_calibration)"}
+                "note": f"the trial reports no {metric} (val_acc_after_calibration: late fusion "
+                        "or a fallback; val_robust_*: multimodal trials)"}
     return {**result, "state": "COMPLETE", "value": val[metric], "epochs": len(epochs),
             "run_id": summary["parent_run_id"]}
 
@@ -133,14 +138,18 @@ def _tune_run_name() -> str:
 def tune(config: str | None = None, overrides: list[str] | None = None,
          params: list[str] | None = None, trials: int | None = None,
          study_name: str | None = None, storage: str | None = None, parallel: int = 1,
-         executor_name: str = "sequential (this process)") -> dict[str, Any]:
+         executor_name: str = "sequential (this process)",
+         metric: str | None = None) -> dict[str, Any]:
     """Add `trials` trials (default: the config's `tune.trials`) to the study `study_name`
-    (created, or resumed), `parallel` at a time; returns the best trial, the importances and
-    where the best config was written. Run it through `flows.sweep.on_runner` for Dask."""
+    (created, or resumed), `parallel` at a time, each valued by `metric` (default: the config's
+    `tune.metric`); returns the best trial, the importances and where the best config was
+    written. Run it through `flows.sweep.on_runner` for Dask."""
     import optuna
 
     overrides = list(overrides or [])
     space, section = plan_search(config, overrides, list(params or []))
+    if metric is not None:
+        section = section.model_copy(update={"metric": metric})
     cfg = load_config(config, [*overrides, *registration(False)])  # as each trial
     trials = trials or section.trials
     study_name = study_name or f"{cfg.name}-tune"
@@ -156,8 +165,8 @@ def tune(config: str | None = None, overrides: list[str] | None = None,
         spec = {k: p.model_dump_json(exclude_none=True) for k, p in space.items()}
         parent = start_tune_run(cfg, flow_run.get_id(), study_name, spec, trials, storage,
                                 executor_name)
-        logger.info("tune: %d trials of study %r (%d there already) on %s", trials, study_name,
-                    len(study.trials), executor_name)
+        logger.info("tune: %d trials of study %r (%d there already) on %s, objective %s",
+                    trials, study_name, len(study.trials), executor_name, section.metric)
         run_cell = functools.partial(run_trial, config, overrides, parent, storage, study_name,
                                      section)
         with runs.ended(cfg, parent):
@@ -177,7 +186,7 @@ def tune(config: str | None = None, overrides: list[str] | None = None,
             run_url = log_tune_results(cfg, parent, summary.pop("trials_table"),
                                        summary["best"], summary.pop("files"))
     return {"config": cfg.name, "study": study_name, "storage": storage, "tune_run_id": parent,
-            "run_url": run_url, "trials": results, **summary}
+            "run_url": run_url, "objective": section.metric, "trials": results, **summary}
 
 
 def _trials_of(study_name: str, storage: str) -> list[Any]:
@@ -216,7 +225,8 @@ def _summarise(study, config: str | None, overrides: list[str], out: Path) -> di
 
 def run_tune(config: str | None, overrides: list[str], params: list[str], trials: int | None,
              study_name: str | None, storage: str | None, address: str | None = None,
-             workers: int | None = None, sequential: bool = False) -> dict[str, Any]:
+             workers: int | None = None, sequential: bool = False,
+             metric: str | None = None) -> dict[str, Any]:
     """The tune on a LocalCluster (default; as many trials at once as workers), the cluster at
     `address`, or sequentially."""
     from flows.sweep import on_runner, where
@@ -225,7 +235,7 @@ def run_tune(config: str | None, overrides: list[str], params: list[str], trials
     return on_runner(tune, address, workers, sequential)(
         config=config, overrides=overrides, params=params, trials=trials,
         study_name=study_name, storage=storage, parallel=parallel,
-        executor_name=where(address, workers, sequential))
+        executor_name=where(address, workers, sequential), metric=metric)
 
 
 def _cluster_workers(address: str | None) -> int:

@@ -50,7 +50,7 @@ def test_plan_search_checks_every_value_against_the_config(tmp_path):
     assert load_config(str(path)).name == "tuned"  # the section is no setting
 
 
-@pytest.mark.slow  # 8 trials through the real flow: ~80 s on a busy 2-core machine
+@pytest.mark.slow  # 9 trials through the real flow: ~100 s on a busy 2-core machine
 def test_tune_finds_the_better_rate_prunes_early_and_resumes(tmp_path, prefect_harness,
                                                              mlflow_db_template):
     import optuna
@@ -89,3 +89,17 @@ def test_tune_finds_the_better_rate_prunes_early_and_resumes(tmp_path, prefect_h
     study = optuna.load_study(study_name="prune", storage=result["storage"])
     assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
     assert study.trials[1].user_attrs["epochs_run"] == second[0]["epochs"]
+
+    # The robust objective: a trial's value is the mean of its robustness curves on the val
+    # rows, as its training stage logged it beside the lowest point and the clean accuracy.
+    robust = run_tune(str(config), [*overrides, "training.corruption_copies=1"],
+                      ["training.modality_dropout=float:0:0.4"], trials=1, study_name="robust",
+                      storage=None, sequential=True, metric="val_robust_mean")
+    assert robust["objective"] == "val_robust_mean"
+    [trial] = robust["trials"]
+    [stage] = client.search_runs(
+        [client.get_run(trial["run_id"]).info.experiment_id],
+        f"tags.{MLFLOW_PARENT_RUN_ID} = '{trial['run_id']}' and tags.stage = 'training'")
+    logged = stage.data.metrics
+    assert trial["value"] == logged["summary/val_robust_mean"]
+    assert logged["summary/val_robust_worst"] < trial["value"] < logged["summary/val_acc"]

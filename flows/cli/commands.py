@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the study to create or resume (default: <config name>-tune)")
     tune.add_argument("--storage", metavar="URL",
                       help="Optuna storage (default: sqlite in <run_dir>/tune/optuna.db)")
+    tune.add_argument("--objective", metavar="METRIC",
+                      help="what a trial maximises, on the val split: val_acc, "
+                           "val_acc_after_calibration, or for robustness val_robust_mean / "
+                           "val_robust_worst (mean / lowest point of the robustness curves); "
+                           "default: the config file's tune.metric, else val_acc")
     _cluster_args(tune)
     promote = sub.add_parser("promote", parents=[debug],
                              help="point the registered model's @champion at VERSION")
@@ -373,10 +378,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from mmcore.experiments.tuning import plan_search
+    from typing import get_args
+
+    from mmcore.experiments.tuning import Metric, plan_search
 
     if args.trials is not None and args.trials < 1:
         raise errors.UsageError("--trials: needs at least 1")
+    if args.objective is not None and args.objective not in get_args(Metric):
+        raise errors.UsageError(f"--objective: one of {', '.join(get_args(Metric))}, "
+                                f"not {args.objective!r}")
     if args.workers is not None and args.workers < 1:
         raise errors.UsageError("--workers: needs at least 1")
     plan_search(args.config, args.overrides, args.param)  # before any work
@@ -388,7 +398,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         errors.console_without_input_tracebacks()
     with environment.without_flow_heartbeats():
         result = run_tune(args.config, overrides, args.param, args.trials, args.study_name,
-                          args.storage, address, workers, sequential)
+                          args.storage, address, workers, sequential, args.objective)
     for trial in result["trials"]:
         value = f"{trial['value']:.4f}" if "value" in trial else "-"
         print(f"trial {trial['number']}: {trial['state']:<8} {value:<6}  epochs "

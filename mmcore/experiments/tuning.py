@@ -84,6 +84,10 @@ def _scalar(text: str) -> Any:
 
 
 Space = dict[str, Param]
+# What a trial's value is, all on the val split: its accuracy (at the kept epoch; after late
+# fusion's weights or the fallback are fitted), or its robustness curves' mean or lowest point
+# (`mmcore.stages.robustness_curves.val_robustness`: multimodal trials only).
+Metric = Literal["val_acc", "val_acc_after_calibration", "val_robust_mean", "val_robust_worst"]
 
 
 class TuneSection(BaseModel):
@@ -93,7 +97,7 @@ class TuneSection(BaseModel):
 
     params: dict[str, str] = {}
     trials: int = Field(20, ge=1)
-    metric: Literal["val_acc", "val_acc_after_calibration"] = "val_acc"
+    metric: Metric = "val_acc"
     # pruning: trials that must finish first, and epochs every trial runs before it may stop
     prune_after_trials: int = Field(2, ge=0)
     prune_warmup_epochs: int = Field(1, ge=0)

@@ -91,14 +91,17 @@ def _missing_accuracy(ev: _Evaluator, clean: dict[str, torch.Tensor], modality: 
 
 
 def robustness_curves(chain: torch.nn.Module, samples: Path, plan: dict[str, Any],
-                      labels: pd.Series, fallback: int, seed: int) -> pd.DataFrame:
-    """Accuracy per (test modality, corruption, level) on the test split.
+                      labels: pd.Series, fallback: int, seed: int,
+                      split: str = "test") -> pd.DataFrame:
+    """Accuracy per (test modality, corruption, level) on `split` (the test split; the val
+    split for a robust tuning objective: `val_robustness`).
 
-    `labels`: the test labels by sample id; `fallback`: the class predicted with no input left.
+    `labels`: the split's labels by sample id; `fallback`: the class predicted with no input
+    left.
     """
     meta = read_metadata(samples / "train.parquet")
     columns = sorted({COLUMN_CORRUPTERS[m][0] for m in plan["test"]})
-    table = pq.read_table(samples / "test.parquet", columns=["id", *columns])
+    table = pq.read_table(samples / f"{split}.parquet", columns=["id", *columns])
     truth = labels.loc[table.column("id").to_pylist()].to_numpy().astype(np.int64)
     ev = _Evaluator(chain.eval(), plan, meta)
     clean = {k: v for m in plan["test"] for k, v in ev.embed(m, table).items()}
@@ -118,6 +121,15 @@ def robustness_curves(chain: torch.nn.Module, samples: Path, plan: dict[str, Any
                     acc = float((preds == truth).mean())
                 rows.append((modality, name, index, level, acc))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def val_robustness(chain: torch.nn.Module, samples: Path, plan: dict[str, Any],
+                   labels: pd.Series, fallback: int, seed: int) -> dict[str, float]:
+    """The robustness curves on the val split, as `mmpipe tune`'s robust objectives (never a
+    test figure): `val_robust_mean`, the mean accuracy over every (modality, corruption, level)
+    point, and `val_robust_worst`, the lowest point. `labels`: the val labels by sample id."""
+    accuracy = robustness_curves(chain, samples, plan, labels, fallback, seed, "val")["accuracy"]
+    return {"val_robust_mean": float(accuracy.mean()), "val_robust_worst": float(accuracy.min())}
 
 
 def robustness_metrics(curves: pd.DataFrame) -> tuple[dict[str, list[float]], dict[str, float]]:
