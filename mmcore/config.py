@@ -202,10 +202,10 @@ class TrainingConfig(_Section):
     # shared space, the default (docs/decisions.md)
     fusion: Literal[FUSION_NAMES] = "late"
     hidden: int = Field(64, ge=2)
-    # Graceful fusion (docs/learning-modes.md; defaults from the measured search in
-    # docs/decisions.md). With this probability per training row, one modality is replaced by
-    # its missing embedding (zeros without one).
-    modality_dropout: float = Field(0.2, ge=0, lt=1)
+    # Graceful fusion (docs/learning-modes.md; defaults from the `mmpipe tune` search in
+    # docs/decisions.md, "Graceful fusion defaults"). With this probability per training row,
+    # one modality is replaced by its missing embedding (zeros without one).
+    modality_dropout: float = Field(0.27, ge=0, lt=1)
     # a learned stand-in for an absent modality and for a blank input (an empty image or text);
     # late fusion drops a blank modality's expert instead
     missing_embedding: bool = True
@@ -215,7 +215,7 @@ class TrainingConfig(_Section):
     confidence_gates: bool = True
     # corrupted copies of the train split added to it (one modality per row, a test-time
     # corruption of mmcore/robustness.py at a random level), embedded by the trained encoders
-    corruption_copies: int = Field(2, ge=0, le=10)
+    corruption_copies: int = Field(3, ge=0, le=10)
     epochs: int = Field(20, ge=1)
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(64, ge=1)
