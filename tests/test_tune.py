@@ -1,6 +1,7 @@
 """`mmpipe tune`: search spaces as data, and a real search (real Prefect flows, real MLflow
 SQLite store read back, the Optuna study read back from the run folder's SQLite) that finds the
-better of two learning rates, prunes a hopeless trial early and resumes."""
+better of two learning rates, prunes a hopeless trial early, resumes, and values a trial by its
+robustness on the val rows when asked to."""
 
 from __future__ import annotations
 
