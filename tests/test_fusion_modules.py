@@ -334,9 +334,11 @@ def test_projection_head_shape_and_pinned():
 # --- late fusion (the default): product of experts, weights fitted on val ------------------------
 
 def _late(dim: int = 4, n_classes: int = 3, hidden: int = 6) -> FusionClassifier:
+    """Late fusion's own arithmetic: without the confidence gates, which scale each expert
+    (tests/test_graceful_fusion.py)."""
     torch.manual_seed(0)
-    return build_classifier(TrainingConfig(fusion="late", hidden=hidden), ["text", "image"], dim,
-                            n_classes).eval()
+    cfg = TrainingConfig(fusion="late", hidden=hidden, confidence_gates=False)
+    return build_classifier(cfg, ["text", "image"], dim, n_classes).eval()
 
 
 def test_late_fusion_forward_is_weighted_sum_of_log_softmax(inputs):
