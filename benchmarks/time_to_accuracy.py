@@ -251,6 +251,7 @@ def image_targets(summary: dict) -> list[tuple[str, float | None, bool]]:
 def print_targets(rows: list[tuple[str, float | None, bool]]) -> None:
     print("\n== targets")
     print(f"| {'target':<62} | {'figure':>8} | met |")
+    print(f"| {'-' * 62} | {'-' * 8} | --- |")
     for target, figure, met in rows:
         print(f"| {target:<62} | {figure!s:>8} | {'yes' if met else 'NO'} |")
 
