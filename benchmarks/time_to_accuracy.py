@@ -102,8 +102,9 @@ def inference_ratio(run_dir: Path, passes: int) -> dict:
 
     from mmcore.config import FeaturesConfig
     from mmcore.io.parquet import read_metadata
+    from mmcore.io.partitions import run_inline
     from mmcore.modalities.encoder_classifier import EncoderClassifier
-    from mmcore.stages.feature_extraction import EMBED_ROWS, embed_splits
+    from mmcore.stages.feature_extraction import EMBED_ROWS, PART_ROWS, embed_splits
     from mmcore.training.batches import sample_decoder
 
     samples = max((run_dir / "stages" / "preprocessing").glob("*/train.parquet"),
@@ -120,14 +121,17 @@ def inference_ratio(run_dir: Path, passes: int) -> dict:
     rows = len(images)
     timings: dict[str, list[float]] = {"bare": [], "embed_splits": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(passes):
+        for n in range(passes):
             start = time.perf_counter()
             with torch.no_grad():
                 for i in range(0, rows, EMBED_ROWS):
                     model.embed({"image": images[i:i + EMBED_ROWS]}).numpy()
             timings["bare"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            embed_splits(model, samples, Path(tmp) / "image.parquet", meta, {})
+            out = Path(tmp) / str(n)  # embed_splits writes the weights and a dataset folder
+            out.mkdir()
+            embed_splits(model, samples, out, meta, FeaturesConfig(), {},
+                         run_inline(out), PART_ROWS)
             timings["embed_splits"].append(time.perf_counter() - start)
     bare, piped = (statistics.median(timings[k]) for k in ("bare", "embed_splits"))
     out = {"rows": rows, "bare_rows_per_s": round(rows / bare), "embed_splits_rows_per_s":
