@@ -151,10 +151,13 @@ class FeaturesConfig(_Section):
     text_encoder: Literal["gru", "cnn", "bag", "nbbag"] = "gru"
     text_embedding: int = Field(32, ge=2)
     text_hidden: int = Field(64, ge=2)
-    # "auto": enough epochs for about `auto_steps` optimizer steps, within [3, 20]
+    # "auto": enough epochs for about `image_auto_steps` (images) or `auto_steps` (text)
+    # optimizer steps, within [3, 20]
     image_epochs: int | Literal["auto"] = Field("auto")
     text_epochs: int | Literal["auto"] = Field("auto")
     auto_steps: int = Field(1500, ge=1)
+    # 28x28 images need more steps than text to converge (docs/decisions.md, issue 19 item 5)
+    image_auto_steps: int = Field(3500, ge=1)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     patience: int | None = Field(None, ge=1)  # stop after this many epochs without a better val
     lr: float = Field(2e-3, gt=0)
@@ -173,12 +176,13 @@ class FeaturesConfig(_Section):
             raise ValueError("must be >= 1 or 'auto'")
         return value
 
-    def resolve_epochs(self, epochs: int | str, steps_per_epoch: int) -> int:
-        """An epochs setting as a count: `auto` = ceil(auto_steps / steps_per_epoch), kept
-        within [3, 20], so large data trains few epochs and small data enough steps."""
+    def resolve_epochs(self, epochs: int | str, steps_per_epoch: int, budget: int) -> int:
+        """An epochs setting as a count: `auto` = ceil(budget / steps_per_epoch) for the
+        modality's step budget, kept within [3, 20], so large data trains few epochs and small
+        data enough steps."""
         if epochs != "auto":
             return int(epochs)
-        return min(max(-(-self.auto_steps // max(steps_per_epoch, 1)), 3), 20)
+        return min(max(-(-budget // max(steps_per_epoch, 1)), 3), 20)
 
 
 class SharedSpaceConfig(_Section):

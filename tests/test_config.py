@@ -202,3 +202,22 @@ def test_old_and_new_section_together_is_an_error_naming_both(tmp_path):
     path.write_text("fusion:\n  loss: infonce\nshared_space:\n  loss: l2\n")
     with pytest.raises(ConfigError, match="'fusion' and 'shared_space' are the same section"):
         load_config(path)
+
+
+def test_auto_epochs_follow_each_modality_step_budget():
+    """28x28 images get their own, larger step budget; text keeps `auto_steps`; small data is
+    capped at 20 epochs and large data gets at least 3."""
+    from mmcore.config import FeaturesConfig
+    from mmcore.modalities import MODALITIES
+
+    cfg = FeaturesConfig(auto_steps=1500, image_auto_steps=3500)
+    image, text = MODALITIES["image"], MODALITIES["text"]
+
+    def epochs(spec, steps_per_epoch):
+        return cfg.resolve_epochs(spec.epochs(cfg), steps_per_epoch, spec.step_budget(cfg))
+
+    assert epochs(image, 797) == 5  # MNIST-size: 797 batches of 64, ceil(3500 / 797)
+    assert epochs(text, 797) == 3  # ceil(1500 / 797) = 2, raised to the minimum
+    assert epochs(image, 18) == epochs(text, 18) == 20  # the built-in digits
+    assert epochs(image, 5000) == 3
+    assert FeaturesConfig(image_epochs=4).resolve_epochs(4, 797, 3500) == 4

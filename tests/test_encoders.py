@@ -14,7 +14,7 @@ def _reinit(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     with torch.no_grad():
         for param in model.parameters():
-            param.copy_(torch.randn_like(param) * 0.2)
+            param.copy_(torch.randn(param.shape) * 0.2)  # drawn in logical order: any layout
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.reset_running_stats()
@@ -59,6 +59,19 @@ def test_image_cnn_eval_is_per_sample():
     x = torch.randn(4, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(model(x)[1:2], model(x[1:2]))
+
+
+def test_image_cnn_runs_channels_last_with_the_same_results_as_nchw():
+    """Channels-last is a layout, not a model: NCHW weights load into it and give the same
+    embeddings (to float rounding), so saved encoders keep working."""
+    nchw = _reinit(ImageCNN((1, 28, 28), dim=8, channels=4, channels_last=False)).eval()
+    fast = ImageCNN((1, 28, 28), dim=8, channels=4).eval()
+    fast.load_state_dict(nchw.state_dict())
+    conv = fast.features[1][0].weight  # 4 channels in (with 1, both layouts coincide)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), nchw(x), rtol=1e-4, atol=1e-5)
 
 
 def _gru() -> TextGRU:

@@ -21,6 +21,10 @@ class Modality(Protocol):
         """How long its encoder trains: a count, or "auto" (`FeaturesConfig.resolve_epochs`)."""
         ...
 
+    def step_budget(self, cfg: FeaturesConfig) -> int:
+        """The optimizer steps that `auto` epochs aim for."""
+        ...
+
     def build_encoder(self, cfg: FeaturesConfig, meta: dict[str, Any]) -> nn.Module:
         """The encoder: model inputs -> (B, encoder.dim). `meta`: the samples' metadata."""
         ...

@@ -36,6 +36,9 @@ class ImageModality:
     def epochs(self, cfg: FeaturesConfig) -> int | str:
         return cfg.image_epochs
 
+    def step_budget(self, cfg: FeaturesConfig) -> int:
+        return cfg.image_auto_steps
+
     def build_encoder(self, cfg: FeaturesConfig, meta: dict[str, Any]) -> nn.Module:
         return ImageCNN(tuple(meta["image_shape"]), cfg.image_dim, cfg.image_channels,
                         cfg.dropout, None if cfg.image_convs == "auto" else cfg.image_convs)

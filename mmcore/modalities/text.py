@@ -24,6 +24,9 @@ class TextModality:
     def epochs(self, cfg: FeaturesConfig) -> int | str:
         return cfg.text_epochs
 
+    def step_budget(self, cfg: FeaturesConfig) -> int:
+        return cfg.auto_steps
+
     def build_encoder(self, cfg: FeaturesConfig, meta: dict[str, Any]) -> nn.Module:
         return TEXT_ENCODERS[cfg.text_encoder](meta["vocab_size"], cfg.text_dim,
                                                cfg.text_embedding, cfg.text_hidden, cfg.dropout)

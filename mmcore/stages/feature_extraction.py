@@ -95,7 +95,8 @@ def train_encoder(modality: str, samples: Path, cfg: FeaturesConfig, seed: int,
     prime = getattr(model.encoder, "prime", None)
     if prime is not None:  # statistics of the labelled train split (text_nbbag.py)
         prime(train(0), len(meta["class_names"]))
-    epochs = cfg.resolve_epochs(MODALITIES[modality].epochs(cfg), len(train))
+    spec = MODALITIES[modality]
+    epochs = cfg.resolve_epochs(spec.epochs(cfg), len(train), spec.step_budget(cfg))
     fit(model, train, classification_loss, epochs=epochs, lr=cfg.lr, evaluate=evaluate,
         select_best="val_acc", device=device,
         schedule=cfg.schedule, patience=cfg.patience, loss_name="nll",

@@ -143,7 +143,8 @@ def train_paired_encoder(modality: str, samples: Path, teacher: dict[str, Any],
         return loss(m(batch), batch["target"]), {"count": len(batch["target"])}
 
     # The same schedule as the labelled encoders (mmcore.stages.feature_extraction).
-    epochs = cfg.resolve_epochs(MODALITIES[modality].epochs(cfg), len(train))
+    spec = MODALITIES[modality]
+    epochs = cfg.resolve_epochs(spec.epochs(cfg), len(train), spec.step_budget(cfg))
     fit(model, train, pair_loss, epochs=epochs, lr=cfg.lr, evaluate=evaluate,
         select_best="val_pair_score", device=device, schedule=cfg.schedule,
         patience=cfg.patience, loss_name=f"pair_{cfg.distill}",
