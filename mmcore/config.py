@@ -217,10 +217,22 @@ class TrainingConfig(_Section):
     epochs: int = Field(20, ge=1)
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(64, ge=1)
+    # Train the classifier together with its encoders and projections, end to end from the raw
+    # train samples (`mmcore/finetune.py`), not on frozen embeddings: those of the train split
+    # are the ones its encoder memorised (docs/decisions.md, "Text encoder for reviews").
+    # Labelled encoders only (not cross_modal); no corrupted copies, no batch window.
+    finetune: bool = False
     model_name: str = "mmpipe-classifier"
     register_model: bool = True
     # batched data (docs/batches.md): train on every batch, or on the newest N ("last N")
     window: str = Field("all", pattern=r"^(all|last [1-9][0-9]*)$")
+
+    @model_validator(mode="after")
+    def _finetune_labelled(self) -> TrainingConfig:
+        if self.finetune and self.mode == "cross_modal":
+            raise ValueError("training.finetune=true cannot train cross_modal: its test side was "
+                             "fitted label-free onto the train side's frozen space")
+        return self
 
     def window_batches(self, batches: list[str]) -> list[str]:
         """The batches (names, in order) that `window` covers."""
