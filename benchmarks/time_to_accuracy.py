@@ -45,7 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
-TEXT_CONFIG = "configs/imdb.yaml"  # the defaults for review-like data (training.finetune)
+TEXT_CONFIG = "configs/imdb.yaml"  # the defaults for review-like data
 sys.path.insert(0, str(HERE))
 
 

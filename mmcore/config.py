@@ -146,9 +146,9 @@ class FeaturesConfig(_Section):
     image_channels: int = Field(32, ge=1)  # width of the first conv block
     # 3x3 convolutions per block; auto: two in all (docs/decisions.md)
     image_convs: int | Literal["auto"] = "auto"
-    # gru (the default RNN), cnn (1-D convolutions, max over time), bag (n-gram embeddings) or
-    # nbbag (n-gram embeddings weighted by Naive-Bayes ratios: review-like data)
-    text_encoder: Literal["gru", "cnn", "bag", "nbbag"] = "gru"
+    # nbbag (the default: n-gram embeddings weighted by Naive-Bayes ratios; docs/decisions.md),
+    # gru (a bidirectional RNN), cnn (1-D convolutions, max over time), bag (n-gram embeddings)
+    text_encoder: Literal["gru", "cnn", "bag", "nbbag"] = "nbbag"
     text_embedding: int = Field(32, ge=2)
     text_hidden: int = Field(64, ge=2)
     # "auto": enough epochs for about `auto_steps` optimizer steps, within [3, 20]
