@@ -31,9 +31,8 @@ from mmcore.inference import InferenceChain
 from mmcore.io.parquet import embedding_array, read_embeddings, read_metadata, write_table
 from mmcore.losses import classification_loss, classification_loss_name
 from mmcore.modalities import MODALITIES
+from mmcore.stages.feature_extraction import EMBED_ROWS
 from mmcore.training import ParquetBatches, fit, resolve_device, seed_everything, to_device
-
-EMBED_ROWS = 1024
 
 
 def _decoder(modalities: list[str], meta: dict[str, Any]):
