@@ -16,18 +16,23 @@ converts the real MNIST, fashion_mnist.py Fashion-MNIST):
   - inference: embedding every split as feature extraction does (`embed_splits`: Parquet in,
     Parquet out) against a bare `torch.no_grad()` loop over the same rows held in memory, with
     the pipeline's trained encoder (target: >= 0.9x the bare loop's rows/s).
-Text (`--reviews DIR`, an aclImdb-layout folder; see movie_reviews.py):
-  - TF-IDF + logistic regression (`tfidf_baseline.py`): its test accuracy is the target;
+Text (`--reviews DIR [DIR ...]`, aclImdb-layout folders, e.g. movie_reviews.py's snippets and
+reviews; `--max-tokens` and `--text-lr` take one value for all or one per folder):
+  - TF-IDF + logistic regression (`tfidf_baseline.py`);
   - plain text reference: `plain_text.py` with the pipeline's text encoder;
-  - pipeline: `mmpipe run` on the folder (text only), wall time and test accuracy.
+  - pipeline: `mmpipe run --config configs/imdb.yaml` on the folder (text only), wall time and
+    test accuracy;
+  - targets (issue 19), per folder: pipeline >= TF-IDF + 1 point, and pipeline no more than 0.5
+    points below the plain loop's best epoch.
 
 Everything runs one after the other, --repeats times, interleaved, so the machine's noise hits
-each alike; the medians and the per-repeat ratios are printed and written to --json.
+each alike; the medians and the per-repeat ratios are printed and written to --json, and last a
+table of every target beside its figure (medians over repeats).
 
-Usage: python benchmarks/time_to_accuracy.py [--mnist DIR] [--fashion DIR] [--reviews DIR]
-           [--repeats 1] [--ref-epochs 3] [--no-plain-encoder] [--inference-passes 3]
-           [--text-encoder bag]
-           [--text-epochs 6] [--max-tokens 400] [--text-lr 0.003] [--set key=value ...]
+Usage: python benchmarks/time_to_accuracy.py [--mnist DIR] [--fashion DIR]
+           [--reviews DIR [DIR ...]] [--repeats 1] [--ref-epochs 3] [--no-plain-encoder]
+           [--inference-passes 3] [--text-encoder bag] [--text-epochs 6]
+           [--max-tokens 400 [N ...]] [--text-lr 0.003 [LR ...]] [--set key=value ...]
            [--json FILE]
 """
 
@@ -45,6 +50,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
+TEXT_CONFIG = "configs/imdb.yaml"  # the defaults for review-like data
 sys.path.insert(0, str(HERE))
 # Per image data set: the reference's accuracy its time is taken to, and the pipeline's targets
 # (issue 10 for MNIST's ratio, issue 19 item 5 for the rest).
@@ -61,13 +67,14 @@ def _python(script: str, *args: str) -> dict:
         return json.loads(Path(out.name).read_text())
 
 
-def _mmpipe(overrides: list[str], run_dir: Path) -> dict:
+def _mmpipe(overrides: list[str], run_dir: Path, config: str | None = None) -> dict:
     """`mmpipe run` in a fresh process: wall seconds, test accuracy, stage times."""
     from real_mnist import read_back
 
     mmpipe = str(Path(sys.executable).with_name("mmpipe"))
-    cmd = [mmpipe, "run", *[a for o in overrides for a in ("--set", o)]]
-    print("$ mmpipe run", " ".join(f"--set {o}" for o in overrides), flush=True)
+    given = ["--config", config] if config else []
+    cmd = [mmpipe, "run", *given, *[a for o in overrides for a in ("--set", o)]]
+    print("$ mmpipe run", *given, " ".join(f"--set {o}" for o in overrides), flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -178,8 +185,14 @@ def image_round(name: str, data: Path, work: Path, args: argparse.Namespace,
             "reference_time_s": ref_t, "reference_acc": ref_acc}
 
 
-def text_round(data: Path, work: Path, args: argparse.Namespace, repeat: int) -> dict:
-    run_dir = work / f"text-{repeat}"
+def corpus_name(data: Path) -> str:
+    """A text folder's name in the tables: `reviews` for .../reviews/aclImdb or .../reviews."""
+    return data.parent.name if data.name == "aclImdb" else data.name
+
+
+def text_round(data: Path, work: Path, args: argparse.Namespace, repeat: int, max_tokens: int,
+               lr: float) -> dict:
+    run_dir = work / f"text-{corpus_name(data)}-{repeat}"
     run_dir.mkdir(parents=True, exist_ok=True)
     server_s = _server(run_dir, "start")
     try:
@@ -187,11 +200,11 @@ def text_round(data: Path, work: Path, args: argparse.Namespace, repeat: int) ->
         target = tfidf["test_acc"]
         plain = _python("plain_text.py", "--data", str(data), "--encoder", args.text_encoder,
                         "--epochs", str(args.text_epochs), "--max-tokens",
-                        str(args.max_tokens), "--lr", str(args.text_lr), "--target", str(target))
-        pipe = _mmpipe(["data.source=imdb", f"data.path={data}", "name=time-to-accuracy-text",
-                        f"run_dir={run_dir}", f"data.max_text_tokens={args.max_tokens}",
+                        str(max_tokens), "--lr", str(lr), "--target", str(target))
+        pipe = _mmpipe([f"data.path={data}", "name=time-to-accuracy-text",
+                        f"run_dir={run_dir}", f"data.max_text_tokens={max_tokens}",
                         f"features.text_encoder={args.text_encoder}",
-                        f"features.lr={args.text_lr}", *args.extra], run_dir)
+                        f"features.lr={lr}", *args.extra], run_dir, TEXT_CONFIG)
     finally:
         _server(run_dir, "stop")
     plain_t = plain["time_to_target"]
@@ -224,9 +237,8 @@ def summary(rounds: dict[str, list[dict]]) -> dict:
                     [x["plain_pipeline_encoder"]["final_test_acc"] for x in r
                      if x["plain_pipeline_encoder"]]),
                 "inference_ratio": _median([x["inference"]["ratio"] for x in r])}
-    if rounds.get("text"):
-        r = rounds["text"]
-        out["text"] = {
+    for corpus, r in rounds.get("text", {}).items():
+        out[f"text {corpus}"] = {
             "tfidf_test_acc": _median([x["tfidf"]["test_acc"] for x in r]),
             "pipeline_test_acc": _median([x["pipeline"]["test_acc"] for x in r]),
             "plain_text_best_acc": _median([x["plain_text"]["best_test_acc"] for x in r]),
@@ -235,29 +247,62 @@ def summary(rounds: dict[str, list[dict]]) -> dict:
     return out
 
 
-def image_targets(summary: dict) -> list[tuple[str, float | None, bool]]:
-    """(target, figure, met) for every image target whose data set was run."""
+def target(name: str, figure: float | None, goal: float, at_least: bool = True) -> dict:
+    """One target beside its figure: met when the figure is >= goal (or <= with at_least
+    False); None (not met) when there is no figure."""
+    met = figure is not None and (figure >= goal if at_least else figure <= goal)
+    return {"target": f"{name} {'>=' if at_least else '<='} {goal:.4f}", "figure": figure,
+            "met": met}
+
+
+def image_targets(summary: dict) -> list[dict]:
+    """Issue 10 and issue 19 item 5, per image data set that was run: the pipeline's test
+    accuracy, its wall time over the reference's time to its accuracy, and inference."""
     rows = []
-    for name, targets in IMAGE_SETS.items():
+    for name, goals in IMAGE_SETS.items():
         if name in summary:
             got = summary[name]
-            acc, ratio = got["pipeline_test_acc"], got["ratio_pipeline_over_reference"]
             rows += [
-                (f"{name}: pipeline test accuracy >= {targets['test_acc']}", acc,
-                 acc is not None and acc >= targets["test_acc"]),
-                (f"{name}: pipeline wall / reference time to {got['reference_acc']} <= "
-                 f"{targets['ratio']}", ratio, ratio is not None and ratio <= targets["ratio"]),
-                (f"{name}: inference embed_splits / bare loop >= 0.9", got["inference_ratio"],
-                 got["inference_ratio"] is not None and got["inference_ratio"] >= 0.9)]
+                target(f"{name}: pipeline test accuracy", got["pipeline_test_acc"],
+                       goals["test_acc"]),
+                target(f"{name}: pipeline wall / reference time to {got['reference_acc']}",
+                       got["ratio_pipeline_over_reference"], goals["ratio"], at_least=False),
+                target(f"{name}: inference embed_splits / bare loop", got["inference_ratio"],
+                       0.9)]
     return rows
 
 
-def print_targets(rows: list[tuple[str, float | None, bool]]) -> None:
+def print_targets(rows: list[dict]) -> None:
+    """The targets table: target, figure, met or not."""
+    if not rows:
+        return
     print("\n== targets")
-    print(f"| {'target':<62} | {'figure':>8} | met |")
-    print(f"| {'-' * 62} | {'-' * 8} | --- |")
-    for target, figure, met in rows:
-        print(f"| {target:<62} | {figure!s:>8} | {'yes' if met else 'NO'} |")
+    width = max(len(r["target"]) for r in rows)
+    for r in rows:
+        figure = "-" if r["figure"] is None else f"{r['figure']:.4f}"
+        print(f"  {r['target']:<{width}}  {figure:>8}  {'met' if r['met'] else 'NOT MET'}")
+
+
+def text_targets(summary: dict) -> list[dict]:
+    """Issue 19, per text folder: the pipeline >= TF-IDF + 1 point, and no more than 0.5 points
+    below its own plain loop's best epoch."""
+    rows = []
+    for key, s in summary.items():
+        if not key.startswith("text ") or s["pipeline_test_acc"] is None:
+            continue
+        pipe = s["pipeline_test_acc"]
+        rows.append(target(f"{key}: pipeline accuracy (TF-IDF {s['tfidf_test_acc']:.4f} + 0.01)",
+                           pipe, s["tfidf_test_acc"] + 0.01))
+        rows.append(target(f"{key}: pipeline - plain loop's best ({s['plain_text_best_acc']:.4f})",
+                           round(pipe - s["plain_text_best_acc"], 4), -0.005))
+    return rows
+
+
+def _per_folder(values: list, folders: list[Path], name: str) -> list:
+    """A per-folder option: one value for every folder, or one each."""
+    if len(values) not in (1, len(folders)):
+        sys.exit(f"{name}: give one value, or one per --reviews folder ({len(folders)})")
+    return values * len(folders) if len(values) == 1 else values
 
 
 def main() -> None:
@@ -266,15 +311,18 @@ def main() -> None:
     parser.add_argument("--fashion", type=Path, help="the same, of Fashion-MNIST")
     parser.add_argument("--no-plain-encoder", action="store_true",
                         help="skip the pipeline's encoder in the plain loop (one training less)")
-    parser.add_argument("--reviews", type=Path, help="aclImdb-layout folder (or its parent)")
+    parser.add_argument("--reviews", type=Path, nargs="+", default=[],
+                        help="aclImdb-layout folders (or their parents)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--inference-passes", type=int, default=3,
                         help="alternating passes of each inference loop (medians)")
     parser.add_argument("--ref-epochs", type=int, default=3)
     parser.add_argument("--text-encoder", default="bag", choices=["gru", "cnn", "bag", "nbbag"])
     parser.add_argument("--text-epochs", type=int, default=6)
-    parser.add_argument("--max-tokens", type=int, default=400)
-    parser.add_argument("--text-lr", type=float, default=0.003, help="plain text and pipeline")
+    parser.add_argument("--max-tokens", type=int, nargs="+", default=[400],
+                        help="one for all --reviews folders, or one each")
+    parser.add_argument("--text-lr", type=float, nargs="+", default=[0.003],
+                        help="plain text and pipeline; one for all folders, or one each")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "time-to-accuracy")
     parser.add_argument("--set", dest="extra", action="append", default=[],
                         metavar="KEY=VALUE", help="more config overrides for mmpipe run")
@@ -284,18 +332,24 @@ def main() -> None:
     if not images and not args.reviews:
         parser.error("give --mnist DIR, --fashion DIR and/or --reviews DIR")
     work = args.work.resolve()
-    rounds: dict[str, list[dict]] = {name: [] for name in [*IMAGE_SETS, "text"]}
+    texts = list(zip([d.resolve() for d in args.reviews],
+                     _per_folder(args.max_tokens, args.reviews, "--max-tokens"),
+                     _per_folder(args.text_lr, args.reviews, "--text-lr"), strict=True))
+    rounds: dict = {**{name: [] for name in IMAGE_SETS},
+                    "text": {corpus_name(d): [] for d, _, _ in texts}}
     for repeat in range(args.repeats):
         for name, folder in images.items():
             print(f"== image ({name}), repeat {repeat + 1}/{args.repeats}", flush=True)
             rounds[name].append(image_round(name, folder.resolve(), work, args, repeat))
-        if args.reviews:
-            print(f"== text, repeat {repeat + 1}/{args.repeats}", flush=True)
-            rounds["text"].append(text_round(args.reviews.resolve(), work, args, repeat))
+        for data, max_tokens, lr in texts:
+            print(f"== text {corpus_name(data)}, repeat {repeat + 1}/{args.repeats}", flush=True)
+            rounds["text"][corpus_name(data)].append(
+                text_round(data, work, args, repeat, max_tokens, lr))
     result = {"summary": summary(rounds), "rounds": rounds, "argv": sys.argv[1:]}
     print("\n== summary (medians over repeats)")
     print(json.dumps(result["summary"], indent=1))
-    print_targets(image_targets(result["summary"]))
+    result["targets"] = image_targets(result["summary"]) + text_targets(result["summary"])
+    print_targets(result["targets"])
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
 

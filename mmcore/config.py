@@ -146,9 +146,9 @@ class FeaturesConfig(_Section):
     image_channels: int = Field(32, ge=1)  # width of the first conv block
     # 3x3 convolutions per block; auto: two in all (docs/decisions.md)
     image_convs: int | Literal["auto"] = "auto"
-    # gru (the default RNN), cnn (1-D convolutions, max over time), bag (n-gram embeddings) or
-    # nbbag (n-gram embeddings weighted by Naive-Bayes ratios: review-like data)
-    text_encoder: Literal["gru", "cnn", "bag", "nbbag"] = "gru"
+    # nbbag (the default: n-gram embeddings weighted by Naive-Bayes ratios; docs/decisions.md),
+    # gru (a bidirectional RNN), cnn (1-D convolutions, max over time), bag (n-gram embeddings)
+    text_encoder: Literal["gru", "cnn", "bag", "nbbag"] = "nbbag"
     text_embedding: int = Field(32, ge=2)
     text_hidden: int = Field(64, ge=2)
     # "auto": enough epochs for about `image_auto_steps` (images) or `auto_steps` (text)
@@ -223,10 +223,22 @@ class TrainingConfig(_Section):
     epochs: int = Field(20, ge=1)
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(64, ge=1)
+    # Train the classifier together with its encoders and projections, end to end from the raw
+    # train samples (`mmcore/finetune.py`), not on frozen embeddings: those of the train split
+    # are the ones its encoder memorised (docs/decisions.md, "Text encoder for reviews").
+    # Labelled encoders only (not cross_modal); no corrupted copies, no batch window.
+    finetune: bool = False
     model_name: str = "mmpipe-classifier"
     register_model: bool = True
     # batched data (docs/batches.md): train on every batch, or on the newest N ("last N")
     window: str = Field("all", pattern=r"^(all|last [1-9][0-9]*)$")
+
+    @model_validator(mode="after")
+    def _finetune_labelled(self) -> TrainingConfig:
+        if self.finetune and self.mode == "cross_modal":
+            raise ValueError("training.finetune=true cannot train cross_modal: its test side was "
+                             "fitted label-free onto the train side's frozen space")
+        return self
 
     def window_batches(self, batches: list[str]) -> list[str]:
         """The batches (names, in order) that `window` covers."""

@@ -59,9 +59,10 @@ class InferenceChain(nn.Module):
                 "shared_dim": head["dim"], "plan": head["plan"], "training": head["training"]}
         chain = cls(spec)
         for m, enc in chain.encoders.items():
-            load_encoder(enc, features / f"encoder_{m}.pt")
+            load_encoder(enc, _tuned(training, features, f"encoder_{m}.pt"))
         if chain.space is not None:
-            chain.space.load_state_dict(torch.load(fusion / "projections.pt", weights_only=True))
+            chain.space.load_state_dict(torch.load(_tuned(training, fusion, "projections.pt"),
+                                                   weights_only=True))
         chain.classifier.load_state_dict(torch.load(training / "classifier.pt",
                                                     weights_only=True))
         return chain.eval()
@@ -108,10 +109,27 @@ class InferenceChain(nn.Module):
     def embed(self, modality: str, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{modality: its shared embeddings, `blank.<modality>`: its blank rows} of a batch of
         model inputs (the classifier's input; `mmcore.fusion.fusion_classifier`)."""
+        return self._shared(modality, batch)
+
+    def _shared(self, modality: str, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         z = self.encoders[modality].embed(batch)
         if self.space is not None:
             z = self.space.heads[modality](z)
         return {modality: z, BLANK + modality: MODALITIES[modality].blank(batch)}
+
+    def trained_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The classifier's input for a batch of model inputs of the modalities it was trained
+        on (every modality's columns in one dict), with gradients: what fine-tuning trains
+        through (`mmcore.finetune`)."""
+        return {k: v for m in self.spec["plan"]["train"] for k, v in self._shared(m, batch).items()}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.classifier(self.trained_inputs(batch))
+
+    def loss(self, batch: dict[str, torch.Tensor], labels: torch.Tensor,
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classifier's training loss, through the encoders (`classification_loss`)."""
+        return self.classifier.loss(self.trained_inputs(batch), labels)
 
     def as_trained(self, embedded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Embeddings keyed by test modality -> keyed by the modality the classifier was
@@ -123,3 +141,9 @@ class InferenceChain(nn.Module):
                 if prefix + test in embedded:
                     out[prefix + train] = embedded[prefix + test]
         return out
+
+
+def _tuned(training: Path, stage: Path, name: str) -> Path:
+    """A weights file: the training stage's fine-tuned copy (`training.finetune`) if it wrote
+    one, else the stage's own."""
+    return training / name if (training / name).exists() else stage / name

@@ -32,6 +32,12 @@ Augment = Callable[[dict[str, dict[str, Any]], np.ndarray, int, int], dict[str, 
 # runs the whole pipeline (a `mmpipe tune` trial) follows the val curve, and stops a hopeless
 # trial by raising. Stopping must raise, never end training early: the stage's output would
 # then be cached as if all its epochs had run.
+# (on_epoch) -> (classifier, shared embeddings, epoch records): the classifier that
+# `classifier.pt` holds, trained together with its encoders (`mmcore.finetune.finetune_chain`
+# with the run's folders filled in), and the shared embeddings re-embedded by them
+Finetune = Callable[[Callable[[int, dict[str, float]], None] | None],
+                    tuple[torch.nn.Module, dict[str, dict[str, Any]], list[dict[str, float]]]]
+
 EPOCH_LISTENER: ContextVar[Callable[[int, dict[str, float]], None] | None] = ContextVar(
     "EPOCH_LISTENER", default=None)
 
@@ -88,13 +94,16 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
                  on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                  device: str = "cpu", window: set[str] | None = None,
                  batches: list[str] | None = None, augment: Augment | None = None,
-                 ) -> dict[str, Any]:
+                 finetune: Finetune | None = None) -> dict[str, Any]:
     """Train the mode's classifier; write `classifier.pt` and `classifier.json`. Batched data:
     `window`, the ids of the rows the training window covers (all rows if None), and `batches`,
     the batches it covers (recorded in `classifier.json`). A multimodal classifier trains on
     `cfg.corruption_copies` corrupted copies of the train split too, made by `augment`; its
-    confidence gates are fitted on them first (`_fit_gates`)."""
+    confidence gates are fitted on them first (`_fit_gates`). With `cfg.finetune`, `finetune`
+    trains it together with its encoders instead, from the samples."""
     plan = mode_plan(cfg, modalities)
+    if cfg.finetune:
+        _can_finetune(cfg, plan, finetune, window)
     shared = load_shared(shared_dir, modalities)
     if window is not None:
         set_aside(shared, window)
@@ -120,12 +129,19 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
                                             torch.from_numpy(labels)).item()
         return {"val_nll": loss, "val_acc": float((probs.argmax(1) == labels).mean())}
 
-    if getattr(model, "confidence", None) is not None:
-        _fit_gates(model, arrays, cfg, seed, device)
-    history = fit(model, ArrayBatches(arrays, cfg.batch_size, seed=seed), classification_loss,
-                  epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate, select_best="val_acc",
-                  on_epoch_end=_with_listener(on_epoch), device=resolve_device(device),
-                  loss_name=classification_loss_name(model))
+    spec = {"plan": plan, "dim": dim, "n_classes": n_classes,
+            "training": cfg.model_dump(mode="json"), "training_batches": batches}
+    if cfg.finetune:  # the fresh classifier, trained together with its encoders instead
+        _save(model, spec, out_dir)
+        model, shared, history = finetune(_with_listener(on_epoch))
+        first = shared[modalities[0]]
+    else:
+        if getattr(model, "confidence", None) is not None:
+            _fit_gates(model, arrays, cfg, seed, device)
+        history = fit(model, ArrayBatches(arrays, cfg.batch_size, seed=seed),
+                      classification_loss, epochs=cfg.epochs, lr=cfg.lr, evaluate=evaluate,
+                      select_best="val_acc", on_epoch_end=_with_listener(on_epoch),
+                      device=resolve_device(device), loss_name=classification_loss_name(model))
     # `val_acc`: the kept (best) epoch's, as on the val curve. Late fusion then fits the
     # modalities' weights on the same val split: the accuracy after that says so in its name.
     probs, labels = predict_proba(model, shared, plan, "val", use=plan["train"])
@@ -139,10 +155,7 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
     if weights:  # something was fitted on val: its accuracy there is no longer a fair check
         probs, labels = predict_proba(model, shared, plan, "val", use=plan["train"])
         val["val_acc_after_calibration"] = float((probs.argmax(1) == labels).mean())
-    torch.save(model.cpu().state_dict(), out_dir / "classifier.pt")
-    spec = {"plan": plan, "dim": dim, "n_classes": n_classes,
-            "training": cfg.model_dump(mode="json"), "training_batches": batches}
-    write_json(out_dir / "classifier.json", spec)
+    _save(model, spec, out_dir)
     return {"plan": plan, "history": history, "val": val, "fusion_weights": weights}
 
 
@@ -155,6 +168,27 @@ def _fit_gates(model: torch.nn.Module, arrays: dict[str, np.ndarray], cfg: Train
         lambda _, batch: (model.gate_loss(batch), {"count": len(batch["label"])}),
         epochs=cfg.epochs, lr=GATE_LR, device=resolve_device(device), loss_name="gate_bce")
     model.confidence.requires_grad_(False)
+
+
+def _can_finetune(cfg: TrainingConfig, plan: dict[str, Any], finetune: Finetune | None,
+                  window: set[str] | None) -> None:
+    """Fine-tuning reads every train sample and trains on them alone: say so rather than drop
+    a setting that would have changed what the classifier learns."""
+    if finetune is None:
+        raise ValueError("training.finetune=true: no fine-tuning given (the run's samples and "
+                         "encoders)")
+    if window is not None:
+        raise ValueError("training.finetune=true trains on every train sample; it cannot train "
+                         "on a window of batches (set training.window=all)")
+    if cfg.corruption_copies and plan["mode"] == "multimodal":
+        raise ValueError("training.finetune=true trains on the clean samples; corrupted copies "
+                         "are embeddings of the frozen encoders (set training.corruption_copies=0)")
+
+
+def _save(model: torch.nn.Module, spec: dict[str, Any], out_dir: Path) -> None:
+    torch.save(model.cpu().state_dict(), out_dir / "classifier.pt")
+    write_json(out_dir / "classifier.json", spec)
+
 
 
 def _with_listener(on_epoch: Callable[[int, dict[str, float]], None] | None):

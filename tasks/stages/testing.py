@@ -33,14 +33,17 @@ def testing_task(run: StageRun) -> dict:
     from mmcore.stages.testing import run_testing
 
     cfg, space = run.cfg, run.summary("shared_space")
+    # fine-tuned encoders (training.finetune) re-embedded the rows into the training folder
+    shared_dir = run.path("training" if run.summary("training").get("finetuned")
+                          else "shared_space")
     chain = None
     if cfg.testing.robustness:
         chain = InferenceChain.from_stage_dirs(
             run.path("preprocessing"), run.path("feature_extraction"), run.path("shared_space"),
             run.path("training"), cfg.features.model_dump(mode="json"))
     shared_rows = pq.ParquetFile(
-        run.path("shared_space") / f"shared_{space['modalities'][0]}.parquet").metadata.num_rows
-    result = run_testing(run.path("shared_space"), run.path("training"), space["modalities"],
+        shared_dir / f"shared_{space['modalities'][0]}.parquet").metadata.num_rows
+    result = run_testing(shared_dir, run.path("training"), space["modalities"],
                          space["class_names"], run.out, run.file_meta, chain=chain,
                          samples_dir=run.path("preprocessing"), seed=cfg.seed,
                          part_rows=cfg.data.batch_rows, map_parts=run.map_parts(shared_rows))

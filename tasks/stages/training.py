@@ -23,7 +23,8 @@ MODEL_CODE = "tasks.tracking.model_code"
 
 @stage_task(STAGE, reads={"shared_space": "training"})
 def training_task(run: StageRun) -> dict:
-    from mmcore.inference import InferenceChain  # torch and mlflow.pyfunc: only on a miss
+    from mmcore.finetune import finetune_chain  # torch and mlflow.pyfunc: only on a miss
+    from mmcore.inference import InferenceChain
     from mmcore.stages.corruption_augment import corrupted_copies
     from mmcore.stages.training import run_training
     from tasks.tracking.logged_model import content_digest, log_chain
@@ -34,9 +35,14 @@ def training_task(run: StageRun) -> dict:
     augment = functools.partial(corrupted_copies, run.path("preprocessing"),
                                 run.path("feature_extraction"), run.path("shared_space"),
                                 cfg.features.model_dump(mode="json"), n_classes)
+    finetune = functools.partial(finetune_chain, run.path("preprocessing"),
+                                 run.path("feature_extraction"), run.path("shared_space"),
+                                 cfg.features.model_dump(mode="json"), cfg.training, cfg.device,
+                                 run.out, cfg.seed)
     result = run_training(run.path("shared_space"), space["modalities"], n_classes,
                           cfg.training, cfg.seed, run.out, on_epoch=run.epochs,
-                          device=cfg.device, window=window, batches=batches, augment=augment)
+                          device=cfg.device, window=window, batches=batches, augment=augment,
+                          finetune=finetune)
     chain = InferenceChain.from_stage_dirs(run.path("preprocessing"),
                                            run.path("feature_extraction"), run.path("shared_space"),
                                            run.out, cfg.features.model_dump(mode="json"))
@@ -55,7 +61,7 @@ def training_task(run: StageRun) -> dict:
     return {"plan": plan, "labels_used": plan["labels_used"], "val": result["val"],
             "epochs_run": len(result["history"]), "modalities": space["modalities"],
             "class_names": space["class_names"], "model_uri": model_uri,
-            "training_batches": batches,
+            "training_batches": batches, "finetuned": cfg.training.finetune,
             "content_digest": content_digest(chain, code)}
 
 
