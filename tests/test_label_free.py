@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
@@ -25,6 +26,7 @@ from mmcore.stages.feature_extraction import (
     train_encoder,
 )
 from mmcore.stages.preprocessing import run_preprocessing
+from mmcore.stages.robustness_curves import curve_rows, robustness_curves
 from mmcore.stages.shared_space import run_shared_space
 from mmcore.stages.testing import run_testing
 from mmcore.stages.training import run_training
@@ -182,7 +184,10 @@ def test_robustness_curves_of_the_cross_modal_model(runs):
     predicts the train split's most frequent class."""
     honest, result = runs["honest"]
     curves = pq.read_table(honest["test"] / "robustness.parquet").to_pandas()
-    assert list(curves.columns) == ["modality", "corruption", "level_index", "level", "accuracy"]
+    assert list(curves.columns) == ["modality", "corruption", "level_index", "level", "accuracy",
+                                    "rows"]
+    test_rows = pq.read_metadata(runs["samples"] / "test.parquet").num_rows
+    assert (curves["rows"] == test_rows).all()  # below `testing.robustness_rows`: all of them
     assert set(curves["corruption"]) == {"token_dropout", "token_replacement", "missing"}
     assert set(curves["modality"]) == {"text"} and len(curves) == 3 * 11
     clean = curves[curves["level_index"] == 0]["accuracy"]
@@ -197,3 +202,28 @@ def test_robustness_curves_of_the_cross_modal_model(runs):
     assert len(series) == 11 and series[0] == result["metrics"]["accuracy"]
     area = result["robustness"]["relative"]["robustness.text.token_dropout.relative"]
     assert 0.0 <= area <= 1.0
+
+
+def test_capped_robustness_curves_use_that_many_rows_the_same_each_time(runs):
+    """With a cap below the test split, the curves use exactly that many rows, chosen by sample
+    id alone: the same on a rerun and whatever the rows' order."""
+    honest, result = runs["honest"]
+    cfg, samples = runs["cfg"], runs["samples"]
+    ids = pq.read_table(samples / "test.parquet", columns=["id"]).column("id").to_pylist()
+    cap = len(ids) // 2
+    chosen = [ids[i] for i in curve_rows(ids, cap)]
+    assert len(chosen) == cap
+    assert sorted(ids[::-1][i] for i in curve_rows(ids[::-1], cap)) == sorted(chosen)
+    chain = InferenceChain.from_stage_dirs(samples, honest["features"], honest["shared"],
+                                           honest["model"], cfg.features.model_dump(mode="json"))
+    predictions = pq.read_table(honest["test"] / "predictions.parquet").to_pandas()
+    labels = predictions.set_index("id")["label"]
+    capped = [robustness_curves(chain, samples, result["plan"], labels, 0, cfg.seed,
+                                max_rows=cap) for _ in range(2)]
+    assert (capped[0]["rows"] == cap).all()
+    pd.testing.assert_frame_equal(capped[0], capped[1])
+    whole = robustness_curves(chain, samples, result["plan"], labels, 0, cfg.seed, max_rows=None)
+    clean = capped[0][capped[0]["level_index"] == 0]["accuracy"].iloc[0]
+    right = predictions.set_index("id").loc[chosen]
+    assert clean == pytest.approx((right["label"] == right["pred"]).mean())
+    assert (whole["rows"] == len(ids)).all()

@@ -178,6 +178,26 @@ def test_changing_a_training_setting_reruns_training_and_testing_only(cold, run_
                                "shared_space": "hit", "training": "miss", "testing": "miss"}
 
 
+def test_a_robustness_row_cap_reruns_testing_only_and_is_recorded(cold, run_dir):
+    """`testing.robustness_rows` is testing's setting alone; the rows its curves used are in
+    the curves' table and in MLflow (the built-in test split, under the default cap: whole)."""
+    capped = run(run_dir, "testing.robustness_rows=100")
+    assert states(capped) == {**dict.fromkeys(STAGES, "hit"), "testing": "miss"}
+    assert capped["metrics"]["test.accuracy"] == cold["metrics"]["test.accuracy"]
+    c = client(run_dir)
+    for summary, rows in ((cold, None), (capped, 100)):
+        testing = Path(summary["stages"]["testing"]["path"])
+        rows = rows or pq.read_metadata(Path(summary["stages"]["preprocessing"]["path"])
+                                        / "test.parquet").num_rows
+        curves = pq.read_table(testing / "robustness.parquet").to_pandas()
+        assert (curves["rows"] == rows).all()
+        [testing_run] = c.search_runs(
+            [c.get_experiment_by_name("default").experiment_id],
+            f"tags.mlflow.parentRunId = '{summary['parent_run_id']}' and tags.stage = 'testing'")
+        logged = testing_run.data.metrics
+        assert logged["summary/robustness_rows"] == rows
+
+
 def test_deleted_fusion_output_is_rebuilt_and_downstream_reused(cold, run_dir):
     shutil.rmtree(cold["stages"]["shared_space"]["path"])
     rebuilt = run(run_dir)

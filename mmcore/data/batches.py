@@ -20,6 +20,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from mmcore.config import DataConfig
+from mmcore.data.id_hash import id_draws
 from mmcore.data.source import DataError, Source
 from mmcore.io.integrity import file_stats
 from mmcore.io.parquet import write_json
@@ -96,8 +97,7 @@ def batch_data_config(cfg: DataConfig, batch: Batch, classes: list[str] | None =
 def hash_split(ids: list[str], val: float, test: float) -> np.ndarray:
     """Split code per id from a hash of the id alone: test below `test`, val below
     `test + val`, else train, on the id's uniform draw in [0, 1)."""
-    draws = np.array([int.from_bytes(hashlib.sha256(i.encode()).digest()[:8], "big")
-                      for i in ids], dtype=np.float64) / 2.0**64
+    draws = id_draws(ids)
     return np.where(draws < test, TEST, np.where(draws < test + val, VAL, TRAIN)).astype(np.int8)
 
 

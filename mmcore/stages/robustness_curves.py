@@ -6,6 +6,10 @@ go through the same encoder, projection and classifier as the clean ones. `missi
 modality from a `level` share of the rows: the fusion operator then works without it (each
 operator's rule, `mmcore/fusion/`); a model with no other input predicts the train split's most
 frequent class.
+
+On large splits the curves use a fixed subset of at most `ROBUSTNESS_ROWS` rows (`curve_rows`):
+each point re-embeds the rows, 11 levels x every corruption, and a few thousand rows already
+measure each point to well under a point of accuracy (docs/learning-modes.md).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from mmcore.config import TestingConfig
+from mmcore.data.id_hash import id_draws
 from mmcore.fusion.fusion_classifier import BLANK
 from mmcore.io.parquet import embedding_array, read_metadata, to_matrix
 from mmcore.modalities import MODALITIES
@@ -32,7 +38,15 @@ from mmcore.robustness import (
     relative_robustness,
 )
 
-COLUMNS = ["modality", "corruption", "level_index", "level", "accuracy"]
+COLUMNS = ["modality", "corruption", "level_index", "level", "accuracy", "rows"]
+# Rows the curves use at most: the standard error of an accuracy near 0.9 on 2,000 rows is
+# sqrt(0.9 * 0.1 / 2000) = 0.7 points, and a paired comparison of two models on the same rows
+# is tighter still. The default of `testing.robustness_rows` (the test curves' cap); also the
+# cap of `val_robustness` (the tuner's objective, part of training, not of testing's config).
+ROBUSTNESS_ROWS = TestingConfig.model_fields["robustness_rows"].default
+# Salt of the rows' draw: not the run's seed, so every model, operator and seed of a comparison
+# is measured on the same rows.
+_ROWS_SALT = "robustness-curves:"
 
 
 def _corrupt_images(column: pa.Array, name: str, level: float, seed: int,
@@ -90,11 +104,22 @@ def _missing_accuracy(ev: _Evaluator, clean: dict[str, torch.Tensor], modality: 
     return float((preds == labels).mean())
 
 
+def curve_rows(ids: list[str], max_rows: int | None) -> np.ndarray:
+    """Positions (in order) of the rows the curves use: all of them when there are at most
+    `max_rows` (or no cap), else the `max_rows` whose id draws lowest (`id_draws`): the same
+    rows for every model of the same data, whichever order or seed."""
+    if max_rows is None or len(ids) <= max_rows:
+        return np.arange(len(ids))
+    draws = id_draws(ids, _ROWS_SALT)
+    return np.sort(np.argsort(draws, kind="stable")[:max_rows])
+
+
 def robustness_curves(chain: torch.nn.Module, samples: Path, plan: dict[str, Any],
-                      labels: pd.Series, fallback: int, seed: int,
-                      split: str = "test") -> pd.DataFrame:
+                      labels: pd.Series, fallback: int, seed: int, split: str = "test",
+                      max_rows: int | None = ROBUSTNESS_ROWS) -> pd.DataFrame:
     """Accuracy per (test modality, corruption, level) on `split` (the test split; the val
-    split for a robust tuning objective: `val_robustness`).
+    split for a robust tuning objective: `val_robustness`), on at most `max_rows` of its rows
+    (`curve_rows`; None: all); column `rows` says how many.
 
     `labels`: the split's labels by sample id; `fallback`: the class predicted with no input
     left.
@@ -102,6 +127,7 @@ def robustness_curves(chain: torch.nn.Module, samples: Path, plan: dict[str, Any
     meta = read_metadata(samples / "train.parquet")
     columns = sorted({COLUMN_CORRUPTERS[m][0] for m in plan["test"]})
     table = pq.read_table(samples / f"{split}.parquet", columns=["id", *columns])
+    table = table.take(curve_rows(table.column("id").to_pylist(), max_rows))
     truth = labels.loc[table.column("id").to_pylist()].to_numpy().astype(np.int64)
     ev = _Evaluator(chain.eval(), plan, meta)
     clean = {k: v for m in plan["test"] for k, v in ev.embed(m, table).items()}
@@ -119,7 +145,7 @@ def robustness_curves(chain: torch.nn.Module, samples: Path, plan: dict[str, Any
                     preds = ev.predict({**clean, **ev.embed(modality, changed)},
                                        len(truth), fallback)
                     acc = float((preds == truth).mean())
-                rows.append((modality, name, index, level, acc))
+                rows.append((modality, name, index, level, acc, len(truth)))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -127,7 +153,8 @@ def val_robustness(chain: torch.nn.Module, samples: Path, plan: dict[str, Any],
                    labels: pd.Series, fallback: int, seed: int) -> dict[str, float]:
     """The robustness curves on the val split, as `mmpipe tune`'s robust objectives (never a
     test figure): `val_robust_mean`, the mean accuracy over every (modality, corruption, level)
-    point, and `val_robust_worst`, the lowest point. `labels`: the val labels by sample id."""
+    point, and `val_robust_worst`, the lowest point, on at most `ROBUSTNESS_ROWS` val rows.
+    `labels`: the val labels by sample id."""
     accuracy = robustness_curves(chain, samples, plan, labels, fallback, seed, "val")["accuracy"]
     return {"val_robust_mean": float(accuracy.mean()), "val_robust_worst": float(accuracy.min())}
 

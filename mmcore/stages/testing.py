@@ -66,10 +66,12 @@ def _digest(path: Path) -> str:
 def run_testing(shared_dir: Path, training_dir: Path, modalities: list[str],
                 class_names: list[str], out_dir: Path, file_meta: dict[str, Any],
                 chain: Any | None = None, samples_dir: Path | None = None, seed: int = 0,
-                part_rows: int = 8192, map_parts: MapParts | None = None) -> dict[str, Any]:
+                part_rows: int = 8192, map_parts: MapParts | None = None,
+                robustness_rows: int | None = None) -> dict[str, Any]:
     """Write the dataset `predictions.parquet/` (id, label, pred, probs; parts of `part_rows`
     test rows through `map_parts`, default one after another here) and the confusion matrix
-    PNG; with the inference `chain` and the samples, also `robustness.parquet` and its PNG."""
+    PNG; with the inference `chain` and the samples, also `robustness.parquet` and its PNG, on
+    at most `robustness_rows` test rows (None: all)."""
     _, spec = load_classifier(training_dir)
     plan = spec["plan"]
     check_labels_used(plan)
@@ -91,12 +93,12 @@ def run_testing(shared_dir: Path, training_dir: Path, modalities: list[str],
     result: dict[str, Any] = {"plan": plan, "metrics": metrics}
     if chain is not None and samples_dir is not None:
         result["robustness"] = _robustness(chain, samples_dir, plan, shared, first, rows, labels,
-                                           seed, out_dir, file_meta, title)
+                                           seed, out_dir, file_meta, title, robustness_rows)
     return result
 
 
 def _robustness(chain, samples_dir, plan, shared, first, rows, labels, seed, out_dir,
-                file_meta, title) -> dict[str, Any]:
+                file_meta, title, max_rows) -> dict[str, Any]:
     from mmcore.stages.robustness_curves import (
         plot_robustness_curves,
         robustness_curves,
@@ -106,9 +108,10 @@ def _robustness(chain, samples_dir, plan, shared, first, rows, labels, seed, out
     train = first["split"] == "train"
     fallback = int(np.bincount(labels_of(shared, plan)[train]).argmax())
     curves = robustness_curves(chain, samples_dir, plan,
-                               pd.Series(labels, index=first["id"][rows]), fallback, seed)
+                               pd.Series(labels, index=first["id"][rows]), fallback, seed,
+                               max_rows=max_rows)
     write_table(out_dir / "robustness.parquet", pa.Table.from_pandas(curves, preserve_index=False),
                 {**file_meta, "plan": plan})
     plot_robustness_curves(curves, out_dir / "robustness.png", title)
     series, areas = robustness_metrics(curves)
-    return {"series": series, "relative": areas}
+    return {"series": series, "relative": areas, "rows": int(curves["rows"].iloc[0])}

@@ -46,7 +46,8 @@ def testing_task(run: StageRun) -> dict:
     result = run_testing(shared_dir, run.path("training"), space["modalities"],
                          space["class_names"], run.out, run.file_meta, chain=chain,
                          samples_dir=run.path("preprocessing"), seed=cfg.seed,
-                         part_rows=cfg.data.batch_rows, map_parts=run.map_parts(shared_rows))
+                         part_rows=cfg.data.batch_rows, map_parts=run.map_parts(shared_rows),
+                         robustness_rows=cfg.testing.robustness_rows)
     plan = result["plan"]
     run.log_metrics({f"test.{k}": v for k, v in result["metrics"].items()})
     table = result_row(plan, result["metrics"], cfg.training.fusion)
@@ -63,11 +64,14 @@ def testing_task(run: StageRun) -> dict:
     if robustness:
         # Curves over corruption levels, not epochs: step = level index (level x 10).
         runs.log_series(run.cfg, run.run_id, robustness["series"])
-        run.log_metrics(robustness["relative"])
+        # The rows the curves used: a share of a large test split (`testing.robustness_rows`).
+        run.log_metrics({**robustness["relative"],
+                         f"{runs.SUMMARY}robustness_rows": robustness["rows"]})
         run.log_artifacts("robustness.png")
     run.set_tags({"mode": plan["mode"], "labels_used": "+".join(plan["labels_used"]),
                   "train_modalities": "+".join(plan["train"]),
                   "test_modalities": "+".join(plan["test"])})
     return {"plan": plan, "labels_used": plan["labels_used"],
             "comparison": table.to_dict(orient="records"),
-            "robustness": robustness["series"] if robustness else {}}
+            "robustness": robustness["series"] if robustness else {},
+            "robustness_rows": robustness["rows"] if robustness else None}
