@@ -37,6 +37,7 @@ from mmcore.robustness import (
     missing_rows,
     relative_robustness,
 )
+from mmcore.stages.training import labels_of, load_shared
 
 COLUMNS = ["modality", "corruption", "level_index", "level", "accuracy", "rows"]
 # Rows the curves use at most: the standard error of an accuracy near 0.9 on 2,000 rows is
@@ -149,13 +150,23 @@ def robustness_curves(chain: torch.nn.Module, samples: Path, plan: dict[str, Any
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def val_robustness(chain: torch.nn.Module, samples: Path, plan: dict[str, Any],
-                   labels: pd.Series, fallback: int, seed: int) -> dict[str, float]:
+def majority_class(labels: np.ndarray, split: np.ndarray) -> int:
+    """The train split's most common label: the prediction when no input is left."""
+    return int(np.bincount(labels[split == "train"]).argmax())
+
+
+def val_robustness(chain: torch.nn.Module, samples: Path, shared_dir: Path,
+                   plan: dict[str, Any], seed: int) -> dict[str, float]:
     """The robustness curves on the val split, as `mmpipe tune`'s robust objectives (never a
     test figure): `val_robust_mean`, the mean accuracy over every (modality, corruption, level)
     point, and `val_robust_worst`, the lowest point, on at most `ROBUSTNESS_ROWS` val rows.
-    `labels`: the val labels by sample id."""
-    accuracy = robustness_curves(chain, samples, plan, labels, fallback, seed, "val")["accuracy"]
+    The labels come from the shared-space files in `shared_dir`, as the classifier's did."""
+    shared = load_shared(shared_dir, plan["train"])
+    split, ids = next(iter(shared.values()))["split"], next(iter(shared.values()))["id"]
+    labels = labels_of(shared, plan)
+    val = split == "val"
+    accuracy = robustness_curves(chain, samples, plan, pd.Series(labels[val], index=ids[val]),
+                                 majority_class(labels, split), seed, "val")["accuracy"]
     return {"val_robust_mean": float(accuracy.mean()), "val_robust_worst": float(accuracy.min())}
 
 

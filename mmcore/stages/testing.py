@@ -100,13 +100,13 @@ def run_testing(shared_dir: Path, training_dir: Path, modalities: list[str],
 def _robustness(chain, samples_dir, plan, shared, first, rows, labels, seed, out_dir,
                 file_meta, title, max_rows) -> dict[str, Any]:
     from mmcore.stages.robustness_curves import (
+        majority_class,
         plot_robustness_curves,
         robustness_curves,
         robustness_metrics,
     )
 
-    train = first["split"] == "train"
-    fallback = int(np.bincount(labels_of(shared, plan)[train]).argmax())
+    fallback = majority_class(labels_of(shared, plan), first["split"])
     curves = robustness_curves(chain, samples_dir, plan,
                                pd.Series(labels, index=first["id"][rows]), fallback, seed,
                                max_rows=max_rows)

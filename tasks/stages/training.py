@@ -26,6 +26,7 @@ def training_task(run: StageRun) -> dict:
     from mmcore.finetune import finetune_chain  # torch and mlflow.pyfunc: only on a miss
     from mmcore.inference import InferenceChain
     from mmcore.stages.corruption_augment import corrupted_copies
+    from mmcore.stages.robustness_curves import val_robustness
     from mmcore.stages.training import run_training
     from tasks.tracking.logged_model import content_digest, log_chain
 
@@ -47,7 +48,8 @@ def training_task(run: StageRun) -> dict:
                                            run.path("feature_extraction"), run.path("shared_space"),
                                            run.out, cfg.features.model_dump(mode="json"))
     if result["plan"]["mode"] == "multimodal":  # the robust objectives of `mmpipe tune`
-        result["val"] |= _val_robustness(run, chain, result["plan"])
+        result["val"] |= val_robustness(chain, run.path("preprocessing"), run.path("shared_space"),
+                                        result["plan"], run.cfg.seed)
     code = code_digests(cfg, MODEL_CODE)
     model_uri = log_chain(chain, run.run_id, _example(cfg, chain),
                           runs.tracking_uri(cfg.run_dir), MODEL_CODE, code)
@@ -63,23 +65,6 @@ def training_task(run: StageRun) -> dict:
             "class_names": space["class_names"], "model_uri": model_uri,
             "training_batches": batches, "finetuned": cfg.training.finetune,
             "content_digest": content_digest(chain, code)}
-
-
-def _val_robustness(run: StageRun, chain, plan: dict) -> dict[str, float]:
-    """The trained chain's robustness curves on the val rows it was trained beside, summed up
-    (`mmcore.stages.robustness_curves.val_robustness`)."""
-    import pandas as pd
-
-    from mmcore.stages.robustness_curves import val_robustness
-    from mmcore.stages.training import labels_of, load_shared
-
-    shared = load_shared(run.path("shared_space"), plan["train"])
-    first = next(iter(shared.values()))
-    labels = labels_of(shared, plan)
-    val = first["split"] == "val"
-    fallback = int(np.bincount(labels[first["split"] == "train"]).argmax())
-    return val_robustness(chain, run.path("preprocessing"), plan,
-                          pd.Series(labels[val], index=first["id"][val]), fallback, run.cfg.seed)
 
 
 def _window(run: StageRun) -> tuple[list[str] | None, set[str] | None]:
