@@ -124,8 +124,11 @@ def test_serve_beside_worker_deployments_leaves_them_alone(home, api_url, api, f
     env = service_env(home / "serve", PREFECT_API_URL=api_url, PREFECT_LOGGING_LEVEL="DEBUG")
     log_path = home / "serve.log"
     log = open(log_path, "wb")  # noqa: SIM115 -- closed below
+    # Ctrl-C as in a terminal: a suite started in the background (`make test &`) inherits an
+    # ignored SIGINT, and Python then installs no KeyboardInterrupt handler in the child.
     serve = subprocess.Popen([MMPIPE, "serve"], cwd=home, env=env, stdout=log,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+                             stderr=subprocess.STDOUT, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for("serve to poll for scheduled runs",
                  lambda: "Discovered" in log_path.read_text(errors="replace"), timeout=120)
