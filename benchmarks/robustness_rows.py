@@ -36,25 +36,19 @@ from mmcore.stages.shared_space import run_shared_space
 from mmcore.stages.training import run_training
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_mnist import _write_atomic  # noqa: E402  (a sibling script)
+from plain_image import read_idx  # noqa: E402  (sibling scripts)
+from real_mnist import _write_atomic  # noqa: E402
 
 QUICK = ["data.source=mnist", "data.text=none", "training.mode=unimodal",
          "training.modality=image", "features.image_epochs=1", "shared_space.epochs=1",
          "training.epochs=1"]
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    raw = path.read_bytes()
-    ndim = raw[3]
-    shape = np.frombuffer(raw[4:4 + 4 * ndim], dtype=">u4").astype(int)
-    return np.frombuffer(raw[4 + 4 * ndim:], dtype=np.uint8).reshape(shape)
-
-
 def fewer_train_rows(data: Path, folder: Path, train: int) -> Path:
     """`data`'s IDX files in `folder`, the train files cut to their first `train` rows."""
     for split, names in SPLIT_FILES.items():
         for name in names:
-            array = _read_idx(data / name)
+            array = read_idx(data, name)
             _write_atomic(folder / name, array[:train] if split == "train" else array)
     return folder
 
