@@ -17,8 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 from raw_rows import load_model
+from servers import wait_for
 
 from mmcore.config import STAGES, load_config
+from tasks.tracking import alerts
 
 FAST = ["features.image_epochs=3", "features.text_epochs=3", "shared_space.epochs=5",
         "training.epochs=5"]
@@ -459,6 +461,23 @@ def test_a_failed_run_writes_its_error_as_json_not_a_pickle(run_dir, tmp_path):
     written = set(_result_files(run_dir)) - before
     assert written, "the failed run persisted no error record (has Prefect changed?)"
     _assert_json_records(sorted(written))
+    # the failure hook sent `mmpipe.run.failed` before the run returned (the server stores
+    # events in batches: a few seconds later)
+    failed = wait_for("the run.failed event", lambda: [
+        e for e in _events(alerts.RUN_FAILED) if "no-such-folder" in e["payload"]["message"]],
+        timeout=30, interval=1)
+    assert len(failed) == 1 and failed[0]["payload"]["flow"] == "mmpipe"
+    assert failed[0]["resource"]["prefect.resource.id"].startswith("prefect.flow-run.")
+
+
+def _events(name: str) -> list[dict]:
+    """The events of that name the Prefect server has."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        response = client.request("POST", "/events/filter",
+                                  json={"filter": {"event": {"name": [name]}}, "limit": 50})
+    return response.raise_for_status().json()["events"]
 
 
 def test_persisted_results_are_json_and_a_planted_pickle_is_never_loaded(cold, run_dir):

@@ -61,18 +61,28 @@ def after_night(model: str, version: str, drift: dict[str, Any] | None,
 
 
 def on_flow_failure(flow: Any, flow_run: Any, state: Any) -> None:
-    """Prefect `on_failure` hook of the pipeline flow: `mmpipe.run.failed` with the error."""
-    from prefect.events import emit_event
+    """Prefect `on_failure` hook of the pipeline flow: `mmpipe.run.failed` with the error.
 
-    emit_event(event=RUN_FAILED,
-               resource={"prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
-                         "prefect.resource.name": flow_run.name},
-               payload={"flow": flow.name, "flow_run": flow_run.name,
-                        "parameters": {k: str(v) for k, v in flow_run.parameters.items()},
-                        "message": state.message or ""})
-    # The run's process exits right after this hook. Prefect sends events from a background
-    # worker that it drains at interpreter exit; on a busy machine the nightly test saw this
-    # event (and only this one, emitted last) never reach the server. Send it now.
-    from prefect.events.worker import EventsWorker
+    Sent with one synchronous request, not through `emit_event`: the run's process exits right
+    after this hook, and Prefect's background events worker, which `emit_event` feeds, hung in
+    this hook on a busy machine (the nightly integration test saw the hook start and never
+    finish, and the event never reached the server). When this returns, the server has it."""
+    from prefect.client.orchestration import get_client
+    from prefect.events import Event
+    from prefect.events.related import tags_as_related_resources
 
-    EventsWorker.drain_all(timeout=30, at_exit=False)
+    related = [{"prefect.resource.id": f"prefect.flow.{flow_run.flow_id}",
+                "prefect.resource.role": "flow", "prefect.resource.name": flow.name}]
+    if flow_run.deployment_id:
+        related.append({"prefect.resource.id": f"prefect.deployment.{flow_run.deployment_id}",
+                        "prefect.resource.role": "deployment"})
+    event = Event(event=RUN_FAILED,
+                  resource={"prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+                            "prefect.resource.name": flow_run.name},
+                  related=[*related, *tags_as_related_resources(flow_run.tags)],
+                  payload={"flow": flow.name, "flow_run": flow_run.name,
+                           "parameters": {k: str(v) for k, v in flow_run.parameters.items()},
+                           "message": state.message or ""})
+    with get_client(sync_client=True) as client:
+        client.request("POST", "/events", json=[event.model_dump(mode="json")],
+                       ).raise_for_status()
