@@ -12,12 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
 from mmcore.config import TrainingConfig
 from mmcore.fusion.fusion_classifier import BLANK, EVIDENCE, LEVEL
 from mmcore.io.parquet import embedding_table, read_embeddings, write_table
+from mmcore.modalities import MODALITIES
+from mmcore.modalities.text import EVIDENCE_BUCKETS
+from mmcore.stages.corruption_augment import add_evidence
 from mmcore.stages.training import load_classifier, run_training
 
 CLASSES, DIM, ROWS = 4, 8, 1200
@@ -183,3 +187,30 @@ def test_an_impostor_image_is_told_apart_by_its_evidence(tmp_path):
     with torch.no_grad():
         assert graceful.corruption(impostor)["image"].mean() > 0.8
         assert graceful.corruption(clean)["image"].mean() < 0.2
+
+
+def test_evidence_marks_words_and_noise():
+    text, image = MODALITIES["text"], MODALITIES["image"]
+    bag = text.evidence({"tokens": torch.tensor([[5, 7, 0, 0], [5, 5, 300, 0]])})
+    assert bag.shape == (2, EVIDENCE_BUCKETS)
+    assert bag[0].nonzero().flatten().tolist() == [5, 7]  # padding is no word
+    assert bag[1].nonzero().flatten().tolist() == [5, 300 % EVIDENCE_BUCKETS]
+    digit = torch.zeros(1, 1, 8, 8)
+    digit[..., 2:6, 3:5] = 1.0  # ink on a background
+    noise = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    noisy = (digit + noise).clamp(0, 1)
+    of_clean, of_noisy = image.evidence({"image": torch.cat([digit, noisy])})
+    assert of_clean[2] == 0 and of_noisy[2] > 0.15  # grey pixels
+    assert of_noisy[3] > of_clean[3] and of_noisy[4] > of_clean[4]  # jumps between neighbours
+
+
+def test_evidence_of_an_unknown_sample_names_it(tmp_path):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for split in ("train", "val", "test"):
+        table = pa.table({"id": [split], "label": [0],
+                          "tokens": pa.array([[2, 3]], pa.list_(pa.int32()))})
+        write_table(samples / f"{split}.parquet", table, {"vocab_size": 4})
+    shared = {"text": {"id": np.array(["test", "b"])}}
+    with pytest.raises(ValueError, match=r"samples: no stored sample for 1 text rows.*first: b"):
+        add_evidence(samples, shared)
