@@ -21,7 +21,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from mmcore.config import FeaturesConfig, TrainingConfig
-from mmcore.fusion.fusion_classifier import BLANK, build_classifier
+from mmcore.fusion.fusion_classifier import BLANK, EVIDENCE, build_classifier
 from mmcore.io.parquet import read_metadata
 from mmcore.modalities import MODALITIES
 from mmcore.modalities.encoder_classifier import EncoderClassifier, load_encoder
@@ -46,7 +46,8 @@ class InferenceChain(nn.Module):
                       if len(self.modalities) > 1 else None)
         plan = spec["plan"]
         self.classifier = build_classifier(TrainingConfig(**spec["training"]), plan["train"],
-                                           spec["shared_dim"], n_classes)
+                                           spec["shared_dim"], n_classes,
+                                           spec.get("evidence_dims"))
 
     @classmethod
     def from_stage_dirs(cls, samples: Path, features: Path, fusion: Path, training: Path,
@@ -56,7 +57,8 @@ class InferenceChain(nn.Module):
                  .to_pylist() if (samples / "vocab.parquet").exists() else [])
         head = json.loads((training / "classifier.json").read_text())
         spec = {**{k: meta[k] for k in SAMPLE_KEYS}, "vocab": vocab, "features": features_cfg,
-                "shared_dim": head["dim"], "plan": head["plan"], "training": head["training"]}
+                "shared_dim": head["dim"], "plan": head["plan"], "training": head["training"],
+                "evidence_dims": head.get("evidence_dims")}
         chain = cls(spec)
         for m, enc in chain.encoders.items():
             load_encoder(enc, _tuned(training, features, f"encoder_{m}.pt"))
@@ -107,15 +109,18 @@ class InferenceChain(nn.Module):
 
     @torch.no_grad()
     def embed(self, modality: str, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """{modality: its shared embeddings, `blank.<modality>`: its blank rows} of a batch of
-        model inputs (the classifier's input; `mmcore.fusion.fusion_classifier`)."""
+        """{modality: its shared embeddings, `blank.<modality>`: its blank rows,
+        `evidence.<modality>`: its raw-input evidence} of a batch of model inputs (the
+        classifier's input; `mmcore.fusion.fusion_classifier`)."""
         return self._shared(modality, batch)
 
     def _shared(self, modality: str, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         z = self.encoders[modality].embed(batch)
         if self.space is not None:
             z = self.space.heads[modality](z)
-        return {modality: z, BLANK + modality: MODALITIES[modality].blank(batch)}
+        spec = MODALITIES[modality]
+        return {modality: z, BLANK + modality: spec.blank(batch),
+                EVIDENCE + modality: spec.evidence(batch)}
 
     def trained_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The classifier's input for a batch of model inputs of the modalities it was trained
@@ -137,7 +142,7 @@ class InferenceChain(nn.Module):
         plan = self.spec["plan"]
         out = {}
         for train, test in zip(plan["train"], plan["test"], strict=True):
-            for prefix in ("", BLANK):
+            for prefix in ("", BLANK, EVIDENCE):
                 if prefix + test in embedded:
                     out[prefix + train] = embedded[prefix + test]
         return out

@@ -9,8 +9,10 @@ A fused model must never do much worse than its best remaining modality. Three p
   modality dropout trains the head on rows where one modality is that missing embedding. Late
   fusion needs neither: its experts train on their own losses, and an absent or blank
   modality's expert is dropped (its scores on a blank row are set to uniform);
-- a confidence gate per modality: a small MLP that reads the modality's embedding and predicts
-  how corrupted its input is, d in (0, 1), trained on the corruption levels of the corrupted
+- a confidence gate per modality: a small MLP that reads the modality's embedding and the raw
+  input's `evidence` (`mmcore.modalities`: a text's bag of words, an image's pixel statistics;
+  an embedding alone keeps too little of what marks a destroyed input) and predicts how
+  corrupted its input is, d in (0, 1), trained on the corruption levels of the corrupted
   copies of the train split (`mmcore.stages.corruption_augment`; `level.<modality>` rows), not
   on the class labels: on its own train split an encoder is near perfect, so a gate taught by
   the class loss learns to trust every embedding, also of a pure-noise image. The gates are
@@ -34,9 +36,11 @@ from mmcore.fusion.select_fusion import SelectFusion
 # An input dict may carry, beside each modality's (B, dim) embedding, `blank.<modality>`: a (B,)
 # bool tensor, True where that modality's raw input was blank; and in training `level.<modality>`:
 # a (B,) float tensor, the corruption level of that modality's input (0: clean), which the
-# confidence gates learn to predict.
+# confidence gates learn to predict; and `evidence.<modality>`: a (B, k) float tensor, the raw
+# input's `evidence`, which the gates read when the classifier was built with `evidence_dims`.
 BLANK = "blank."
 LEVEL = "level."
+EVIDENCE = "evidence."
 
 
 class FusionClassifier(nn.Module):
@@ -51,7 +55,8 @@ class FusionClassifier(nn.Module):
 
     def __init__(self, fusion: FusionOperator, dim: int, n_classes: int, hidden: int,
                  dropout: float = 0.1, modality_dropout: float = 0.0,
-                 missing_embedding: bool = False, confidence: bool = False):
+                 missing_embedding: bool = False, confidence: bool = False,
+                 evidence_dims: dict[str, int] | None = None):
         super().__init__()
         self.fusion = fusion
         self.modality_dropout = modality_dropout
@@ -64,9 +69,11 @@ class FusionClassifier(nn.Module):
         # a small MLP, not a linear map: noise that is symmetric about a clean embedding moves
         # no linear function of it on average, only its distance from the clean ones
         gated = fusion.modalities if len(fusion.modalities) > 1 else []
-        self.confidence = (nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, dim), nn.ReLU(),
-                                                           nn.Linear(dim, 1)) for m in gated})
-                           if confidence and gated else None)
+        self.evidence_dims = {m: k for m, k in (evidence_dims or {}).items() if m in gated}
+        self.confidence = (nn.ModuleDict({
+            m: nn.Sequential(nn.Linear(dim + self.evidence_dims.get(m, 0), dim), nn.ReLU(),
+                             nn.Linear(dim, 1)) for m in gated})
+            if confidence and gated else None)
         head_in = dim if fusion.fuses_predictions else fusion.out_dim
         self.head = nn.Sequential(nn.Linear(head_in, hidden), nn.ReLU(),
                                   nn.Dropout(dropout), nn.Linear(hidden, n_classes))
@@ -77,8 +84,8 @@ class FusionClassifier(nn.Module):
         confidence; for a decision-level operator, the head's scores of each."""
         blank = ({m: x[BLANK + m] for m in self.fusion.modalities if BLANK + m in x}
                  if self.blank_aware else {})
-        x = {m: x[m] for m in self.fusion.modalities if m in x}
         kept = {m: 1 - d.detach() for m, d in self.corruption(x).items()}  # (B, 1) each
+        x = {m: x[m] for m in self.fusion.modalities if m in x}
         if self.fusion.fuses_predictions:  # blank rows: a uniform expert, i.e. none
             scores = {m: self.head(v) * kept.get(m, 1.0) for m, v in x.items()}
             return {m: v * (~blank[m]).unsqueeze(1) if m in blank else v
@@ -95,16 +102,19 @@ class FusionClassifier(nn.Module):
 
     def corruption(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The confidence gates' prediction of how corrupted each present modality's input is,
-        (B, 1) in (0, 1); none without gates."""
+        (B, 1) in (0, 1), from its embedding and, if the gates were built to read it, its
+        `evidence.<modality>`; none without gates."""
         if self.confidence is None:
             return {}
-        return {m: torch.sigmoid(self.confidence[m](x[m])) for m in self.confidence if m in x}
+        return {m: torch.sigmoid(self.confidence[m](
+            torch.cat([x[m], x[EVIDENCE + m]], dim=1) if m in self.evidence_dims else x[m]))
+            for m in self.confidence if m in x}
 
     def gate_loss(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         """The gates' loss (they are fitted before the rest: `mmcore.stages.training`): binary
         cross-entropy of each predicted corruption against the row's `level.<modality>` (rows
         without one count as clean)."""
-        predicted = self.corruption({m: x[m] for m in self.confidence if m in x})
+        predicted = self.corruption(x)
         return sum(F.binary_cross_entropy(d.squeeze(1), x.get(LEVEL + m, torch.zeros_like(
             d.squeeze(1))).float()) for m, d in predicted.items())
 
@@ -160,10 +170,12 @@ def drop_modalities(x: dict[str, torch.Tensor], p: float,
             for i, k in enumerate(keys)}
 
 
-def build_classifier(cfg: TrainingConfig, modalities: list[str], dim: int,
-                     n_classes: int) -> FusionClassifier:
+def build_classifier(cfg: TrainingConfig, modalities: list[str], dim: int, n_classes: int,
+                     evidence_dims: dict[str, int] | None = None) -> FusionClassifier:
     """The model a learning mode trains: the modalities fused by the registry's operator
-    `cfg.fusion`, or one selected modality."""
+    `cfg.fusion`, or one selected modality; `evidence_dims`: the width of each modality's
+    `evidence.<modality>` rows, which its confidence gate then reads (none: the embedding
+    alone)."""
     if cfg.mode == "multimodal" and len(modalities) > 1:
         op = fusion_class(cfg.fusion)
         # a decision-level operator fuses the head's class scores, not the embeddings
@@ -173,4 +185,4 @@ def build_classifier(cfg: TrainingConfig, modalities: list[str], dim: int,
     return FusionClassifier(fusion, dim, n_classes, cfg.hidden,
                             modality_dropout=cfg.modality_dropout,
                             missing_embedding=cfg.missing_embedding,
-                            confidence=cfg.confidence_gates)
+                            confidence=cfg.confidence_gates, evidence_dims=evidence_dims)

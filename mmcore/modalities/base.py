@@ -52,3 +52,11 @@ class Modality(Protocol):
         known word). Graceful fusion replaces them by the modality's missing embedding
         (`mmcore.fusion.fusion_classifier`) instead of trusting an encoding of nothing."""
         ...
+
+    def evidence(self, batch: Batch) -> torch.Tensor:
+        """(B, k) float: what the raw input itself says about how intact it is, which the
+        confidence gates read beside the shared embedding (`mmcore.fusion.fusion_classifier`).
+        An encoder keeps what predicts the class and drops the rest, such as whether a text's
+        words belong together or an image's pixels look like ink on a background: the signs
+        of a destroyed input."""
+        ...

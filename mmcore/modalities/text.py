@@ -15,6 +15,9 @@ from mmcore.data.tokenizer import TextEncoding, Vocabulary, pad_sequences
 from mmcore.encoders import TEXT_ENCODERS
 
 Batch = dict[str, torch.Tensor]
+# Buckets of the hashed bag of words a text's `evidence` is (token id modulo this): every word of
+# a small vocabulary its own bucket, a large one's vocabulary in a fixed width.
+EVIDENCE_BUCKETS = 256
 
 
 class TextModality:
@@ -54,6 +57,15 @@ class TextModality:
     def blank(self, batch: Batch) -> torch.Tensor:
         """No token beyond padding and `<unk>` (ids 0 and 1, mmcore.data.tokenizer)."""
         return (batch["tokens"] <= 1).all(dim=1)
+
+    def evidence(self, batch: Batch) -> torch.Tensor:
+        """Which words occur (a hashed multi-hot bag, padding left out): a text of random words
+        is a bag no real text has, which a bag-of-words embedding can blur into a plausible one."""
+        tokens = batch["tokens"]
+        bag = torch.zeros(tokens.shape[0], EVIDENCE_BUCKETS)
+        bag.scatter_(1, tokens % EVIDENCE_BUCKETS, 1.0)
+        bag[:, 0] = 0.0  # padding (id 0); the bucket's other words count through their ids
+        return bag
 
 
 def _padded(values: np.ndarray, offsets: np.ndarray) -> Batch:

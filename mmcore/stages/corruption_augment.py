@@ -8,6 +8,10 @@ projections; the row's other modalities keep their clean embeddings. A fused hea
 both learns how much a corrupted modality is still worth, and blank rows (a fully occluded
 image) are flagged as the chain flags them at test time.
 
+Each row also carries its modalities' `evidence.<modality>` (`mmcore.modalities`, raw-input
+signs of corruption that the confidence gates read): `add_evidence` computes them for the stored
+samples of every split, and a corrupted copy recomputes its corrupted modality's.
+
 The corruptions are the families the robustness curves test (with other random draws, on other
 rows), so the curves measure robustness to corruptions of a kind seen in training.
 """
@@ -24,7 +28,7 @@ import pyarrow.parquet as pq
 import torch
 
 from mmcore.config import FeaturesConfig
-from mmcore.fusion.fusion_classifier import BLANK, LEVEL
+from mmcore.fusion.fusion_classifier import BLANK, EVIDENCE, LEVEL
 from mmcore.io.parquet import read_metadata
 from mmcore.modalities import MODALITIES
 from mmcore.modalities.encoder_classifier import EncoderClassifier, load_encoder
@@ -56,14 +60,38 @@ class _Embedder:
         self.space.eval()
 
     @torch.no_grad()
-    def embed(self, modality: str, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-        """(N, dim) shared embeddings and (N,) blank flags of one modality's samples."""
-        spec, z, blank = MODALITIES[modality], [], []
+    def embed(self, modality: str, table: pa.Table,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N, dim) shared embeddings, (N,) blank flags and (N, k) evidence of one modality's
+        samples."""
+        spec, z, blank, evidence = MODALITIES[modality], [], [], []
         for start in range(0, table.num_rows, CHUNK_ROWS):
             batch = spec.from_table(table.slice(start, CHUNK_ROWS), self.meta)
             z.append(self.space.heads[modality](self.encoders[modality].embed(batch)).numpy())
             blank.append(spec.blank(batch).numpy())
-        return np.concatenate(z), np.concatenate(blank)
+            evidence.append(spec.evidence(batch).numpy())
+        return np.concatenate(z), np.concatenate(blank), np.concatenate(evidence)
+
+
+def add_evidence(samples_dir: Path, shared: dict[str, dict[str, Any]],
+                 splits: tuple[str, ...] = ("train", "val", "test")) -> None:
+    """Set `evidence` in each modality's shared rows: its `evidence` (`mmcore.modalities`) of
+    the stored sample of that id, from the `splits` files in `samples_dir` (the run's
+    preprocessing output)."""
+    meta = read_metadata(samples_dir / "train.parquet")
+    for m, rows in shared.items():
+        spec, parts, ids = MODALITIES[m], [], []
+        for split in splits:
+            table = pq.read_table(samples_dir / f"{split}.parquet", columns=["id", *spec.columns])
+            ids.append(table.column("id").to_numpy(zero_copy_only=False))
+            parts += [spec.evidence(spec.from_table(table.slice(start, CHUNK_ROWS), meta)).numpy()
+                      for start in range(0, table.num_rows, CHUNK_ROWS)]
+        where = pd.Index(np.concatenate(ids)).get_indexer(rows["id"])
+        if (where < 0).any():
+            raise ValueError(f"{samples_dir}: no stored sample for {int((where < 0).sum())} "
+                             f"{m} rows of the shared embeddings (first: "
+                             f"{rows['id'][np.flatnonzero(where < 0)[0]]})")
+        rows["evidence"] = np.concatenate(parts)[where]
 
 
 def corrupted_copies(samples_dir: Path, features_dir: Path, shared_dir: Path,
@@ -71,9 +99,10 @@ def corrupted_copies(samples_dir: Path, features_dir: Path, shared_dir: Path,
                      shared: dict[str, dict[str, Any]], labels: np.ndarray, copies: int,
                      seed: int) -> dict[str, np.ndarray]:
     """`copies` corrupted copies of the train split as training arrays: per modality its
-    embeddings, `blank.<modality>` flags and `level.<modality>` corruption levels (0: not
-    corrupted; what the confidence gates learn to predict), and `label` (`labels`: the shared
-    files' labels). The first three folders are the run's
+    embeddings, `blank.<modality>` flags, `level.<modality>` corruption levels (0: not
+    corrupted; what the confidence gates learn to predict) and, where `shared` has them
+    (`add_evidence`), `evidence.<modality>`; and `label` (`labels`: the shared files'
+    labels). The first three folders are the run's
     preprocessing, feature extraction and shared-space outputs; `features` the `features`
     config section."""
     modalities = sorted(shared)
@@ -100,6 +129,8 @@ def _one_copy(embedder: _Embedder, table: pa.Table, rows: np.ndarray,
     out = {m: shared[m]["embedding"][rows].copy() for m in modalities}
     out |= {BLANK + m: np.zeros(n, dtype=bool) for m in modalities}
     out |= {LEVEL + m: np.zeros(n, dtype=np.float32) for m in modalities}
+    out |= {EVIDENCE + m: shared[m]["evidence"][rows].copy() for m in modalities
+            if "evidence" in shared[m]}
     which = rng.integers(len(modalities), size=n)
     for i, m in enumerate(modalities):
         names = [c for c in CORRUPTIONS[m] if c != "missing"]
@@ -116,6 +147,8 @@ def _one_copy(embedder: _Embedder, table: pa.Table, rows: np.ndarray,
                 changed = corrupt(part.column(column).combine_chunks(), name, LEVELS[li],
                                   int(rng.integers(2**31)), embedder.meta)
                 part = part.set_column(part.schema.get_field_index(column), column, changed)
-                out[m][group], out[BLANK + m][group] = embedder.embed(m, part)
+                out[m][group], out[BLANK + m][group], evidence = embedder.embed(m, part)
+                if EVIDENCE + m in out:
+                    out[EVIDENCE + m][group] = evidence
                 out[LEVEL + m][group] = LEVELS[li]
     return {**out, "label": labels[rows]}

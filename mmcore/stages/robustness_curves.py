@@ -25,7 +25,7 @@ import torch
 
 from mmcore.config import TestingConfig
 from mmcore.data.id_hash import id_draws
-from mmcore.fusion.fusion_classifier import BLANK
+from mmcore.fusion.fusion_classifier import BLANK, EVIDENCE
 from mmcore.io.parquet import embedding_array, read_metadata, to_matrix
 from mmcore.modalities import MODALITIES
 from mmcore.robustness import (
@@ -100,7 +100,8 @@ def _missing_accuracy(ev: _Evaluator, clean: dict[str, torch.Tensor], modality: 
         preds[~lost] = ev.predict({m: v[~lost] for m, v in clean.items()}, int((~lost).sum()),
                                   fallback)
     if lost.any():
-        rest = {m: v[lost] for m, v in clean.items() if m not in (modality, BLANK + modality)}
+        rest = {m: v[lost] for m, v in clean.items()
+                if m not in (modality, BLANK + modality, EVIDENCE + modality)}
         preds[lost] = ev.predict(rest, int(lost.sum()), fallback)
     return float((preds == labels).mean())
 

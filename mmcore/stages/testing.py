@@ -20,6 +20,7 @@ from mmcore.io.parquet import embedding_array, read_dataset, write_table
 from mmcore.io.partitions import MapParts, one_thread, run_inline
 from mmcore.learning_plan import mode_label
 from mmcore.metrics import classification_metrics, plot_confusion
+from mmcore.stages.corruption_augment import add_evidence
 from mmcore.stages.training import labels_of, load_classifier, load_shared, predict_proba
 
 
@@ -33,21 +34,29 @@ def check_labels_used(plan: dict[str, Any]) -> None:
 
 def prediction_jobs(shared_dir: Path, training_dir: Path, modalities: list[str],
                     test_rows: int, part_rows: int, file_meta: dict[str, Any],
-                    ) -> list[dict[str, Any]]:
+                    samples_dir: Path | None = None) -> list[dict[str, Any]]:
     """One job per `part_rows` test rows, in row order."""
     return [{"shared_dir": str(shared_dir), "training_dir": str(training_dir),
+             "samples_dir": None if samples_dir is None else str(samples_dir),
              "modalities": modalities, "start": start, "stop": min(start + part_rows, test_rows),
              "meta": file_meta} for start in range(0, max(test_rows, 1), part_rows)]
 
 
 def predict_part(out: Path, meta: dict[str, Any], shared_dir: str, training_dir: str,
-                 modalities: list[str], start: int, stop: int) -> None:
+                 modalities: list[str], start: int, stop: int,
+                 samples_dir: str | None = None) -> None:
     """The classifier's predictions for test rows [start, stop) into the part file `out`
-    (id, label, pred, probs), written atomically."""
+    (id, label, pred, probs), written atomically. A classifier whose confidence gates read the
+    raw input's evidence gets it from the stored samples in `samples_dir`."""
     model, spec = load_classifier(Path(training_dir))
     shared = load_shared(Path(shared_dir), modalities)
     rows = np.flatnonzero(next(iter(shared.values()))["split"] == "test")[start:stop]
     part = {m: {k: v[rows] for k, v in columns.items()} for m, columns in shared.items()}
+    if spec.get("evidence_dims"):
+        if samples_dir is None:
+            raise ValueError(f"{training_dir}: its confidence gates read the samples' evidence; "
+                             "no samples folder given")
+        add_evidence(Path(samples_dir), part, splits=("test",))
     with one_thread():
         probs, labels = predict_proba(model, part, spec["plan"], "test")
     write_table(out, pa.table({
@@ -79,7 +88,7 @@ def run_testing(shared_dir: Path, training_dir: Path, modalities: list[str],
     first = next(iter(shared.values()))
     rows = np.flatnonzero(first["split"] == "test")
     jobs = prediction_jobs(shared_dir, training_dir, modalities, len(rows), part_rows,
-                           {**file_meta, "plan": plan})
+                           {**file_meta, "plan": plan}, samples_dir)
     predictions = (map_parts or run_inline(out_dir))(
         "predictions.parquet", predict_part, jobs, _digest(training_dir / "classifier.pt"))
     table = read_dataset(predictions, columns=["id", "label", "pred"])

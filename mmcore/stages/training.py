@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mmcore.config import TrainingConfig
-from mmcore.fusion.fusion_classifier import BLANK, LEVEL, build_classifier
+from mmcore.fusion.fusion_classifier import BLANK, EVIDENCE, LEVEL, build_classifier
 from mmcore.io.parquet import read_embeddings, write_json
 from mmcore.learning_plan import plan_for
 from mmcore.losses import classification_loss, classification_loss_name
@@ -27,6 +27,9 @@ from mmcore.training import ArrayBatches, fit, resolve_device, seed_everything
 # (shared, labels, copies, seed) -> extra training arrays: corrupted copies of the train split
 # (`mmcore.stages.corruption_augment.corrupted_copies` with the run's folders filled in)
 Augment = Callable[[dict[str, dict[str, Any]], np.ndarray, int, int], dict[str, np.ndarray]]
+# (shared) -> None: sets `evidence` in each modality's shared rows, the raw input's signs of
+# corruption that the confidence gates read (`mmcore.stages.corruption_augment.add_evidence`)
+Evidence = Callable[[dict[str, dict[str, Any]]], None]
 
 # Told every epoch's record of the classifier's training, beside `on_epoch`: how a caller that
 # runs the whole pipeline (a `mmpipe tune` trial) follows the val curve, and stops a hopeless
@@ -64,9 +67,12 @@ def labels_of(shared: dict[str, dict[str, Any]], plan: dict[str, Any]) -> np.nda
 
 def _inputs(shared: dict[str, dict[str, Any]], use: list[str], rows: np.ndarray,
             as_modalities: list[str], device: torch.device) -> dict[str, torch.Tensor]:
-    """Embeddings of `use` for `rows`, keyed as `as_modalities` (cross-modal renames)."""
-    return {key: torch.from_numpy(shared[m]["embedding"][rows]).to(device)
-            for m, key in zip(use, as_modalities, strict=True)}
+    """Embeddings of `use` for `rows`, keyed as `as_modalities` (cross-modal renames), and their
+    `evidence.<modality>` where the shared rows have it."""
+    pairs = list(zip(use, as_modalities, strict=True))
+    return ({key: torch.from_numpy(shared[m]["embedding"][rows]).to(device) for m, key in pairs}
+            | {EVIDENCE + key: torch.from_numpy(shared[m]["evidence"][rows]).to(device)
+               for m, key in pairs if "evidence" in shared[m]})
 
 
 def predict_proba(model: torch.nn.Module, shared: dict[str, dict[str, Any]], plan: dict[str, Any],
@@ -94,13 +100,15 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
                  on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                  device: str = "cpu", window: set[str] | None = None,
                  batches: list[str] | None = None, augment: Augment | None = None,
-                 finetune: Finetune | None = None) -> dict[str, Any]:
+                 finetune: Finetune | None = None,
+                 evidence: Evidence | None = None) -> dict[str, Any]:
     """Train the mode's classifier; write `classifier.pt` and `classifier.json`. Batched data:
     `window`, the ids of the rows the training window covers (all rows if None), and `batches`,
     the batches it covers (recorded in `classifier.json`). A multimodal classifier trains on
     `cfg.corruption_copies` corrupted copies of the train split too, made by `augment`; its
-    confidence gates are fitted on them first (`_fit_gates`). With `cfg.finetune`, `finetune`
-    trains it together with its encoders instead, from the samples."""
+    confidence gates are fitted on them first (`_fit_gates`), reading each row's raw-input
+    evidence too, set by `evidence`. With `cfg.finetune`, `finetune` trains it together with
+    its encoders instead, from the samples."""
     plan = mode_plan(cfg, modalities)
     if cfg.finetune:
         _can_finetune(cfg, plan, finetune, window)
@@ -109,10 +117,17 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
         set_aside(shared, window)
     first = shared[modalities[0]]
     dim = first["embedding"].shape[1]
+    gated = (evidence is not None and cfg.confidence_gates and not cfg.finetune
+             and plan["mode"] == "multimodal" and len(plan["train"]) > 1)
+    if gated:
+        evidence(shared)
+    evidence_dims = ({m: shared[m]["evidence"].shape[1] for m in plan["train"]} if gated
+                     else None)
     seed_everything(seed)
-    model = build_classifier(cfg, plan["train"], dim, n_classes)
+    model = build_classifier(cfg, plan["train"], dim, n_classes, evidence_dims)
     train = np.flatnonzero(first["split"] == "train")
     arrays = {m: shared[m]["embedding"][train] for m in plan["train"]}
+    arrays |= {EVIDENCE + m: shared[m]["evidence"][train] for m in evidence_dims or {}}
     arrays["label"] = labels_of(shared, plan)[train]
     if augment is not None and cfg.corruption_copies and plan["mode"] == "multimodal":
         extra = augment(shared, labels_of(shared, plan), cfg.corruption_copies, seed)
@@ -129,7 +144,7 @@ def run_training(shared_dir: Path, modalities: list[str], n_classes: int, cfg: T
                                             torch.from_numpy(labels)).item()
         return {"val_nll": loss, "val_acc": float((probs.argmax(1) == labels).mean())}
 
-    spec = {"plan": plan, "dim": dim, "n_classes": n_classes,
+    spec = {"plan": plan, "dim": dim, "n_classes": n_classes, "evidence_dims": evidence_dims,
             "training": cfg.model_dump(mode="json"), "training_batches": batches}
     if cfg.finetune:  # the fresh classifier, trained together with its encoders instead
         _save(model, spec, out_dir)
@@ -209,6 +224,6 @@ def load_classifier(training_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]
 
     spec = json.loads((training_dir / "classifier.json").read_text())
     model = build_classifier(TrainingConfig(**spec["training"]), spec["plan"]["train"],
-                             spec["dim"], spec["n_classes"])
+                             spec["dim"], spec["n_classes"], spec.get("evidence_dims"))
     model.load_state_dict(torch.load(training_dir / "classifier.pt", weights_only=True))
     return model.eval(), spec

@@ -25,7 +25,7 @@ MODEL_CODE = "tasks.tracking.model_code"
 def training_task(run: StageRun) -> dict:
     from mmcore.finetune import finetune_chain  # torch and mlflow.pyfunc: only on a miss
     from mmcore.inference import InferenceChain
-    from mmcore.stages.corruption_augment import corrupted_copies
+    from mmcore.stages.corruption_augment import add_evidence, corrupted_copies
     from mmcore.stages.robustness_curves import val_robustness
     from mmcore.stages.training import run_training
     from tasks.tracking.logged_model import content_digest, log_chain
@@ -43,7 +43,8 @@ def training_task(run: StageRun) -> dict:
     result = run_training(run.path("shared_space"), space["modalities"], n_classes,
                           cfg.training, cfg.seed, run.out, on_epoch=run.epochs,
                           device=cfg.device, window=window, batches=batches, augment=augment,
-                          finetune=finetune)
+                          finetune=finetune,
+                          evidence=functools.partial(add_evidence, run.path("preprocessing")))
     chain = InferenceChain.from_stage_dirs(run.path("preprocessing"),
                                            run.path("feature_extraction"), run.path("shared_space"),
                                            run.out, cfg.features.model_dump(mode="json"))
