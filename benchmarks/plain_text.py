@@ -106,7 +106,7 @@ def run(data: Path, encoder: str, epochs: int, max_tokens: int, batch: int, lr: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="aclImdb folder or its parent")
-    parser.add_argument("--encoder", choices=["gru", "cnn", "bag", "nbbag"], default="gru")
+    parser.add_argument("--encoder", choices=["gru", "cnn", "bag", "nbbag", "nbsvm"], default="gru")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=400)
     parser.add_argument("--batch", type=int, default=64)
