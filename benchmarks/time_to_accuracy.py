@@ -317,7 +317,8 @@ def main() -> None:
     parser.add_argument("--inference-passes", type=int, default=3,
                         help="alternating passes of each inference loop (medians)")
     parser.add_argument("--ref-epochs", type=int, default=3)
-    parser.add_argument("--text-encoder", default="bag", choices=["gru", "cnn", "bag", "nbbag", "nbsvm"])
+    parser.add_argument("--text-encoder", default="bag",
+                        choices=["gru", "cnn", "bag", "nbbag", "nbsvm"])
     parser.add_argument("--text-epochs", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, nargs="+", default=[400],
                         help="one for all --reviews folders, or one each")

@@ -2,7 +2,8 @@
 
 Text encoders share one signature, (vocab_size, dim, embedding, hidden, dropout), and are chosen
 by `features.text_encoder` through TEXT_ENCODERS. An encoder with a `prime(batches, n_classes)`
-method is given the labelled train batches once before it trains (`nbbag`: its n-gram weights; `nbsvm`: its whole fit).
+method is given the labelled train batches once before it trains (`nbbag`: its n-gram weights;
+`nbsvm`: its whole fit).
 """
 
 from mmcore.encoders.image_cnn import ImageCNN
