@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -199,3 +200,58 @@ def test_fit_nb_lr_is_scikit_learns_logistic_regression_on_nb_scaled_features():
         (present * ratio[1:, 1]).numpy(), labels.numpy())
     expected = torch.from_numpy(reference.decision_function((present * ratio[1:, 1]).numpy()))
     torch.testing.assert_close(ours.double(), expected.double(), atol=1e-3, rtol=1e-3)
+
+
+def test_nbsvm_fold_scores_never_score_a_row_with_a_fit_that_saw_it():
+    """Every row has a word of its own and a random label: the full fit separates the rows by
+    those words alone, while a fit on the other folds has never seen the word, so the rows of a
+    fold all get the same score (the fit's bias)."""
+    labels = torch.randint(0, 2, (20,), generator=torch.Generator().manual_seed(0))
+    batch = {"tokens": torch.arange(2, 22)[:, None], "lengths": torch.ones(20, dtype=torch.long),
+             "label": labels}
+    encoder = TextNBSVM(30, dim=2)
+    encoder.prime([batch], n_classes=2)
+    with torch.no_grad():
+        memorised = encoder(batch["tokens"], batch["lengths"])
+    assert (memorised.argmax(1) == labels).all()
+    crossed = encoder.fold_scores([batch], n_classes=2, folds=4)
+    assert crossed.shape == (20, 2)
+    distinct_scores = {tuple(row) for row in crossed.round(decimals=5).tolist()}
+    assert len(distinct_scores) <= 4  # one per fold: nothing of a row's own word
+
+
+def test_feature_extraction_writes_cross_fitted_train_rows_for_nbsvm(tmp_path):
+    from mmcore.config import load_config
+    from mmcore.data.sources import open_source
+    from mmcore.io.parquet import read_embeddings
+    from mmcore.stages.feature_extraction import load_trained, run_feature_extraction
+    from mmcore.stages.preprocessing import run_preprocessing
+    from mmcore.training.batches import sample_decoder
+    from tests.data_factories import write_imdb
+
+    cfg = load_config(None, [f"data.path={write_imdb(tmp_path, per_class=8)}",
+                             "data.source=imdb", "features.text_encoder=nbsvm",
+                             "features.text_dim=2", "features.text_epochs=1"])
+    samples, features = tmp_path / "samples", tmp_path / "features"
+    samples.mkdir(), features.mkdir()
+    run_preprocessing(open_source(cfg.data, cfg.seed), cfg.data, cfg.seed, samples, {})
+    run_feature_extraction(samples, cfg.features, cfg.seed, features, {})
+    rows = read_embeddings(features / "text.parquet")
+    crossed = read_embeddings(features / "out_of_fold_text.parquet")
+    train = rows["split"] == "train"
+    assert sorted(crossed["id"]) == sorted(rows["id"][train])
+    order = {rid: i for i, rid in enumerate(crossed["id"])}
+    np.testing.assert_array_equal(rows["embedding"][train],
+                                  crossed["embedding"][[order[r] for r in rows["id"][train]]])
+    # val and test rows: the encoder fitted on every train row
+    import pyarrow.parquet as pq
+
+    from mmcore.io.parquet import read_metadata
+    meta = read_metadata(samples / "train.parquet")
+    model = load_trained(features / "encoder_text.pt", "text", cfg.features, meta)
+    test = pq.read_table(samples / "test.parquet")
+    with torch.no_grad():
+        expected = model.embed(sample_decoder("text", meta)(test)).numpy()
+    got = {rid: e for rid, e in zip(rows["id"], rows["embedding"], strict=True)}
+    np.testing.assert_allclose(np.stack([got[r] for r in test.column("id").to_pylist()]),
+                               expected, rtol=1e-5, atol=1e-6)

@@ -12,6 +12,12 @@ which any n-gram model separates perfectly) nothing to learn but that decision.
 `prime` (feature extraction's labelled training) fits the scores by full-batch L-BFGS with an L2
 penalty (C = 1, scikit-learn's default) and freezes them; the head then learns on fixed scores.
 Never primed (a label-free student), it is a learnable linear bag of n-grams: ratios all one.
+
+The fit separates every train row, so its scores of those rows are no guide to where a later
+classifier should put its threshold: feature extraction writes the train rows' *cross-fitted*
+scores instead (`fold_scores`: each row scored by a fit on the other four fifths), as stacking
+does. This is possible because a class score means the same in every fold's fit; a learned
+64-wide embedding has no such common axes.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from mmcore.encoders.text_nbbag import class_counts, class_log_ratios, distinct
 BUCKETS = 1 << 20  # bigram rows: 2^16 cost 1.5 points on full reviews through collisions
 L2_C = 1.0  # inverse L2 strength of the fit, as scikit-learn's LogisticRegression(C=1)
 LBFGS_ITERATIONS = 300
+FOLDS = 5  # cross-fitted train scores (`fold_scores`)
 
 
 class TextNBSVM(nn.Module):
@@ -68,6 +75,22 @@ class TextNBSVM(nn.Module):
             self.bias.zero_()
             self.bias[:n_classes] = bias.to(self.bias)
         self.requires_grad_(False)
+
+    def fold_scores(self, batches: Iterable[dict[str, torch.Tensor]], n_classes: int,
+                    folds: int = FOLDS) -> torch.Tensor:
+        """(N, dim) cross-fitted embeddings of the labelled rows of `batches`, in their order:
+        each row scored by a fit on the other folds (a fixed draw), never by one that saw it."""
+        batch = {k: torch.cat([b[k] for b in batches]) for k in ("tokens", "lengths", "label")}
+        fold = torch.randperm(len(batch["label"]), generator=torch.Generator().manual_seed(0))
+        fold %= folds
+        scores = torch.zeros(len(batch["label"]), self.dim)
+        for k in range(folds):
+            held = fold == k
+            model = TextNBSVM(self.vocab_size, self.dim)
+            model.prime([{key: v[~held] for key, v in batch.items()}], n_classes)
+            with torch.no_grad():
+                scores[held] = model(batch["tokens"][held], batch["lengths"][held])
+        return scores
 
 
 def fit_nb_lr(ids: list[torch.Tensor], labels: torch.Tensor, ratio: torch.Tensor,
