@@ -214,7 +214,11 @@ def test_nbsvm_fold_scores_never_score_a_row_with_a_fit_that_saw_it():
     with torch.no_grad():
         memorised = encoder(batch["tokens"], batch["lengths"])
     assert (memorised.argmax(1) == labels).all()
-    crossed = encoder.fold_scores([batch], n_classes=2, folds=4)
+    # two batches, padded to different widths, as feature extraction reads them
+    second = {"tokens": torch.nn.functional.pad(batch["tokens"][12:], (0, 2)),
+              "lengths": batch["lengths"][12:], "label": labels[12:]}
+    first = {k: v[:12] for k, v in batch.items()}
+    crossed = encoder.fold_scores([first, second], n_classes=2, folds=4)
     assert crossed.shape == (20, 2)
     distinct_scores = {tuple(row) for row in crossed.round(decimals=5).tolist()}
     assert len(distinct_scores) <= 4  # one per fold: nothing of a row's own word

@@ -80,17 +80,19 @@ class TextNBSVM(nn.Module):
                     folds: int = FOLDS) -> torch.Tensor:
         """(N, dim) cross-fitted embeddings of the labelled rows of `batches`, in their order:
         each row scored by a fit on the other folds (a fixed draw), never by one that saw it."""
-        batch = {k: torch.cat([b[k] for b in batches]) for k in ("tokens", "lengths", "label")}
-        fold = torch.randperm(len(batch["label"]), generator=torch.Generator().manual_seed(0))
-        fold %= folds
-        scores = torch.zeros(len(batch["label"]), self.dim)
+        batches = list(batches)
+        sizes = [len(b["label"]) for b in batches]
+        fold = torch.randperm(sum(sizes), generator=torch.Generator().manual_seed(0)) % folds
+        fold = fold.split(sizes)  # per batch: batches are padded to their own widths
+        scores = [torch.zeros(n, self.dim) for n in sizes]
         for k in range(folds):
-            held = fold == k
             model = TextNBSVM(self.vocab_size, self.dim)
-            model.prime([{key: v[~held] for key, v in batch.items()}], n_classes)
+            model.prime([{key: v[f != k] for key, v in b.items()}
+                         for b, f in zip(batches, fold, strict=True)], n_classes)
             with torch.no_grad():
-                scores[held] = model(batch["tokens"][held], batch["lengths"][held])
-        return scores
+                for b, f, out in zip(batches, fold, scores, strict=True):
+                    out[f == k] = model(b["tokens"][f == k], b["lengths"][f == k])
+        return torch.cat(scores)
 
 
 def fit_nb_lr(ids: list[torch.Tensor], labels: torch.Tensor, ratio: torch.Tensor,
