@@ -4,7 +4,7 @@ Same data and split as the pipeline (`plain_text.load_texts`): fitted on train, 
 from a small grid, scored on test. Word 1-2-grams, sublinear tf, min_df 2: the usual strong
 setting for sentiment.
 
-Usage: python benchmarks/tfidf_baseline.py --data DIR [--json FILE]
+Usage: python benchmarks/tfidf_baseline.py --data DIR [--seed 0] [--json FILE]
 """
 
 from __future__ import annotations
@@ -50,9 +50,10 @@ def run(data: Path, seed: int = 0) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="aclImdb folder or its parent")
+    parser.add_argument("--seed", type=int, default=0, help="the val split (as the pipeline's)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = run(args.data)
+    result = run(args.data, args.seed)
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

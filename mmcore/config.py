@@ -147,8 +147,9 @@ class FeaturesConfig(_Section):
     # 3x3 convolutions per block; auto: two in all (docs/decisions.md)
     image_convs: int | Literal["auto"] = "auto"
     # nbbag (the default: n-gram embeddings weighted by Naive-Bayes ratios; docs/decisions.md),
-    # gru (a bidirectional RNN), cnn (1-D convolutions, max over time), bag (n-gram embeddings)
-    text_encoder: Literal["gru", "cnn", "bag", "nbbag"] = "nbbag"
+    # gru (a bidirectional RNN), cnn (1-D convolutions, max over time), bag (n-gram embeddings),
+    # nbsvm (NB-LR: its embedding is the class scores; text_dim 2 for two classes)
+    text_encoder: Literal["gru", "cnn", "bag", "nbbag", "nbsvm"] = "nbbag"
     text_embedding: int = Field(32, ge=2)
     text_hidden: int = Field(64, ge=2)
     # "auto": enough epochs for about `image_auto_steps` (images) or `auto_steps` (text)

@@ -13,15 +13,17 @@ BIGRAM_BUCKETS = 1 << 16
 _PRIME = 1_000_003
 
 
-def ngram_ids(tokens: torch.Tensor, lengths: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """(B, L) word ids -> (B, 2L - 1) word and hashed bigram ids; 0 (padding) past each text."""
+def ngram_ids(tokens: torch.Tensor, lengths: torch.Tensor, vocab_size: int,
+              buckets: int = BIGRAM_BUCKETS) -> torch.Tensor:
+    """(B, L) word ids -> (B, 2L - 1) word and bigram ids, the bigrams hashed into `buckets`
+    rows after the vocabulary; 0 (padding) past each text."""
     width = tokens.shape[1]
     positions = torch.arange(width, device=tokens.device)[None]
     words = tokens.masked_fill(positions >= lengths[:, None], 0)
     if width < 2:
         return words
     pair_valid = positions[:, 1:] < lengths[:, None]
-    hashed = (tokens[:, :-1] * _PRIME + tokens[:, 1:]) % BIGRAM_BUCKETS + vocab_size
+    hashed = (tokens[:, :-1] * _PRIME + tokens[:, 1:]) % buckets + vocab_size
     return torch.cat([words, hashed.masked_fill(~pair_valid, 0)], dim=1)
 
 

@@ -16,7 +16,7 @@ keeps its all-ones ratios: a plain binary bag of n-grams.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -35,15 +35,37 @@ def distinct(ids: torch.Tensor) -> torch.Tensor:
     return ordered.masked_fill(repeat, 0)
 
 
-def log_count_ratios(counts: torch.Tensor) -> torch.Tensor:
-    """(C, N) texts per class containing each n-gram -> (N,) weights: the largest |log ratio|
-    over classes of the n-gram's smoothed share in that class against its share in the others.
-    For two classes this is |r| of NBSVM; it is defined for any number of classes."""
+def class_log_ratios(counts: torch.Tensor) -> torch.Tensor:
+    """(C, N) texts per class containing each n-gram -> (C, N): per class, the log ratio of the
+    n-gram's smoothed share in that class against its share in the others (NBSVM's r, one class
+    against the rest)."""
     smoothed = counts + SMOOTHING
     rest = smoothed.sum(0, keepdim=True) - smoothed
     share = smoothed / smoothed.sum(1, keepdim=True)
     share_rest = rest / rest.sum(1, keepdim=True)
-    return (share / share_rest).log().abs().amax(0)
+    return (share / share_rest).log()
+
+
+def log_count_ratios(counts: torch.Tensor) -> torch.Tensor:
+    """(C, N) texts per class containing each n-gram -> (N,) weights: the largest |log ratio|
+    over classes (`class_log_ratios`). For two classes this is |r| of NBSVM; it is defined for
+    any number of classes."""
+    return class_log_ratios(counts).abs().amax(0)
+
+
+def class_counts(ngrams: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 batches: Iterable[dict[str, torch.Tensor]], n_classes: int, rows: int,
+                 ) -> torch.Tensor:
+    """(C, rows): how many labelled texts of each class contain each n-gram (`ngrams` gives a
+    batch's distinct ids); padding (row 0) counts none."""
+    counts = torch.zeros(n_classes, rows)
+    for batch in batches:
+        ids = ngrams(batch["tokens"], batch["lengths"]).cpu()
+        labels = batch["label"].cpu()[:, None].expand_as(ids)
+        counts.index_put_((labels, ids), torch.ones_like(ids, dtype=counts.dtype),
+                          accumulate=True)
+    counts[:, 0] = 0
+    return counts
 
 
 class TextNBBag(nn.Module):
@@ -68,14 +90,8 @@ class TextNBBag(nn.Module):
 
     def prime(self, batches: Iterable[dict[str, torch.Tensor]], n_classes: int) -> None:
         """Set the ratios from labelled train batches (tokens, lengths, label)."""
-        counts = torch.zeros(n_classes, self.ratio.numel(), device=self.ratio.device)
-        for batch in batches:
-            ids = self.ngrams(batch["tokens"], batch["lengths"]).to(self.ratio.device)
-            rows = batch["label"].to(self.ratio.device)[:, None].expand_as(ids)
-            counts.index_put_((rows, ids), torch.ones_like(ids, dtype=counts.dtype),
-                              accumulate=True)
-        counts[:, 0] = 0
-        self.ratio.copy_(log_count_ratios(counts))
+        counts = class_counts(self.ngrams, batches, n_classes, self.ratio.numel())
+        self.ratio.copy_(log_count_ratios(counts).to(self.ratio.device))
         self.ratio[0] = 0
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -150,13 +150,14 @@ def _batch_parts(samples: Path, meta: dict[str, Any], cache: Path, weights: str,
 def embed_jobs(samples: Path, weights: Path, modality: str, cfg: FeaturesConfig,
                meta: dict[str, Any], file_meta: dict[str, Any], with_labels: bool,
                part_rows: int, device: str = "cpu", batch_cache: Path | None = None,
-               weights_id: str = "") -> list[dict[str, Any]]:
+               weights_id: str = "", out_of_fold: Path | None = None) -> list[dict[str, Any]]:
     """One job per run of whole row groups of about `part_rows` rows, split by split in row
     order (batched data: per split and batch): what `embed_part` needs to embed them in any
     process that reaches the run folder."""
     common = {"weights": str(weights), "modality": modality,
               "features": cfg.model_dump(mode="json"), "sample_meta": meta,
-              "with_labels": with_labels, "device": device, "meta": file_meta}
+              "with_labels": with_labels, "device": device, "meta": file_meta,
+              "out_of_fold": None if out_of_fold is None else str(out_of_fold)}
     if "batches" in meta and batch_cache is not None:
         parts = _batch_parts(samples, meta, batch_cache / "embeddings",
                              f"{modality}-{with_labels}-{weights_id}-{device}")
@@ -180,7 +181,7 @@ def embed_part(out: Path, meta: dict[str, Any], samples: str, row_groups: list[i
                weights: str, modality: str, features: dict[str, Any],
                sample_meta: dict[str, Any], with_labels: bool, device: str = "cpu",
                rows_per_pass: int = EMBED_ROWS, batch: str | None = None,
-               cache_file: str | None = None) -> None:
+               cache_file: str | None = None, out_of_fold: str | None = None) -> None:
     """Embed row groups of a samples file into the part file `out` (written atomically).
 
     Batched data (`batch`): the part's rows carry the batch's name, and `cache_file` keeps its
@@ -189,7 +190,8 @@ def embed_part(out: Path, meta: dict[str, Any], samples: str, row_groups: list[i
 
     At most `rows_per_pass` rows go through the encoder at once: a whole row group (8,192 rows
     of 28x28) in one forward pass peaked at 3.3 GB, 1,024 rows at ~1 GB, and is no slower.
-    A label-free encoder (`with_labels=False`) reads no label and writes a null one.
+    A label-free encoder (`with_labels=False`) reads no label and writes a null one. A row
+    found in `out_of_fold` (`write_out_of_fold`) gets its cross-fitted embedding from there.
     """
     if cache_file is not None and Path(cache_file).exists():
         write_table(out, pq.read_table(cache_file), meta)
@@ -197,6 +199,7 @@ def embed_part(out: Path, meta: dict[str, Any], samples: str, row_groups: list[i
     model = load_trained(weights, modality, FeaturesConfig(**features), sample_meta).to(device)
     columns = _columns(modality) if with_labels else label_free_columns(modality)
     spec = MODALITIES[modality]
+    crossed = read_embeddings(out_of_fold) if out_of_fold is not None else None
     file = pq.ParquetFile(samples)
     schema = embedding_schema(model.encoder.dim, batched=batch is not None)
     with one_thread(), atomic_writer(out, schema, meta) as writer:
@@ -206,11 +209,52 @@ def embed_part(out: Path, meta: dict[str, Any], samples: str, row_groups: list[i
                 emb = model.embed(to_device(spec.from_table(table, sample_meta), device))
             labels = table.column("label") if with_labels else pa.nulls(table.num_rows,
                                                                          pa.int64())
+            emb = emb.cpu().numpy()
+            if crossed is not None:
+                emb = _cross_fitted(emb, table.column("id").to_numpy(zero_copy_only=False),
+                                    crossed)
             writer.write_table(embedding_table(
-                table.column("id"), table.column("split"), labels, emb.cpu().numpy(),
+                table.column("id"), table.column("split"), labels, emb,
                 None if batch is None else [batch] * table.num_rows))
     if cache_file is not None:
         keep_in_cache(Path(out), Path(cache_file))
+
+
+def _cross_fitted(emb: np.ndarray, ids: np.ndarray, crossed: dict[str, Any]) -> np.ndarray:
+    """`emb` with the rows whose id `crossed` holds replaced by their cross-fitted embedding."""
+    index = {rid: i for i, rid in enumerate(crossed["id"])}
+    rows = [(n, index[rid]) for n, rid in enumerate(ids) if rid in index]
+    if not rows:
+        return emb
+    emb = emb.copy()
+    mine, theirs = (np.array(r) for r in zip(*rows, strict=True))
+    emb[mine] = crossed["embedding"][theirs]
+    return emb
+
+
+def write_out_of_fold(model: EncoderClassifier, samples: Path, meta: dict[str, Any],
+                      out_dir: Path) -> Path | None:
+    """An encoder that can score its train rows cross-fitted (`fold_scores`: `nbsvm`) gets them
+    written to `out_of_fold_<modality>.parquet` (id, split, label, embedding), which
+    `embed_part` then writes for those rows: a model that separates every train row it was fitted
+    on says nothing, on those rows, about where a classifier's threshold belongs. None for every
+    other encoder."""
+    fold_scores = getattr(model.encoder, "fold_scores", None)
+    if fold_scores is None:
+        return None
+    modality = model.modality
+    groups = _window(samples, "train", meta)
+    train = ParquetBatches(samples / "train.parquet", _columns(modality),
+                           sample_decoder(modality, meta), EMBED_ROWS, shuffle=False,
+                           row_groups=groups)
+    scores = fold_scores(list(train()), len(meta["class_names"]))
+    file = pq.ParquetFile(samples / "train.parquet")
+    rows = file.read_row_groups(groups if groups is not None else range(file.num_row_groups),
+                                columns=["id", "split", "label"])
+    out = out_dir / f"out_of_fold_{modality}.parquet"
+    write_table(out, embedding_table(rows.column("id"), rows.column("split"),
+                                     rows.column("label"), scores.numpy()), {"modality": modality})
+    return out
 
 
 def keep_in_cache(part: Path, cache_file: Path) -> None:
@@ -228,7 +272,7 @@ def keep_in_cache(part: Path, cache_file: Path) -> None:
 def embed_splits(model: EncoderClassifier, samples: Path, out_dir: Path, meta: dict[str, Any],
                  cfg: FeaturesConfig, file_meta: dict[str, Any], map_parts: MapParts,
                  part_rows: int, with_labels: bool = True,
-                 batch_cache: Path | None = None) -> Path:
+                 batch_cache: Path | None = None, out_of_fold: Path | None = None) -> Path:
     """Save the encoder to `encoder_<modality>.pt` and embed every split into the dataset
     `<modality>.parquet/`, one part per `part_rows` rows (whole row groups) of the samples,
     through `map_parts` (here one after another, or on a cluster: `tasks/parallel/partitions.py`).
@@ -237,7 +281,7 @@ def embed_splits(model: EncoderClassifier, samples: Path, out_dir: Path, meta: d
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, weights)
     device = str(next(model.parameters()).device)
     jobs = embed_jobs(samples, weights, model.modality, cfg, meta, file_meta, with_labels,
-                      part_rows, device, batch_cache, weights_digest(model))
+                      part_rows, device, batch_cache, weights_digest(model), out_of_fold)
     return map_parts(f"{model.modality}.parquet", embed_part, jobs, weights_digest(model))
 
 
@@ -290,7 +334,8 @@ def extract_labelled(modality: str, samples: Path, cfg: FeaturesConfig, seed: in
     features = embed_splits(model, samples, out_dir, meta, cfg,
                             {**file_meta, "modality": modality, "learned_from": LABELS,
                              "dim": model.encoder.dim}, map_parts or run_inline(out_dir),
-                            part_rows, batch_cache=batch_cache)
+                            part_rows, batch_cache=batch_cache,
+                            out_of_fold=write_out_of_fold(model, samples, meta, out_dir))
     teacher = teacher_scores(model, features)
     return split_accuracies(teacher), teacher
 
