@@ -146,6 +146,8 @@ class FeaturesConfig(_Section):
     image_channels: int = Field(32, ge=1)  # width of the first conv block
     # 3x3 convolutions per block; auto: two in all (docs/decisions.md)
     image_convs: int | Literal["auto"] = "auto"
+    # training-time random shift of each image by up to this many pixels (0: none)
+    image_shift: int = Field(0, ge=0)
     # nbbag (the default: n-gram embeddings weighted by Naive-Bayes ratios; docs/decisions.md),
     # gru (a bidirectional RNN), cnn (1-D convolutions, max over time), bag (n-gram embeddings)
     text_encoder: Literal["gru", "cnn", "bag", "nbbag"] = "nbbag"

@@ -41,7 +41,8 @@ class ImageModality:
 
     def build_encoder(self, cfg: FeaturesConfig, meta: dict[str, Any]) -> nn.Module:
         return ImageCNN(tuple(meta["image_shape"]), cfg.image_dim, cfg.image_channels,
-                        cfg.dropout, None if cfg.image_convs == "auto" else cfg.image_convs)
+                        cfg.dropout, None if cfg.image_convs == "auto" else cfg.image_convs,
+                        shift=cfg.image_shift)
 
     def input_layer(self, meta: dict[str, Any]) -> nn.Module:
         return Standardize(meta["image_mean"], meta["image_std"])
