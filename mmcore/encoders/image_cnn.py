@@ -6,11 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Rows per forward pass in evaluation mode: a larger batch is cut into slices of this many. On
-# this project's CPUs (2 MiB of L2 cache per core) one 1,024-row pass embedded 2-5x fewer rows/s
-# than 32-row slices: the activations of a large batch no longer stay in the cache
+# Values of the first block's activations per forward pass in evaluation mode: a larger batch
+# is cut into slices of that size. On this project's CPUs (2 MiB of L2 cache per core) 28x28
+# images embedded 2.1-2.5x more rows/s in slices of 16-128 rows than in 1,024-row passes (their
+# activations no longer stay in the cache), while the 8x8 digits lost speed below 128 rows (the
+# per-call overhead): about a million values is 41 rows of 28x28 and 512 of 8x8
 # (benchmarks/README.md, "One change at a time (image encoder)").
-INFER_ROWS = 32
+INFER_VALUES = 2**20
 
 
 def _block(c_in: int, c_out: int, convs: int, dropout: float) -> nn.Sequential:
@@ -57,11 +59,11 @@ class ImageCNN(nn.Module):
     `shift` > 0: in training mode each image is first moved by up to that many pixels
     (`random_shift`), the augmentation that takes a small CNN past 0.992 on MNIST; evaluation
     and embedding see the images as they are. In evaluation mode a batch of more than
-    `infer_rows` rows runs in slices of that many (`INFER_ROWS`)."""
+    `infer_rows` rows runs in slices of that many (default: from `INFER_VALUES`)."""
 
     def __init__(self, image_shape: tuple[int, int, int], dim: int = 64, channels: int = 32,
                  dropout: float = 0.25, convs: int | None = None, channels_last: bool = True,
-                 shift: int = 0, infer_rows: int = INFER_ROWS):
+                 shift: int = 0, infer_rows: int | None = None):
         super().__init__()
         c, h, w = image_shape
         n_blocks = _blocks(min(h, w))
@@ -78,7 +80,8 @@ class ImageCNN(nn.Module):
         self.features.to(memory_format=self.layout)
         self.project = nn.Sequential(nn.Flatten(), nn.Linear(flat, dim), nn.ReLU(),
                                      nn.Dropout(dropout))
-        self.dim, self.shift, self.infer_rows = dim, shift, infer_rows
+        self.dim, self.shift = dim, shift
+        self.infer_rows = infer_rows or max(INFER_VALUES // (channels * h * w), 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if not self.training and len(images) > self.infer_rows:
