@@ -148,6 +148,9 @@ class FeaturesConfig(_Section):
     image_convs: int | Literal["auto"] = "auto"
     # training-time random shift of each image by up to this many pixels (0: none)
     image_shift: int = Field(0, ge=0)
+    # the image encoder's dropout; auto: none from 28x28 up (a few epochs over many rows),
+    # `dropout` below (the 8x8 digits); docs/decisions.md, issue 19
+    image_dropout: float | Literal["auto"] = "auto"
     # nbbag (the default: n-gram embeddings weighted by Naive-Bayes ratios; docs/decisions.md),
     # gru (a bidirectional RNN), cnn (1-D convolutions, max over time), bag (n-gram embeddings)
     text_encoder: Literal["gru", "cnn", "bag", "nbbag"] = "nbbag"
@@ -170,6 +173,13 @@ class FeaturesConfig(_Section):
     # docs/decisions.md, "Cross-modal distillation"
     distill: Literal["soft", "l2"] = "soft"
     distill_temperature: float = Field(2.0, gt=0)
+
+    @field_validator("image_dropout")
+    @classmethod
+    def _a_share(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and not 0 <= value < 1:
+            raise ValueError("must be in [0, 1) or 'auto'")
+        return value
 
     @field_validator("image_epochs", "text_epochs", "image_convs")
     @classmethod

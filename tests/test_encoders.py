@@ -183,3 +183,28 @@ def test_image_cnn_construction_leaves_batchnorm_statistics_untouched():
             torch.testing.assert_close(module.running_var, torch.ones_like(module.running_var))
             torch.testing.assert_close(module.running_mean,
                                        torch.zeros_like(module.running_mean))
+
+
+@pytest.mark.parametrize("side, setting, expected", [
+    (8, "auto", 0.25),  # the digits: one block, `features.dropout`
+    (28, "auto", 0.0),  # two blocks and more: none
+    (8, 0.1, 0.1),  # a number means that dropout at any size
+    (28, 0.1, 0.1),
+])
+def test_image_dropout_auto_follows_the_image_size(side, setting, expected):
+    from mmcore.config import FeaturesConfig
+    from mmcore.modalities import MODALITIES
+
+    cfg = FeaturesConfig(image_dropout=setting)
+    encoder = MODALITIES["image"].build_encoder(cfg, {"image_shape": [1, side, side]})
+    rates = {m.p for m in encoder.modules() if isinstance(m, torch.nn.Dropout)}
+    assert rates == {expected}
+
+
+def test_image_dropout_rejects_a_share_outside_zero_to_one():
+    from pydantic import ValidationError
+
+    from mmcore.config import FeaturesConfig
+
+    with pytest.raises(ValidationError, match="image_dropout"):
+        FeaturesConfig(image_dropout=1.0)

@@ -11,6 +11,7 @@ from torch import nn
 
 from mmcore.config import FeaturesConfig
 from mmcore.encoders import ImageCNN
+from mmcore.encoders.image_cnn import auto_dropout
 from mmcore.io.parquet import to_matrix
 
 Batch = dict[str, torch.Tensor]
@@ -40,8 +41,11 @@ class ImageModality:
         return cfg.image_auto_steps
 
     def build_encoder(self, cfg: FeaturesConfig, meta: dict[str, Any]) -> nn.Module:
-        return ImageCNN(tuple(meta["image_shape"]), cfg.image_dim, cfg.image_channels,
-                        cfg.dropout, None if cfg.image_convs == "auto" else cfg.image_convs,
+        shape = tuple(meta["image_shape"])
+        dropout = (auto_dropout(shape, cfg.dropout) if cfg.image_dropout == "auto"
+                   else cfg.image_dropout)
+        return ImageCNN(shape, cfg.image_dim, cfg.image_channels, dropout,
+                        None if cfg.image_convs == "auto" else cfg.image_convs,
                         shift=cfg.image_shift)
 
     def input_layer(self, meta: dict[str, Any]) -> nn.Module:
