@@ -45,9 +45,10 @@ class Head(nn.Module):
 def variants(side: int) -> dict[str, dict]:
     shape = (1, side, side)
 
-    def cnn(convs: int, channels_last: bool = False, infer_rows: int | None = 1024):
+    def cnn(convs: int, channels_last: bool = False, infer_rows: int | None = 1024,
+            dropout: float = 0.25):
         return lambda: Head(ImageCNN(shape, convs=convs, channels_last=channels_last,
-                                     infer_rows=infer_rows))
+                                     infer_rows=infer_rows, dropout=dropout))
 
     return {
         "two_convs_b64": {"model": cnn(2), "batch": 64},
@@ -59,6 +60,9 @@ def variants(side: int) -> dict[str, dict]:
         # slices sized by ImageCNN for the input, as the pipeline runs it
         "one_conv_b64_channels_last_infer_auto": {"model": cnn(1, True, None), "batch": 64},
         "two_convs_b64_channels_last_infer_auto": {"model": cnn(2, True, None), "batch": 64},
+        # no dropout (`features.image_dropout: auto` from 28x28)
+        **{f"one_conv_b{b}_channels_last_no_dropout": {"model": cnn(1, True, None, 0.0),
+                                                       "batch": b} for b in (64, 128, 256)},
         "one_conv_b128": {"model": cnn(1), "batch": 128},
         "one_conv_b128_channels_last": {"model": cnn(1, True), "batch": 128},
         "one_conv_b128_compiled": {"model": cnn(1), "batch": 128, "compile": True},

@@ -162,7 +162,7 @@ class FeaturesConfig(_Section):
     text_epochs: int | Literal["auto"] = Field("auto")
     auto_steps: int = Field(1500, ge=1)
     # 28x28 images need more steps than text to converge (docs/decisions.md, issue 19 item 5)
-    image_auto_steps: int = Field(3500, ge=1)
+    image_auto_steps: int = Field(2300, ge=1)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     patience: int | None = Field(None, ge=1)  # stop after this many epochs without a better val
     lr: float = Field(2e-3, gt=0)
