@@ -30,6 +30,11 @@ class Standardize(nn.Module):
         return {**batch, "image": (batch["image"] - self.mean) / self.std}
 
 
+def image_dropout(cfg: FeaturesConfig, shape: tuple[int, int, int]) -> float:
+    """`features.image_dropout` as a number for images of this shape."""
+    return auto_dropout(shape, cfg.dropout) if cfg.image_dropout == "auto" else cfg.image_dropout
+
+
 class ImageModality:
     name = "image"
     columns = ("image",)
@@ -42,9 +47,7 @@ class ImageModality:
 
     def build_encoder(self, cfg: FeaturesConfig, meta: dict[str, Any]) -> nn.Module:
         shape = tuple(meta["image_shape"])
-        dropout = (auto_dropout(shape, cfg.dropout) if cfg.image_dropout == "auto"
-                   else cfg.image_dropout)
-        return ImageCNN(shape, cfg.image_dim, cfg.image_channels, dropout,
+        return ImageCNN(shape, cfg.image_dim, cfg.image_channels, image_dropout(cfg, shape),
                         None if cfg.image_convs == "auto" else cfg.image_convs,
                         shift=cfg.image_shift)
 
