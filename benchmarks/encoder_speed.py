@@ -1,9 +1,11 @@
 """Training and inference throughput of image-encoder variants, one change at a time.
 
 Each variant trains `--steps` AdamW steps on random 28x28 images (rows/s) and embeds
-`--infer-rows` rows under torch.no_grad() (rows/s). The variants run interleaved, `--repeats`
-times, and the medians are printed with the ratio to the first variant, so the machine's
-noise hits all of them alike.
+`--infer-rows` rows under torch.no_grad() (rows/s), 1,024 at a time (which `ImageCNN` cuts into
+slices of its `infer_rows`: 1,024 here unless a variant's name ends in `_infer<N>`, or
+`_infer_auto` for the size `ImageCNN` picks for the input). The variants run interleaved,
+`--repeats` times, and the medians are printed with the ratio to the first variant, so the
+machine's noise hits all of them alike.
 
 Usage: python benchmarks/encoder_speed.py [--steps 40] [--repeats 3] [--side 28]
            [--variants two_convs,one_conv,...]
@@ -43,14 +45,24 @@ class Head(nn.Module):
 def variants(side: int) -> dict[str, dict]:
     shape = (1, side, side)
 
-    def cnn(convs: int, channels_last: bool = False):
-        return lambda: Head(ImageCNN(shape, convs=convs, channels_last=channels_last))
+    def cnn(convs: int, channels_last: bool = False, infer_rows: int | None = 1024,
+            dropout: float = 0.25):
+        return lambda: Head(ImageCNN(shape, convs=convs, channels_last=channels_last,
+                                     infer_rows=infer_rows, dropout=dropout))
 
     return {
         "two_convs_b64": {"model": cnn(2), "batch": 64},
         "two_convs_b64_channels_last": {"model": cnn(2, True), "batch": 64},
         "one_conv_b64": {"model": cnn(1), "batch": 64},
         "one_conv_b64_channels_last": {"model": cnn(1, True), "batch": 64},
+        **{f"one_conv_b64_channels_last_infer{n}": {"model": cnn(1, True, n), "batch": 64}
+           for n in (16, 32, 64, 128, 256)},
+        # slices sized by ImageCNN for the input, as the pipeline runs it
+        "one_conv_b64_channels_last_infer_auto": {"model": cnn(1, True, None), "batch": 64},
+        "two_convs_b64_channels_last_infer_auto": {"model": cnn(2, True, None), "batch": 64},
+        # no dropout (`features.image_dropout: auto` from 28x28)
+        **{f"one_conv_b{b}_channels_last_no_dropout": {"model": cnn(1, True, None, 0.0),
+                                                       "batch": b} for b in (64, 128, 256)},
         "one_conv_b128": {"model": cnn(1), "batch": 128},
         "one_conv_b128_channels_last": {"model": cnn(1, True), "batch": 128},
         "one_conv_b128_compiled": {"model": cnn(1), "batch": 128, "compile": True},

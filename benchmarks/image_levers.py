@@ -10,7 +10,8 @@ set OMP_NUM_THREADS=1 on a shared machine and compare only within one run.
 
 Variants: `base` (the defaults), `nchw` (the encoder's convolutions in NCHW instead of its
 channels-last), `compile` (torch.compile, inductor), and `key=value` features overrides, all
-joined by `+`, e.g. `batch_size=128+lr=0.003`, `image_channels=48`, `image_epochs=5`.
+joined by `+`, e.g. `batch_size=128+lr=0.003`, `image_channels=48`, `image_epochs=5`,
+`image_dropout=0.25`, `image_shift=2`.
 
 Usage: python benchmarks/image_levers.py --data DIR [--rows 10000] [--test-rows 5000]
            [--epochs 3] [--variants base,nchw,...] [--json FILE]
@@ -38,6 +39,7 @@ from mmcore.config import FeaturesConfig  # noqa: E402
 from mmcore.encoders import ImageCNN  # noqa: E402
 from mmcore.losses import classification_loss  # noqa: E402
 from mmcore.modalities.encoder_classifier import EncoderClassifier  # noqa: E402
+from mmcore.modalities.image import image_dropout  # noqa: E402
 from mmcore.training import ArrayBatches, fit, seed_everything  # noqa: E402
 
 FLAGS = ("nchw", "compile")
@@ -78,8 +80,10 @@ def run(variant: str, data: dict[str, np.ndarray], epochs: int) -> dict:
     model = EncoderClassifier("image", cfg, meta, 10)
     if "nchw" in flags:
         convs = None if cfg.image_convs == "auto" else cfg.image_convs
-        model.encoder = ImageCNN(tuple(meta["image_shape"]), cfg.image_dim, cfg.image_channels,
-                                 cfg.dropout, convs, channels_last=False)
+        shape = tuple(meta["image_shape"])
+        model.encoder = ImageCNN(shape, cfg.image_dim, cfg.image_channels,
+                                 image_dropout(cfg, shape), convs, channels_last=False,
+                                 shift=cfg.image_shift)
     net = torch.compile(model) if "compile" in flags else model
     train = ArrayBatches({"image": data["train_x"], "label": data["train_y"]}, cfg.batch_size,
                          seed=0)

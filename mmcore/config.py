@@ -146,6 +146,11 @@ class FeaturesConfig(_Section):
     image_channels: int = Field(32, ge=1)  # width of the first conv block
     # 3x3 convolutions per block; auto: two in all (docs/decisions.md)
     image_convs: int | Literal["auto"] = "auto"
+    # training-time random shift of each image by up to this many pixels (0: none)
+    image_shift: int = Field(0, ge=0)
+    # the image encoder's dropout; auto: none from 28x28 up (a few epochs over many rows),
+    # `dropout` below (the 8x8 digits); docs/decisions.md, issue 19
+    image_dropout: float | Literal["auto"] = "auto"
     # nbbag (the default: n-gram embeddings weighted by Naive-Bayes ratios; docs/decisions.md),
     # gru (a bidirectional RNN), cnn (1-D convolutions, max over time), bag (n-gram embeddings),
     # nbsvm (NB-LR: its embedding is the class scores; text_dim 2 for two classes)
@@ -158,7 +163,7 @@ class FeaturesConfig(_Section):
     text_epochs: int | Literal["auto"] = Field("auto")
     auto_steps: int = Field(1500, ge=1)
     # 28x28 images need more steps than text to converge (docs/decisions.md, issue 19 item 5)
-    image_auto_steps: int = Field(3500, ge=1)
+    image_auto_steps: int = Field(2300, ge=1)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     patience: int | None = Field(None, ge=1)  # stop after this many epochs without a better val
     lr: float = Field(2e-3, gt=0)
@@ -169,6 +174,13 @@ class FeaturesConfig(_Section):
     # docs/decisions.md, "Cross-modal distillation"
     distill: Literal["soft", "l2"] = "soft"
     distill_temperature: float = Field(2.0, gt=0)
+
+    @field_validator("image_dropout")
+    @classmethod
+    def _a_share(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and not 0 <= value < 1:
+            raise ValueError("must be in [0, 1) or 'auto'")
+        return value
 
     @field_validator("image_epochs", "text_epochs", "image_convs")
     @classmethod

@@ -210,14 +210,16 @@ def test_auto_epochs_follow_each_modality_step_budget():
     from mmcore.config import FeaturesConfig
     from mmcore.modalities import MODALITIES
 
-    cfg = FeaturesConfig(auto_steps=1500, image_auto_steps=3500)
+    cfg = FeaturesConfig()
+    assert (cfg.auto_steps, cfg.image_auto_steps) == (1500, 2300)
     image, text = MODALITIES["image"], MODALITIES["text"]
 
     def epochs(spec, steps_per_epoch):
         return cfg.resolve_epochs(spec.epochs(cfg), steps_per_epoch, spec.step_budget(cfg))
 
-    assert epochs(image, 797) == 5  # MNIST-size: 797 batches of 64, ceil(3500 / 797)
+    assert epochs(image, 801) == 3  # MNIST-size: 801 batches of 64, ceil(2300 / 801)
+    assert epochs(image, 700) == 4  # a smaller split gets more epochs: ceil(2300 / 700)
     assert epochs(text, 797) == 3  # ceil(1500 / 797) = 2, raised to the minimum
     assert epochs(image, 18) == epochs(text, 18) == 20  # the built-in digits
     assert epochs(image, 5000) == 3
-    assert FeaturesConfig(image_epochs=4).resolve_epochs(4, 797, 3500) == 4
+    assert FeaturesConfig(image_epochs=4).resolve_epochs(4, 801, 2300) == 4

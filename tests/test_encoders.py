@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mmcore.encoders import ImageCNN, TextGRU
+from mmcore.encoders.image_cnn import random_shift
 
 
 def _reinit(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -74,6 +75,55 @@ def test_image_cnn_runs_channels_last_with_the_same_results_as_nchw():
         torch.testing.assert_close(fast(x), nchw(x), rtol=1e-4, atol=1e-5)
 
 
+def test_image_cnn_embeds_a_large_batch_in_slices_with_the_same_results():
+    """Evaluation cuts a batch into `infer_rows` slices (faster on CPU): a caller sees the same
+    embeddings as from one pass, rows in order, and training still takes the batch whole."""
+    whole = _reinit(ImageCNN((1, 28, 28), dim=8, channels=4, infer_rows=1000)).eval()
+    sliced = ImageCNN((1, 28, 28), dim=8, channels=4, infer_rows=3).eval()
+    sliced.load_state_dict(whole.state_dict())
+    x = torch.randn(10, 1, 28, 28)
+    calls = []
+    sliced.project.register_forward_hook(lambda m, i, o: calls.append(len(o)))
+    with torch.no_grad():
+        torch.testing.assert_close(sliced(x), whole(x), rtol=1e-4, atol=1e-5)
+    assert calls == [3, 3, 3, 1]
+    calls.clear()
+    sliced.train()(x)
+    assert calls == [10]
+
+
+def test_random_shift_moves_each_image_within_its_bounds_and_repeats_the_border():
+    torch.manual_seed(0)
+    x = torch.arange(64 * 5 * 5, dtype=torch.float32).reshape(64, 1, 5, 5)
+    out = random_shift(x, 1)
+    assert out.shape == x.shape
+    offsets = set()
+    for image, moved in zip(x[:, 0], out[:, 0], strict=True):
+        found = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                 if torch.equal(moved, torch.nn.functional.pad(
+                     image[None, None], (1, 1, 1, 1), mode="replicate")[
+                     0, 0, 1 + dy:6 + dy, 1 + dx:6 + dx])]
+        assert len(found) == 1
+        offsets.add(found[0])
+    assert len(offsets) == 9  # every offset drawn, each image its own
+
+
+def test_image_cnn_shifts_only_in_training_and_reproducibly_with_a_seed():
+    model = _reinit(ImageCNN((1, 28, 28), dim=8, channels=4, dropout=0.0, shift=2))
+    x = torch.randn(6, 1, 28, 28)
+    torch.manual_seed(1)
+    first = model(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(model(x), first)  # the same draw from the same seed
+    plain = ImageCNN((1, 28, 28), dim=8, channels=4, dropout=0.0)
+    plain.load_state_dict(model.state_dict())
+    assert not torch.allclose(plain(x), first)  # the shift changed what training saw
+    plain.load_state_dict(model.state_dict())  # the same BatchNorm statistics
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), plain(x))  # evaluation: no shift
+
+
 def _gru() -> TextGRU:
     torch.manual_seed(0)
     return TextGRU(20, dim=8, embedding=6, hidden=5).eval()
@@ -133,3 +183,28 @@ def test_image_cnn_construction_leaves_batchnorm_statistics_untouched():
             torch.testing.assert_close(module.running_var, torch.ones_like(module.running_var))
             torch.testing.assert_close(module.running_mean,
                                        torch.zeros_like(module.running_mean))
+
+
+@pytest.mark.parametrize("side, setting, expected", [
+    (8, "auto", 0.25),  # the digits: one block, `features.dropout`
+    (28, "auto", 0.0),  # two blocks and more: none
+    (8, 0.1, 0.1),  # a number means that dropout at any size
+    (28, 0.1, 0.1),
+])
+def test_image_dropout_auto_follows_the_image_size(side, setting, expected):
+    from mmcore.config import FeaturesConfig
+    from mmcore.modalities import MODALITIES
+
+    cfg = FeaturesConfig(image_dropout=setting)
+    encoder = MODALITIES["image"].build_encoder(cfg, {"image_shape": [1, side, side]})
+    rates = {m.p for m in encoder.modules() if isinstance(m, torch.nn.Dropout)}
+    assert rates == {expected}
+
+
+def test_image_dropout_rejects_a_share_outside_zero_to_one():
+    from pydantic import ValidationError
+
+    from mmcore.config import FeaturesConfig
+
+    with pytest.raises(ValidationError, match="image_dropout"):
+        FeaturesConfig(image_dropout=1.0)

@@ -11,6 +11,7 @@ from torch import nn
 
 from mmcore.config import FeaturesConfig
 from mmcore.encoders import ImageCNN
+from mmcore.encoders.image_cnn import auto_dropout
 from mmcore.io.parquet import to_matrix
 
 Batch = dict[str, torch.Tensor]
@@ -29,6 +30,11 @@ class Standardize(nn.Module):
         return {**batch, "image": (batch["image"] - self.mean) / self.std}
 
 
+def image_dropout(cfg: FeaturesConfig, shape: tuple[int, int, int]) -> float:
+    """`features.image_dropout` as a number for images of this shape."""
+    return auto_dropout(shape, cfg.dropout) if cfg.image_dropout == "auto" else cfg.image_dropout
+
+
 class ImageModality:
     name = "image"
     columns = ("image",)
@@ -40,8 +46,10 @@ class ImageModality:
         return cfg.image_auto_steps
 
     def build_encoder(self, cfg: FeaturesConfig, meta: dict[str, Any]) -> nn.Module:
-        return ImageCNN(tuple(meta["image_shape"]), cfg.image_dim, cfg.image_channels,
-                        cfg.dropout, None if cfg.image_convs == "auto" else cfg.image_convs)
+        shape = tuple(meta["image_shape"])
+        return ImageCNN(shape, cfg.image_dim, cfg.image_channels, image_dropout(cfg, shape),
+                        None if cfg.image_convs == "auto" else cfg.image_convs,
+                        shift=cfg.image_shift)
 
     def input_layer(self, meta: dict[str, Any]) -> nn.Module:
         return Standardize(meta["image_mean"], meta["image_std"])
