@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -106,7 +107,9 @@ def _server(run_dir: Path, action: str) -> float:
 
 
 def inference_ratio(run_dir: Path, passes: int) -> dict:
-    """embed_splits (Parquet in and out) vs a bare no_grad loop, same encoder and rows."""
+    """embed_splits (Parquet in and out) vs a bare no_grad loop, same encoder and rows; the
+    parts side by side, one per core, each on one torch thread, as feature extraction runs them
+    inline (`tasks/parallel/partitions.py`), against the bare loop on torch's default threads."""
     import pyarrow.parquet as pq
     import torch
 
@@ -141,7 +144,7 @@ def inference_ratio(run_dir: Path, passes: int) -> dict:
             out = Path(tmp) / str(n)  # embed_splits writes the weights and a dataset folder
             out.mkdir()
             embed_splits(model, samples, out, meta, FeaturesConfig(), {},
-                         run_inline(out), PART_ROWS)
+                         run_inline(out, threads=len(os.sched_getaffinity(0))), PART_ROWS)
             timings["embed_splits"].append(time.perf_counter() - start)
     bare, piped = (statistics.median(timings[k]) for k in ("bare", "embed_splits"))
     out = {"rows": rows, "bare_rows_per_s": round(rows / bare), "embed_splits_rows_per_s":

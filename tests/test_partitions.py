@@ -26,6 +26,7 @@ from mmcore.io.parquet import (
     read_marker,
     write_table,
 )
+from mmcore.io.partitions import run_inline
 
 # Small partitions (data.batch_rows) so tiny data has several per split: of 300 rows, 60 are
 # test rows -> 3 prediction parts of 25 rows; the embedding datasets get a dozen parts each.
@@ -54,6 +55,17 @@ def test_a_dataset_reads_in_part_order_and_is_marked_only_when_whole(tmp_path):
     assert sorted(marker["files"]) == [f"image.parquet/{part_name(i)}" for i in range(3)]
     assert read_dataset(dataset).column("label").to_pylist() == [1, 2, 3, 4, 5]
     assert pq.read_table(dataset).num_rows == 5  # pyarrow reads the folder as one table too
+
+
+def test_run_inline_on_threads_writes_the_parts_it_writes_one_after_another(tmp_path):
+    def work(out: Path, meta: dict, rows: list[int]) -> None:
+        _part(out.parent, meta["part"]["index"], meta["part"]["of"], rows)
+
+    jobs = [{"meta": {}, "rows": [2 * i, 2 * i + 1]} for i in range(5)]
+    alone = run_inline(tmp_path / "one")("image.parquet", work, jobs, "s")
+    side_by_side = run_inline(tmp_path / "two", threads=2)("image.parquet", work, jobs, "s")
+    assert read_dataset(side_by_side).equals(read_dataset(alone))
+    assert read_dataset(alone).column("label").to_pylist() == list(range(10))
 
 
 def _run(run_dir: Path, *extra: str, stages: list[str] | None = None) -> dict:

@@ -16,8 +16,10 @@ part missing).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,16 +41,24 @@ def part_meta(job: dict[str, Any], index: int, count: int, source: str) -> dict[
     return {**job["meta"], "part": {"index": index, "of": count, "source": source}}
 
 
-def run_inline(out_dir: Path) -> MapParts:
-    """Parts one after another in this process, straight into `out_dir` (no reuse across
-    attempts: for library use and tests; the pipeline's stages use
-    `tasks/parallel/partitions.py`)."""
+def run_inline(out_dir: Path, threads: int = 1) -> MapParts:
+    """Parts in this process, straight into `out_dir` (no reuse across attempts: for library
+    use, benchmarks and tests; the pipeline's stages use `tasks/parallel/partitions.py`): one
+    after another, or side by side on `threads` threads, each part running torch on one thread,
+    as a stage runs them inline."""
     def run(name: str, work: Callable[..., None], jobs: list[dict[str, Any]],
             source: str) -> Path:
         dataset = out_dir / name
-        for index, job in enumerate(jobs):
-            work(**{**job, "meta": part_meta(job, index, len(jobs), source)},
-                 out=dataset / part_name(index))
+        parts = [functools.partial(work, **{**job, "meta": part_meta(job, index, len(jobs),
+                                                                      source)},
+                                   out=dataset / part_name(index))
+                 for index, job in enumerate(jobs)]
+        if threads == 1:
+            for part in parts:
+                part()
+        else:
+            with one_thread(), ThreadPoolExecutor(threads) as pool:
+                list(pool.map(lambda part: part(), parts))
         return dataset
     return run
 
