@@ -231,7 +231,7 @@ def test_feature_extraction_writes_cross_fitted_train_rows_for_nbsvm(tmp_path):
     from mmcore.stages.feature_extraction import load_trained, run_feature_extraction
     from mmcore.stages.preprocessing import run_preprocessing
     from mmcore.training.batches import sample_decoder
-    from tests.data_factories import write_imdb
+    from data_factories import write_imdb
 
     cfg = load_config(None, [f"data.path={write_imdb(tmp_path, per_class=8)}",
                              "data.source=imdb", "features.text_encoder=nbsvm",
