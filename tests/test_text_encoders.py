@@ -225,13 +225,14 @@ def test_nbsvm_fold_scores_never_score_a_row_with_a_fit_that_saw_it():
 
 
 def test_feature_extraction_writes_cross_fitted_train_rows_for_nbsvm(tmp_path):
+    from data_factories import write_imdb
+
     from mmcore.config import load_config
     from mmcore.data.sources import open_source
     from mmcore.io.parquet import read_embeddings
     from mmcore.stages.feature_extraction import load_trained, run_feature_extraction
     from mmcore.stages.preprocessing import run_preprocessing
     from mmcore.training.batches import sample_decoder
-    from data_factories import write_imdb
 
     cfg = load_config(None, [f"data.path={write_imdb(tmp_path, per_class=8)}",
                              "data.source=imdb", "features.text_encoder=nbsvm",

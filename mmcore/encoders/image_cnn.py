@@ -66,8 +66,9 @@ class ImageCNN(nn.Module):
 
     `shift` > 0: in training mode each image is first moved by up to that many pixels
     (`random_shift`; off by default: in the default 3 epochs it cost Fashion-MNIST 3.1 points,
-    benchmarks/README.md); evaluation and embedding see the images as they are. In evaluation mode a batch of more than
-    `infer_rows` rows runs in slices of that many (default: from `INFER_VALUES`)."""
+    benchmarks/README.md); evaluation and embedding see the images as they are. In evaluation
+    mode a batch of more than `infer_rows` rows runs in slices of that many (default: from
+    `INFER_VALUES`)."""
 
     def __init__(self, image_shape: tuple[int, int, int], dim: int = 64, channels: int = 32,
                  dropout: float = 0.25, convs: int | None = None, channels_last: bool = True,
